@@ -1,0 +1,108 @@
+"""Numbered SQL migrations from schema/, each in its own transaction, under an advisory lock."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from . import SCHEMA_DIR
+from .errors import InterpError
+
+# Any fixed 64-bit number works; it only has to be the same for every migrator.
+MIGRATION_LOCK_KEY = 0x696E7465727001
+_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def known_migrations(directory: Path = SCHEMA_DIR) -> list[Migration]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        m = _FILE.match(path.name)
+        if not m:
+            raise InterpError(f"migration file {path.name} is not named NNNN_name.sql")
+        found.append(Migration(int(m.group(1)), m.group(2), path))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise InterpError("two migrations share a number in schema/")
+    return found
+
+
+BOOKKEEPING = """
+CREATE SCHEMA IF NOT EXISTS interp;
+CREATE TABLE IF NOT EXISTS interp.schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+def applied_migrations(conn: psycopg.Connection[Any]) -> dict[int, dict[str, Any]]:
+    exists = conn.execute("SELECT to_regclass('interp.schema_migrations') AS t").fetchone()
+    if not exists or exists["t"] is None:
+        return {}
+    rows = conn.execute("SELECT version, name, checksum, applied_at FROM interp.schema_migrations")
+    return {r["version"]: r for r in rows}
+
+
+def migration_status(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    applied = applied_migrations(conn)
+    known = {m.version: m for m in known_migrations()}
+    rows = []
+    for version in sorted(set(applied) | set(known)):
+        if version in applied and version in known:
+            state = "applied"
+        elif version in applied:
+            state = "unknown to this code"
+        else:
+            state = "pending"
+        name = known[version].name if version in known else applied[version]["name"]
+        applied_at = applied[version]["applied_at"] if version in applied else None
+        rows.append({"version": version, "name": name, "state": state, "applied_at": applied_at})
+    return rows
+
+
+def migrate(dsn: str) -> list[Migration]:
+    """Apply pending migrations; returns what was applied. Safe to run concurrently."""
+    applied_now: list[Migration] = []
+    with psycopg.connect(dsn, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        # A session-level lock, so it spans the per-migration transactions.
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            with conn.transaction():
+                conn.execute(BOOKKEEPING)
+            applied = applied_migrations(conn)
+            known = known_migrations()
+            unknown = sorted(set(applied) - {m.version for m in known})
+            if unknown:
+                raise InterpError(
+                    f"the database has migration(s) {unknown} that this code does not know; "
+                    "upgrade interp before migrating")
+            for m in known:
+                if m.version in applied:
+                    continue
+                with conn.transaction():
+                    conn.execute(m.path.read_text())
+                    conn.execute(
+                        "INSERT INTO interp.schema_migrations (version, name, checksum) "
+                        "VALUES (%s, %s, %s)", (m.version, m.name, m.checksum))
+                applied_now.append(m)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    return applied_now
