@@ -1,0 +1,61 @@
+"""The contract between the run loop and the actor kinds.
+
+An actor kind takes a wave of `Subject`s and returns one `StepResult` per
+subject, in any order. The run loop owns claiming, committing, retries and the
+breaker; an actor kind only computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+DEFAULT_OUTCOME = "DONE"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Subject:
+    """One subject in a wave, as actors see it."""
+
+    id: str                      # the subject key, as text
+    row: dict[str, Any]          # the subject table's row (to_jsonb)
+    outputs: dict[str, Any]      # earlier steps' latest outputs, keyed by step number as text
+    attempt: int = 1             # 1 for the first try at this step
+
+
+@dataclass
+class StepResult:
+    subject_id: str
+    ok: bool                     # False: an error; the subject is retried or dead-lettered
+    outcome: str                 # transitions branch on this (RUN, SKIP, PASS, FAIL, DONE...)
+    output: Any = None
+    error: str | None = None
+    started_at: datetime = field(default_factory=utcnow)
+    finished_at: datetime = field(default_factory=utcnow)
+    # For model steps: model, model_sha256, seed, sampling, prompt_tokens,
+    # completion_tokens, gen_ms.
+    audit: dict[str, Any] = field(default_factory=dict)
+    # True when the actor itself failed (exception, timeout, model would not
+    # load): this counts towards the circuit breaker. A well-formed FAIL does not.
+    actor_failure: bool = False
+
+    @classmethod
+    def failure(cls, subject_id: str, error: str, *, outcome: str = "ERROR",
+                started_at: datetime | None = None, actor_failure: bool = True,
+                output: Any = None) -> StepResult:
+        now = utcnow()
+        return cls(subject_id, False, outcome, output=output, error=error,
+                   started_at=started_at or now, finished_at=now, actor_failure=actor_failure)
+
+
+@dataclass
+class Result:
+    """What a script actor may return for a subject to name the outcome itself."""
+
+    output: Any
+    outcome: str = DEFAULT_OUTCOME

@@ -1,0 +1,154 @@
+"""Workflow definitions: loaded from the interp tables into plain objects, and validated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from .errors import NotFound
+
+
+@dataclass(frozen=True)
+class ModelDef:
+    name: str
+    source: str
+    n_gpu_layers: int = 0
+    n_ctx: int = 2048
+    n_threads: int | None = None
+    chat_format: str | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ActorDef:
+    name: str
+    kind: str          # sql | script | model
+    target: str        # SQL text | module:function | model name
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepDef:
+    workflow_id: int
+    number: int        # execution_order
+    name: str
+    kind: str          # gate | actor
+    actor: str | None = None
+    template: str | None = None
+    gate_sql: str | None = None
+    output_schema: dict[str, Any] | None = None
+    outcome_field: str | None = None
+    max_attempts: int = 3
+    timeout_s: float = 300.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"Step {self.number:2d} {self.name}"
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    name: str
+    admit_sql: str
+    first_step: int
+    enabled: bool
+
+
+@dataclass
+class Workflow:
+    id: int
+    name: str
+    description: str
+    subject_table: str
+    subject_key: str
+    paused: bool
+    version: int
+    steps: dict[int, StepDef]
+    transitions: dict[int, dict[str, int | None]]  # step -> outcome -> next (None = end)
+    entry_points: list[EntryPoint]
+    actors: dict[str, ActorDef]
+    models: dict[str, ModelDef]
+    templates: dict[str, str]                       # name -> body of the newest version
+    template_versions: dict[str, int] = field(default_factory=dict)
+
+    def next_step(self, step: int, outcome: str) -> tuple[bool, int | None]:
+        """(found, next step); found is False when no transition matches."""
+        table = self.transitions.get(step, {})
+        if outcome in table:
+            return True, table[outcome]
+        if "*" in table:
+            return True, table["*"]
+        return False, None
+
+    def actor_of(self, step: StepDef) -> ActorDef | None:
+        return self.actors.get(step.actor) if step.actor else None
+
+    def model_of(self, step: StepDef) -> ModelDef | None:
+        actor = self.actor_of(step)
+        if actor is None or actor.kind != "model":
+            return None
+        return self.models.get(actor.target)
+
+    def is_model_step(self, step: StepDef) -> bool:
+        actor = self.actor_of(step)
+        return actor is not None and actor.kind == "model"
+
+
+def list_workflows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    return conn.execute(
+        """SELECT w.workflow_id, w.name, w.subject_table, w.subject_key, w.paused, w.version,
+                  (SELECT count(*) FROM interp.steps s WHERE s.workflow_id = w.workflow_id) AS steps
+             FROM interp.workflows w ORDER BY w.workflow_id""").fetchall()
+
+
+def load_workflow(conn: psycopg.Connection[Any], workflow_id: int) -> Workflow:
+    w = conn.execute("SELECT * FROM interp.workflows WHERE workflow_id = %s",
+                     (workflow_id,)).fetchone()
+    if w is None:
+        raise NotFound(f"workflow {workflow_id} does not exist (see `interp workflow list`)")
+    steps = {
+        r["execution_order"]: StepDef(
+            workflow_id=workflow_id, number=r["execution_order"], name=r["name"], kind=r["kind"],
+            actor=r["actor"], template=r["template"], gate_sql=r["gate_sql"],
+            output_schema=r["output_schema"], outcome_field=r["outcome_field"],
+            max_attempts=r["max_attempts"], timeout_s=float(r["timeout_s"]), params=r["params"])
+        for r in conn.execute("SELECT * FROM interp.steps WHERE workflow_id = %s "
+                              "ORDER BY execution_order", (workflow_id,))
+    }
+    transitions: dict[int, dict[str, int | None]] = {}
+    for r in conn.execute("SELECT * FROM interp.step_transitions WHERE workflow_id = %s",
+                          (workflow_id,)):
+        transitions.setdefault(r["from_step"], {})[r["outcome"]] = r["to_step"]
+    entry_points = [
+        EntryPoint(r["name"], r["admit_sql"], r["first_step"], r["enabled"])
+        for r in conn.execute("SELECT * FROM interp.entry_points WHERE workflow_id = %s "
+                              "ORDER BY name", (workflow_id,))
+    ]
+    actor_names = sorted({s.actor for s in steps.values() if s.actor})
+    actors = {
+        r["name"]: ActorDef(r["name"], r["kind"], r["target"], r["params"])
+        for r in conn.execute("SELECT * FROM interp.actors WHERE name = ANY(%s)", (actor_names,))
+    }
+    model_names = sorted({a.target for a in actors.values() if a.kind == "model"})
+    models = {
+        r["name"]: ModelDef(r["name"], r["source"], r["n_gpu_layers"], r["n_ctx"], r["n_threads"],
+                            r["chat_format"], r["sampling"], r["sha256"])
+        for r in conn.execute("SELECT * FROM interp.models WHERE name = ANY(%s)", (model_names,))
+    }
+    template_names = sorted({s.template for s in steps.values() if s.template})
+    templates: dict[str, str] = {}
+    versions: dict[str, int] = {}
+    for r in conn.execute(
+            "SELECT DISTINCT ON (name) name, version, body FROM interp.prompt_templates "
+            "WHERE name = ANY(%s) ORDER BY name, version DESC", (template_names,)):
+        templates[r["name"]] = r["body"]
+        versions[r["name"]] = r["version"]
+    return Workflow(
+        id=w["workflow_id"], name=w["name"], description=w["description"],
+        subject_table=w["subject_table"], subject_key=w["subject_key"], paused=w["paused"],
+        version=w["version"], steps=steps, transitions=transitions, entry_points=entry_points,
+        actors=actors, models=models, templates=templates, template_versions=versions)
