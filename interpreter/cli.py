@@ -191,6 +191,30 @@ def seed_postings(ctx: Context, count: int, rng_seed: int, start_id: int) -> Non
     click.echo(f"wrote {n} postings", err=True)
 
 
+def _register() -> None:
+    from .cli_run import pause, resume, run, workflow
+
+    for command in (workflow, run, pause, resume):
+        cli.add_command(command)
+    # Commands that live in optional modules are added when present.
+    import importlib
+
+    for module, names in (("interpreter.cli_ops", ("status", "trace", "dashboard", "prune")),
+                          ("interpreter.cli_models", ("models",)),
+                          ("interpreter.cli_security", ("roles",))):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        for name in names:
+            command = getattr(mod, name, None)
+            if command is not None:
+                (db if module.endswith("security") else cli).add_command(command)
+
+
+_register()
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

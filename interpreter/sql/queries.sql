@@ -1,0 +1,218 @@
+-- The engine's queries, by name. Code asks for them with Q["name"].
+-- Placeholders are psycopg's %(name)s; {braces} are filled with
+-- psycopg.sql composition (identifiers and author-written SQL only, never
+-- subject data).
+
+-- name: admit
+-- Admits what the entry point's query returns and is not admitted yet.
+-- {admit} is the entry point's query, written by the workflow author.
+INSERT INTO interp.subject_state (workflow_id, subject_id, entry_point, step, status)
+SELECT %(workflow_id)s, a.subject_id, %(entry_point)s, %(first_step)s, 'ready'
+  FROM (SELECT DISTINCT q.subject_id::text AS subject_id FROM ({admit}) AS q) AS a
+ WHERE NOT EXISTS (SELECT 1 FROM interp.subject_state s
+                    WHERE s.workflow_id = %(workflow_id)s AND s.subject_id = a.subject_id)
+ LIMIT %(limit)s
+ON CONFLICT DO NOTHING
+
+-- name: control
+SELECT paused, version FROM interp.workflows WHERE workflow_id = %(workflow_id)s
+
+-- name: backlog
+-- Ready work per step, and what is still in flight: the scheduler's view.
+SELECT step,
+       count(*) FILTER (WHERE status = 'ready' AND next_attempt_at <= now()) AS ready,
+       count(*) FILTER (WHERE status = 'ready' AND next_attempt_at > now()) AS waiting,
+       count(*) FILTER (WHERE status = 'leased') AS leased,
+       min(next_attempt_at) FILTER (WHERE status = 'ready') AS next_at
+  FROM interp.subject_state
+ WHERE workflow_id = %(workflow_id)s AND status IN ('ready', 'leased')
+ GROUP BY step
+
+-- name: reap_expired_leases
+-- A lease that ran out goes back to the queue. Clearing wave_id fences the
+-- late commit of the worker that held it.
+UPDATE interp.subject_state
+   SET status = 'ready', lease_owner = NULL, lease_expires = NULL, wave_id = NULL,
+       updated_at = now()
+ WHERE workflow_id = %(workflow_id)s AND status = 'leased' AND lease_expires < now()
+
+-- name: claim_wave
+-- Claims up to %(limit)s ready subjects of one step, sets a lease, records the
+-- wave, and returns each subject with its row from the subject table. One
+-- round trip. {subject_table}, {subject_key}, {key_type} are identifiers from
+-- the workflow definition.
+WITH wave AS (
+    SELECT nextval('interp.waves_wave_id_seq') AS wave_id
+), picked AS (
+    SELECT subject_id FROM interp.subject_state
+     WHERE workflow_id = %(workflow_id)s AND step = %(step)s AND status = 'ready'
+       AND next_attempt_at <= now()
+       AND NOT (SELECT paused FROM interp.workflows WHERE workflow_id = %(workflow_id)s)
+     ORDER BY next_attempt_at
+     LIMIT %(limit)s
+     FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE interp.subject_state s
+       SET status = 'leased', lease_owner = %(worker_id)s,
+           lease_expires = now() + make_interval(secs => %(lease_s)s),
+           wave_id = (SELECT wave_id FROM wave), updated_at = now()
+      FROM picked
+     WHERE s.workflow_id = %(workflow_id)s AND s.subject_id = picked.subject_id
+    RETURNING s.subject_id, s.attempts, s.visits, s.outputs, s.wave_id
+), recorded AS (
+    INSERT INTO interp.waves (wave_id, workflow_id, step, run_id, size, model)
+    SELECT (SELECT wave_id FROM wave), %(workflow_id)s, %(step)s, %(run_id)s, count(*), %(model)s
+      FROM leased HAVING count(*) > 0
+)
+SELECT l.subject_id, l.attempts, l.visits, l.outputs, l.wave_id,
+       CASE WHEN %(with_rows)s THEN to_jsonb(t) END AS row
+  FROM leased l
+  LEFT JOIN {subject_table} t ON %(with_rows)s AND t.{subject_key} = l.subject_id::{key_type}
+
+-- name: lock_inline_wave
+-- Gates and SQL actors run inside one transaction: the row locks are the
+-- lease, and a crash rolls the whole wave back.
+SELECT subject_id, attempts, visits, CASE WHEN %(with_outputs)s THEN outputs END AS outputs
+  FROM interp.subject_state
+ WHERE workflow_id = %(workflow_id)s AND step = %(step)s AND status = 'ready'
+   AND next_attempt_at <= now()
+   AND NOT (SELECT paused FROM interp.workflows WHERE workflow_id = %(workflow_id)s)
+ ORDER BY next_attempt_at
+ LIMIT %(limit)s
+ FOR UPDATE SKIP LOCKED
+
+-- name: new_wave
+INSERT INTO interp.waves (workflow_id, step, run_id, size, model, started_at)
+VALUES (%(workflow_id)s, %(step)s, %(run_id)s, %(size)s, %(model)s, now())
+RETURNING wave_id
+
+-- name: fence_wave
+-- The subjects of a leased wave whose lease this worker still holds; locks
+-- them until commit. Anything missing was reclaimed: its result is dropped.
+SELECT subject_id
+  FROM interp.subject_state
+ WHERE workflow_id = %(workflow_id)s AND subject_id = ANY(%(ids)s)
+   AND status = 'leased' AND lease_owner = %(worker_id)s AND wave_id = %(wave_id)s
+   AND lease_expires > now()
+   FOR UPDATE
+
+-- name: commit_results
+-- Writes every checkpoint of the wave and advances subject_state along the
+-- transitions, in one statement (the caller has fenced the ids).
+WITH v AS (
+    SELECT * FROM unnest(
+        %(ids)s::text[], %(visit)s::int[], %(attempt)s::int[], %(ok)s::bool[],
+        %(outcome)s::text[], %(output)s::text[], %(error)s::text[],
+        %(started)s::timestamptz[], %(finished)s::timestamptz[],
+        %(model)s::text[], %(model_sha256)s::text[], %(seed)s::bigint[], %(sampling)s::text[],
+        %(prompt_tokens)s::int[], %(completion_tokens)s::int[], %(gen_ms)s::float8[],
+        %(next_step)s::int[], %(status)s::text[], %(attempts)s::int[], %(visit_inc)s::int[],
+        %(delay_s)s::float8[])
+      AS v(subject_id, visit, attempt, ok, outcome, output, error, started, finished,
+           model, model_sha256, seed, sampling, prompt_tokens, completion_tokens, gen_ms,
+           next_step, status, attempts, visit_inc, delay_s)
+), cp AS (
+    INSERT INTO interp.checkpoints
+        (workflow_id, subject_id, step, visit, attempt, ok, outcome, output, error,
+         started_at, finished_at, wave_id, run_id, worker_id, model, model_sha256, seed,
+         sampling, prompt_tokens, completion_tokens, gen_ms)
+    SELECT %(workflow_id)s, v.subject_id, %(step)s, v.visit, v.attempt, v.ok, v.outcome,
+           v.output::jsonb, v.error, v.started, v.finished, %(wave_id)s, %(run_id)s,
+           %(worker_id)s, v.model, v.model_sha256, v.seed, v.sampling::jsonb,
+           v.prompt_tokens, v.completion_tokens, v.gen_ms
+      FROM v
+)
+UPDATE interp.subject_state s
+   SET step = v.next_step, status = v.status, attempts = v.attempts,
+       visits = s.visits + v.visit_inc,
+       outputs = CASE WHEN v.ok AND v.output IS NOT NULL
+                      THEN s.outputs || jsonb_build_object(%(step)s::text, v.output::jsonb)
+                      ELSE s.outputs END,
+       last_outcome = v.outcome, last_error = v.error,
+       next_attempt_at = now() + make_interval(secs => v.delay_s),
+       lease_owner = NULL, lease_expires = NULL, wave_id = NULL, updated_at = now()
+  FROM v
+ WHERE s.workflow_id = %(workflow_id)s AND s.subject_id = v.subject_id
+
+-- name: finish_wave
+UPDATE interp.waves
+   SET started_at = coalesce(started_at, %(started)s), finished_at = now(),
+       committed = %(committed)s, busy_ms = %(busy_ms)s
+ WHERE wave_id = %(wave_id)s
+
+-- name: release_wave
+-- Gives back a claimed wave that was not run (stop, or a prefetched wave).
+UPDATE interp.subject_state
+   SET status = 'ready', lease_owner = NULL, lease_expires = NULL, wave_id = NULL,
+       updated_at = now()
+ WHERE workflow_id = %(workflow_id)s AND wave_id = %(wave_id)s AND lease_owner = %(worker_id)s
+   AND status = 'leased'
+
+-- name: renew_leases
+UPDATE interp.subject_state
+   SET lease_expires = now() + make_interval(secs => %(lease_s)s)
+ WHERE workflow_id = %(workflow_id)s AND wave_id = ANY(%(wave_ids)s)
+   AND lease_owner = %(worker_id)s AND status = 'leased'
+
+-- name: start_run
+INSERT INTO interp.runs (workflow_id, worker_id, host, pid, definition_version, args)
+VALUES (%(workflow_id)s, %(worker_id)s, %(host)s, %(pid)s, %(version)s, %(args)s)
+RETURNING run_id
+
+-- name: run_heartbeat
+UPDATE interp.runs SET heartbeat_at = now() WHERE run_id = %(run_id)s
+
+-- name: finish_run
+UPDATE interp.runs SET finished_at = now(), status = %(status)s, error = %(error)s
+ WHERE run_id = %(run_id)s
+
+-- name: breaker_states
+SELECT actor, state, consecutive_failures, opened_at, updated_at, probe_owner
+  FROM interp.actor_health WHERE actor = ANY(%(actors)s)
+
+-- name: breaker_lock
+SELECT actor, state, consecutive_failures FROM interp.actor_health
+ WHERE actor = %(actor)s FOR UPDATE
+
+-- name: breaker_write
+INSERT INTO interp.actor_health (actor, state, consecutive_failures, opened_at, probe_owner,
+                                 last_error, updated_at)
+VALUES (%(actor)s, %(state)s, %(failures)s,
+        CASE WHEN %(state)s = 'open' THEN now() END, NULL, %(last_error)s, now())
+ON CONFLICT (actor) DO UPDATE
+   SET state = EXCLUDED.state, consecutive_failures = EXCLUDED.consecutive_failures,
+       opened_at = CASE WHEN EXCLUDED.state = 'open' THEN now()
+                        WHEN EXCLUDED.state = 'closed' THEN NULL
+                        ELSE interp.actor_health.opened_at END,
+       probe_owner = NULL,
+       last_error = coalesce(EXCLUDED.last_error, interp.actor_health.last_error),
+       updated_at = now()
+
+-- name: breaker_take_probe
+-- One worker, and only one, may send a probe through an open breaker whose
+-- cool-down has passed (or whose previous prober vanished).
+UPDATE interp.actor_health
+   SET state = 'half_open', probe_owner = %(worker_id)s, updated_at = now()
+ WHERE actor = %(actor)s
+   AND ((state = 'open' AND opened_at < now() - make_interval(secs => %(cooldown_s)s))
+        OR (state = 'half_open' AND updated_at < now() - make_interval(secs => %(lease_s)s)))
+RETURNING actor
+
+-- name: model_event
+INSERT INTO interp.model_events (run_id, worker_id, event, model, from_model, duration_ms,
+                                 detail, at)
+VALUES (%(run_id)s, %(worker_id)s, %(event)s, %(model)s, %(from_model)s, %(duration_ms)s,
+        %(detail)s, %(at)s)
+
+-- name: record_model_file
+UPDATE interp.models SET sha256 = %(sha256)s, size_bytes = %(size_bytes)s, updated_at = now()
+ WHERE name = %(name)s AND sha256 IS NULL
+
+-- name: key_type
+SELECT format_type(a.atttypid, a.atttypmod) AS key_type
+  FROM pg_attribute a
+ WHERE a.attrelid = to_regclass(%(table)s) AND a.attname = %(key)s AND NOT a.attisdropped
+
+-- name: pending_count
+SELECT count(*) AS n FROM interp.subject_state
+ WHERE workflow_id = %(workflow_id)s AND status IN ('ready', 'leased')

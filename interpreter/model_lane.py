@@ -1,0 +1,168 @@
+"""The model lane: one thread that owns the resident models and keeps them busy.
+
+It prefers waves for the model already loaded, and switches only when that
+model has no work left or another model's backlog is `switch_ratio` times
+larger. While it generates, a DB thread commits the previous wave and claims
+the next one, so generation does not wait on PostgreSQL, and no connection is
+held during a generation.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from .definitions import StepDef
+
+if TYPE_CHECKING:
+    from .engine import Runner, Wave
+
+log = logging.getLogger(__name__)
+
+
+class ModelLane:
+    def __init__(self, runner: Runner):
+        self.r = runner
+        self.current_model: str | None = None
+        self.events: list[dict[str, Any]] = []
+        self.recorded_sha: set[str] = set()
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        from datetime import UTC, datetime
+
+        self.events.append({"event": event.get("event"), "model": event.get("model"),
+                            "from_model": event.get("from_model"),
+                            "duration_ms": event.get("duration_ms"),
+                            "detail": event.get("detail"), "at": datetime.now(UTC)})
+
+    def run(self) -> None:
+        from .model_actor import run_model_wave
+        from .models import ModelPool
+
+        r = self.r
+        pool = ModelPool(r.opt.model_memory_mb * 1024 * 1024, on_event=self.on_event)
+        db_lane = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-db")
+        commits: list[cf.Future[int]] = []
+        try:
+            nxt: cf.Future[Wave | None] = db_lane.submit(self.claim_next)
+            while not r.stop.is_set():
+                wave = nxt.result()
+                if wave is None:
+                    r._model_busy.clear()
+                    r.stop.wait(min(r.opt.poll_s, 0.2))
+                    nxt = db_lane.submit(self.claim_next)
+                    continue
+                r._model_busy.set()
+                self.current_model = self.model_key(wave.step)
+                # Claim the next wave while this one generates.
+                nxt = db_lane.submit(self.claim_next)
+                t0 = time.monotonic()
+                results = run_model_wave(pool, r.wf, wave.step, wave.subjects,
+                                         should_stop=r.stop.is_set)
+                busy_ms = (time.monotonic() - t0) * 1000
+                events, self.events = self.events, []
+                commits.append(db_lane.submit(r._commit_leased, wave, results, busy_ms, events))
+                self._record_files(db_lane, results)
+                for f in [f for f in commits if f.done()]:
+                    f.result()  # surface a failed commit now
+                commits = [f for f in commits if not f.done()]
+            # Stopping: give back a prefetched wave nobody will run.
+            wave = nxt.result()
+            if wave is not None:
+                db_lane.submit(r.release, wave).result()
+            for f in commits:
+                f.result()
+        finally:
+            r._model_busy.clear()
+            if r.summary is not None:
+                r.summary.model_loads = getattr(pool, "loads", 0)
+                r.summary.model_switches = getattr(pool, "switches", 0)
+            pool.close()
+            db_lane.shutdown(wait=True)
+
+    def _record_files(self, db_lane: cf.ThreadPoolExecutor, results: list[Any]) -> None:
+        from .queries import Q
+
+        for res in results:
+            name, sha = res.audit.get("model"), res.audit.get("model_sha256")
+            if name and sha and name not in self.recorded_sha:
+                self.recorded_sha.add(name)
+                db_lane.submit(self.r.db.run, lambda c, n=name, s=sha: c.execute(
+                    Q["record_model_file"], {"name": n, "sha256": s, "size_bytes": None}))
+
+    # ---------------------------------------------------------------- choice
+
+    def claim_next(self) -> Wave | None:
+        r = self.r
+        if r.stop.is_set():
+            return None
+        backlog = r._backlog()
+        step = self.pick_step(backlog)
+        if step is None:
+            return None
+        allowance = r._breaker_allows(step)
+        if allowance == 0:
+            return None
+        size = int(step.params.get("batch_size", min(r.opt.model_batch_size, r.opt.batch_size)))
+        model = r.wf.model_of(step)
+        return r._claim(step, allowance or size, with_rows=True,
+                        model=model.name if model else None)
+
+    def pick_step(self, backlog: dict[int, dict[str, Any]]) -> StepDef | None:
+        wf = self.r.wf
+        per_model: dict[str, int] = {}
+        steps_of: dict[str, list[StepDef]] = {}
+        for number in sorted(backlog):
+            step = wf.steps.get(number)
+            if step is None or not wf.is_model_step(step) or not backlog[number]["ready"]:
+                continue
+            if self._breaker_open(step):
+                continue
+            key = self.model_key(step)
+            per_model[key] = per_model.get(key, 0) + backlog[number]["ready"]
+            steps_of.setdefault(key, []).append(step)
+        if not per_model:
+            return None
+        choice = choose_model(self.current_model_key(), per_model, self.r.opt.switch_ratio)
+        # Within a model, the earliest step first keeps subjects flowing to later steps.
+        return steps_of[choice][0]
+
+    def _breaker_open(self, step: StepDef) -> bool:
+        state = self.r._breakers.get(step.actor or "")
+        return bool(state and state["state"] == "open" and not _cooled(state, self.r, step))
+
+    def model_key(self, step: StepDef) -> str:
+        """Roles that name the same file with the same settings share one loaded model,
+        so the preference is by what would be loaded, not by role name."""
+        m = self.r.wf.model_of(step)
+        if m is None:
+            return "?"
+        return f"{m.source}|{m.n_ctx}|{m.n_gpu_layers}|{m.chat_format}"
+
+    def current_model_key(self) -> str | None:
+        return self.current_model
+
+
+def _cooled(state: dict[str, Any], runner: Runner, step: StepDef) -> bool:
+    from datetime import UTC, datetime
+
+    opened = state.get("opened_at")
+    if opened is None:
+        return True
+    actor = runner.wf.actors.get(step.actor or "")
+    cooldown = float((actor.params if actor else {}).get("breaker_cooldown_s",
+                                                          runner.opt.breaker_cooldown_s))
+    return (datetime.now(UTC) - opened).total_seconds() >= cooldown
+
+
+def choose_model(current: str | None, backlog: dict[str, int], switch_ratio: float) -> str:
+    """Stay on the loaded model unless it has no work, or another model's backlog is
+    switch_ratio times larger. Otherwise take the largest backlog."""
+    largest = max(backlog, key=lambda m: (backlog[m], m))
+    if current is None or current not in backlog:
+        return largest
+    if largest != current and backlog[largest] > switch_ratio * backlog[current]:
+        return largest
+    return current

@@ -1,0 +1,201 @@
+"""`interp workflow validate`: every problem of a definition at once.
+
+The same check runs before every `interp run`, so a broken definition is
+refused with a clear error instead of failing subjects one by one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from .db import first_line
+from .definitions import Workflow
+from .errors import DefinitionError
+from .scripts import check_target
+
+
+def validate_workflow(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
+    problems: list[str] = []
+    problems += _structure(wf)
+    problems += _actors(wf)
+    problems += _schemas(wf)
+    problems += _reachability(wf)
+    problems += _queries(conn, wf)
+    problems += _templates(conn, wf)
+    return problems
+
+
+def _structure(wf: Workflow) -> list[str]:
+    out: list[str] = []
+    if not wf.steps:
+        out.append("the workflow has no steps")
+    if not wf.entry_points:
+        out.append("the workflow has no entry point")
+    for ep in wf.entry_points:
+        if ep.first_step not in wf.steps:
+            out.append(f"entry point {ep.name!r} starts at missing step {ep.first_step}")
+    for number, step in sorted(wf.steps.items()):
+        table = wf.transitions.get(number, {})
+        if not table:
+            out.append(f"step {number} ({step.name}) has no transitions "
+                       "(add one to NULL to end there)")
+        for outcome, target in sorted(table.items()):
+            if target is not None and target not in wf.steps:
+                out.append(f"step {number} ({step.name}): transition {outcome} goes to "
+                           f"missing step {target}")
+        if step.kind == "gate":
+            if not (step.gate_sql or "").strip():
+                out.append(f"step {number} ({step.name}) is a gate without SQL")
+            for needed in ("RUN", "SKIP"):
+                if needed not in table and "*" not in table:
+                    out.append(f"gate step {number} ({step.name}) has no transition for "
+                               f"{needed}")
+    return out
+
+
+def _actors(wf: Workflow) -> list[str]:
+    out: list[str] = []
+    for number, step in sorted(wf.steps.items()):
+        if step.kind != "actor":
+            continue
+        actor = wf.actors.get(step.actor or "")
+        if actor is None:
+            out.append(f"step {number} ({step.name}): actor {step.actor!r} does not exist")
+            continue
+        if actor.kind == "model":
+            if actor.target not in wf.models:
+                out.append(f"step {number} ({step.name}): model {actor.target!r} of actor "
+                           f"{actor.name!r} does not exist")
+            if not step.template:
+                out.append(f"step {number} ({step.name}): a model step needs a template")
+            elif step.template not in wf.templates:
+                out.append(f"step {number} ({step.name}): template {step.template!r} "
+                           "does not exist")
+        elif actor.kind == "script":
+            try:
+                check_target(actor.target)
+                from .scripts import load_target
+
+                load_target(actor.target)
+            except DefinitionError as exc:
+                out.append(f"step {number} ({step.name}): {exc}")
+        elif actor.kind == "sql" and not actor.target.strip():
+            out.append(f"step {number} ({step.name}): SQL actor {actor.name!r} has no SQL")
+    return out
+
+
+def _schemas(wf: Workflow) -> list[str]:
+    out: list[str] = []
+    for number, step in sorted(wf.steps.items()):
+        if step.output_schema is None:
+            continue
+        try:
+            Draft202012Validator.check_schema(step.output_schema)
+        except SchemaError as exc:
+            out.append(f"step {number} ({step.name}): output schema is not valid JSON Schema: "
+                       f"{exc.message}")
+    return out
+
+
+def _reachability(wf: Workflow) -> list[str]:
+    out: list[str] = []
+    starts = {ep.first_step for ep in wf.entry_points if ep.first_step in wf.steps}
+    seen: set[int] = set()
+    todo = list(starts)
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        todo.extend(t for t in wf.transitions.get(n, {}).values()
+                    if t is not None and t in wf.steps)
+    for number, step in sorted(wf.steps.items()):
+        if number not in seen and starts:
+            out.append(f"step {number} ({step.name}) is unreachable from any entry point")
+    # Steps from which the end can never be reached: a cycle with no exit.
+    can_end = {n for n, t in wf.transitions.items() if None in t.values()}
+    changed = True
+    while changed:
+        changed = False
+        for n, table in wf.transitions.items():
+            if n not in can_end and any(t in can_end for t in table.values() if t is not None):
+                can_end.add(n)
+                changed = True
+    for number in sorted(seen):
+        if number not in can_end and wf.transitions.get(number):
+            out.append(f"step {number} ({wf.steps[number].name}) can never reach the end "
+                       "(a cycle with no exit)")
+    return out
+
+
+def _queries(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
+    """Entry points and gates must at least plan: each is tried in a savepoint that
+    is rolled back, with no subjects (an empty id list), so nothing changes."""
+    out: list[str] = []
+    for ep in wf.entry_points:
+        err = _try(conn, f"SELECT subject_id FROM ({ep.admit_sql}) AS q LIMIT 0",
+                   {"workflow_id": wf.id})
+        if err:
+            out.append(f"entry point {ep.name!r}: query does not run: {err}")
+    for number, step in sorted(wf.steps.items()):
+        if step.kind == "gate" and (step.gate_sql or "").strip():
+            err = _try(conn, step.gate_sql or "", {"ids": [], "workflow_id": wf.id,
+                                                    "step": number})
+            if err:
+                out.append(f"gate step {number} ({step.name}): SQL does not run: {err}")
+    return out
+
+
+def _try(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> str | None:
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute(query, params)
+    except (psycopg.Error, IndexError, KeyError, ValueError, TypeError) as exc:
+        return first_line(exc)
+    return None
+
+
+def _templates(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
+    try:
+        from .templates import template_problems
+    except ImportError:
+        return []
+    columns = {r["attname"] for r in conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+        "AND NOT attisdropped", (wf.subject_table,))}
+    out: list[str] = []
+    before = _steps_before(wf)
+    for number, step in sorted(wf.steps.items()):
+        if not step.template or step.template not in wf.templates:
+            continue
+        available = {n: wf.steps[n].output_schema for n in before.get(number, set())}
+        for p in template_problems(wf.templates[step.template], columns, available):
+            out.append(f"step {number} ({step.name}): template {step.template!r}: {p}")
+    return out
+
+
+def _steps_before(wf: Workflow) -> dict[int, set[int]]:
+    """For each step, the steps that are surely behind a subject when it gets there?
+    A subject may arrive by several paths; an output is 'available' when some path
+    passes it (a template guards optional outputs with `out.get(N)`)."""
+    preds: dict[int, set[int]] = {n: set() for n in wf.steps}
+    for n, table in wf.transitions.items():
+        for t in table.values():
+            if t is not None and t in preds:
+                preds[t].add(n)
+    result: dict[int, set[int]] = {}
+    for n in wf.steps:
+        seen: set[int] = set()
+        todo = list(preds[n])
+        while todo:
+            p = todo.pop()
+            if p in seen:
+                continue
+            seen.add(p)
+            todo.extend(preds.get(p, ()))
+        result[n] = seen
+    return result
