@@ -177,7 +177,7 @@ class Runner:
                 continue
             query = sql.SQL(Q["admit"]).format(admit=sql.SQL(ep.admit_sql))  # type: ignore[arg-type]
 
-            def do(c: psycopg.Connection[Any], query=query, ep=ep) -> int:
+            def do(c: psycopg.Connection[Any], query=query, ep=ep, limit=limit) -> int:
                 cur = c.execute(query, {"workflow_id": self.wf.id, "entry_point": ep.name,
                                         "first_step": ep.first_step, "limit": limit})
                 return cur.rowcount
@@ -290,7 +290,7 @@ class Runner:
             with self._lock:
                 waves = list(self._active_waves)
             try:
-                def beat(c: psycopg.Connection[Any]) -> None:
+                def beat(c: psycopg.Connection[Any], waves=waves) -> None:
                     c.execute(Q["run_heartbeat"], {"run_id": self.run_id})
                     if waves:
                         c.execute(Q["renew_leases"], {
