@@ -1,0 +1,143 @@
+"""`interp dashboard`: a live page over the monitor, on the standard library's HTTP server.
+
+The page (interpreter/static/) polls the JSON API every 2 s and builds its DOM
+with textContent only, so text from the database (step names, errors, model
+names) can never become markup. The API returns the same dict as
+`interp status --json`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from .errors import InterpError, NotFound
+
+STATIC = Path(__file__).parent / "static"
+log = logging.getLogger(__name__)
+
+_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+          ".css": "text/css; charset=utf-8"}
+# The page needs nothing from anywhere else; say so to the browser.
+_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+class PortInUse(InterpError):
+    exit_code = 1
+
+
+def make_handler(db: Any, default_workflow: int | None) -> type[BaseHTTPRequestHandler]:
+    from .monitor import list_workflows, status_data, velocity_series
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "interp-dashboard"
+
+        def log_message(self, fmt: str, *args: Any) -> None:
+            log.info("%s " + fmt, self.address_string(), *args)
+
+        def _send(self, code: int, body: bytes, ctype: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Content-Security-Policy", _CSP)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, code: int, data: Any) -> None:
+            self._send(code, json.dumps(data, default=str).encode(), "application/json")
+
+        def _workflow(self, query: dict[str, list[str]]) -> int:
+            raw = (query.get("workflow") or [None])[0]
+            if raw is None:
+                if default_workflow is not None:
+                    return default_workflow
+                raise ValueError("workflow=ID is required")
+            return int(raw)
+
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            url = urlparse(self.path)
+            query = parse_qs(url.query)
+            try:
+                if url.path in ("/", "/index.html"):
+                    self._static("dashboard.html")
+                elif url.path.startswith("/static/"):
+                    self._static(url.path[len("/static/"):])
+                elif url.path == "/api/workflows":
+                    self._json(200, {"default": default_workflow,
+                                     "workflows": db.run(list_workflows)})
+                elif url.path == "/api/status":
+                    wf = self._workflow(query)
+                    stall = float((query.get("stall_window") or [600])[0])
+                    self._json(200, db.run(lambda conn: status_data(conn, wf, stall)))
+                elif url.path == "/api/velocity":
+                    wf = self._workflow(query)
+                    minutes = int((query.get("minutes") or [60])[0])
+                    self._json(200, db.run(lambda conn: velocity_series(conn, wf, minutes)))
+                else:
+                    self._json(404, {"error": "not found"})
+            except NotFound as exc:
+                self._json(404, {"error": str(exc)})
+            except (ValueError, InterpError) as exc:
+                self._json(400, {"error": str(exc)})
+            except Exception as exc:  # keep serving; say what broke
+                log.exception("dashboard request failed")
+                self._json(500, {"error": f"{exc.__class__.__name__}: {exc}".splitlines()[0]})
+
+        def _static(self, name: str) -> None:
+            path = (STATIC / name).resolve()
+            if STATIC.resolve() not in path.parents or not path.is_file():
+                self._json(404, {"error": "not found"})
+                return
+            self._send(200, path.read_bytes(), _TYPES.get(path.suffix, "application/octet-stream"))
+
+    return Handler
+
+
+def make_server(db: Any, host: str = "127.0.0.1", port: int = 8765,
+                workflow_id: int | None = None) -> ThreadingHTTPServer:
+    try:
+        server = ThreadingHTTPServer((host, port), make_handler(db, workflow_id))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(f"port {port} on {host} is already in use; "
+                            f"pick another with --port") from None
+        raise InterpError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    server.daemon_threads = True
+    return server
+
+
+def serve(db: Any, host: str = "127.0.0.1", port: int = 8765, workflow_id: int | None = None,
+          announce: Any = None) -> None:
+    if workflow_id is not None:
+        from .monitor import workflow_row
+
+        db.run(lambda conn: workflow_row(conn, workflow_id))
+    server = make_server(db, host, port, workflow_id)
+    h, p = server.server_address[:2]
+    url = f"http://{h}:{p}/" + (f"?workflow={workflow_id}" if workflow_id is not None else "")
+    if announce:
+        announce(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def serve_in_thread(db: Any, host: str = "127.0.0.1", port: int = 0,
+                    workflow_id: int | None = None) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """For tests and embedding: a server on a background thread (port 0 = any free)."""
+    server = make_server(db, host, port, workflow_id)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
