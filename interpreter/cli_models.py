@@ -1,0 +1,175 @@
+"""`interp models ...`: the models known to the database, and whether each loads."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+from tabulate import tabulate
+
+from .definitions import ModelDef
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _read_models(db: Any, names: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    def read(conn: Any) -> list[dict[str, Any]]:
+        if names:
+            return conn.execute("SELECT * FROM interp.models WHERE name = ANY(%s) ORDER BY name",
+                                (list(names),)).fetchall()
+        return conn.execute("SELECT * FROM interp.models ORDER BY name").fetchall()
+
+    rows = db.run(read)
+    missing = sorted(set(names) - {r["name"] for r in rows})
+    if missing:
+        raise click.ClickException(f"no such model in interp.models: {', '.join(missing)} "
+                                   f"(see `interp models list`)")
+    return rows
+
+
+def _model_def(row: dict[str, Any]) -> ModelDef:
+    return ModelDef(row["name"], row["source"], row["n_gpu_layers"], row["n_ctx"],
+                    row["n_threads"], row["chat_format"], row["sampling"] or {}, row["sha256"])
+
+
+def _where(source: str) -> tuple[str, str]:
+    """(path, state) for a source, without loading or assembling anything."""
+    from .models import ModelLoadError, is_remote, locate
+
+    if is_remote(source):
+        return source, "remote"
+    try:
+        path = locate(source)
+    except ModelLoadError as exc:
+        return "", f"unresolvable: {exc}"
+    assert path is not None
+    if path.is_file():
+        return str(path), "present"
+    if source == "gemma3-270m":
+        return str(path), "assembled on first use"
+    return str(path), "missing"
+
+
+@click.group()
+def models() -> None:
+    """Models known to the database (interp.models), and whether each loads.
+
+    Example:
+
+        interp models list
+    """
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def models_list(obj: Any, as_json: bool) -> None:
+    """List interp.models with each source's resolved file and whether it exists.
+
+    A source is a file path, pkg:<module>/<file> (a file inside an installed
+    Python package), gemma3-270m, or http(s)://host:port (a llama.cpp server).
+
+    Example:
+
+        interp models list --json
+    """
+    rows = _read_models(obj.db)
+    out = []
+    for r in rows:
+        path, state = _where(r["source"])
+        out.append({"name": r["name"], "source": r["source"], "path": path, "file": state,
+                    "n_gpu_layers": r["n_gpu_layers"], "n_ctx": r["n_ctx"],
+                    "n_threads": r["n_threads"], "chat_format": r["chat_format"],
+                    "sampling": r["sampling"], "sha256": r["sha256"],
+                    "size_bytes": r["size_bytes"]})
+    if as_json:
+        _emit_json(out)
+        return
+    if not out:
+        click.echo("no models in interp.models", err=True)
+        return
+    table = [{k: (v[:12] if k == "sha256" and v else v) for k, v in row.items()
+              if k not in ("sampling", "n_threads", "chat_format", "size_bytes")} for row in out]
+    click.echo(tabulate(table, headers="keys"))
+
+
+def check_model(model: ModelDef, *, max_tokens: int = 16, n_threads: int | None = None,
+                prompt: str = "Say hello in five words.") -> dict[str, Any]:
+    """Load one model, generate a few tokens; a report dict (ok False with error on failure)."""
+    from .models import GenerationError, ModelLoadError, open_backend
+
+    report: dict[str, Any] = {"name": model.name, "source": model.source, "ok": False}
+    started = time.perf_counter()
+    try:
+        backend = open_backend(model, n_threads=n_threads)
+    except ModelLoadError as exc:
+        report["error"] = str(exc)
+        return report
+    report["load_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    report["sha256"] = backend.sha256
+    report["size_bytes"] = backend.size_bytes
+    try:
+        gen = backend.generate(prompt, schema=None, sampling={"temperature": 0.0}, seed=0,
+                               max_tokens=max_tokens, deadline=time.monotonic() + 120)
+    except GenerationError as exc:
+        report["error"] = f"generation failed: {exc}"
+        return report
+    finally:
+        backend.close()
+    report.update(ok=True, prompt_tokens=gen.prompt_tokens,
+                  completion_tokens=gen.completion_tokens, gen_ms=round(gen.gen_ms, 1),
+                  tokens_per_s=round(gen.completion_tokens / (gen.gen_ms / 1000), 1)
+                  if gen.gen_ms > 0 else None,
+                  sample=gen.text[:80])
+    return report
+
+
+@models.command("check")
+@click.argument("names", nargs=-1)
+@click.option("--max-tokens", default=16, show_default=True, type=click.IntRange(1, 4096),
+              help="Tokens to generate per model.")
+@click.option("--record/--no-record", default=True, show_default=True,
+              help="Store the sha256 and size of files whose row has none yet.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def models_check(obj: Any, names: tuple[str, ...], max_tokens: int, record: bool,
+                 as_json: bool) -> None:
+    """Load each model (or the NAMES given), generate a few tokens, report load time and tokens/s.
+
+    Exits non-zero when any model fails to load or generate. With --record
+    (the default), the first successful check stores each file's sha256 and
+    size in interp.models where the row has none; later loads then refuse a
+    file whose sha256 differs.
+
+    Example:
+
+        interp models check smollm2 --max-tokens 32 --json
+    """
+    rows = _read_models(obj.db, names)
+    reports = []
+    for row in rows:
+        report = check_model(_model_def(row), max_tokens=max_tokens)
+        reports.append(report)
+        if record and report["ok"] and report.get("sha256") and not row["sha256"]:
+            def store(conn: Any, name: str = row["name"], digest: str = report["sha256"],
+                      size: int = report["size_bytes"]) -> None:
+                conn.execute("UPDATE interp.models SET sha256 = %s, size_bytes = %s, "
+                             "updated_at = now() WHERE name = %s AND sha256 IS NULL",
+                             (digest, size, name))
+            obj.db.run(store)
+            report["recorded_sha256"] = True
+    if as_json:
+        _emit_json(reports)
+    else:
+        table = [{"name": r["name"], "ok": r["ok"], "load_ms": r.get("load_ms"),
+                  "tokens": r.get("completion_tokens"), "tokens/s": r.get("tokens_per_s"),
+                  "error": r.get("error", "")} for r in reports]
+        click.echo(tabulate(table, headers="keys") if table else "no models in interp.models")
+    failed = [r["name"] for r in reports if not r["ok"]]
+    if failed:
+        click.echo(f"error: {len(failed)} model(s) failed: {', '.join(failed)}", err=True)
+        raise SystemExit(1)
