@@ -82,6 +82,11 @@ def _validate(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
 
 
 def _outcome(step: StepDef, output: Any) -> str:
+    """DONE without an outcome_field; else that field, uppercased (FAIL if not a label).
+
+    Without an output schema the output is {"text": ...}, so outcome_field "text"
+    lets a free-text grader answer PASS or FAIL.
+    """
     if not step.outcome_field:
         return "DONE"
     value = output.get(step.outcome_field) if isinstance(output, dict) else None
@@ -132,8 +137,14 @@ def run_model_wave(pool: ModelPool, workflow: Workflow, step: StepDef, subjects:
     for subject in subjects:
         if should_stop():
             break
-        results.append(_run_one(backend, workflow, step, subject, body, system_body, sampling,
-                                max_tokens, reask, on_overflow))
+        started_at = utcnow()
+        try:
+            results.append(_run_one(backend, workflow, step, subject, body, system_body,
+                                    sampling, max_tokens, reask, on_overflow))
+        except Exception as exc:  # noqa: BLE001 - one subject's surprise must not end the wave
+            results.append(StepResult.failure(
+                subject.id, f"{step.label}: model actor error: {exc.__class__.__name__}: "
+                            f"{' '.join(str(exc).split())[:300]}", started_at=started_at))
     return results
 
 
@@ -222,8 +233,8 @@ def _run_one(backend: Backend, workflow: Workflow, step: StepDef, subject: Subje
             output: Any = {"text": text}
             if gen.finish_reason == "length":
                 output["truncated"] = True
-            return StepResult(subject.id, True, "DONE", output=output, started_at=started_at,
-                              finished_at=utcnow(), audit=audit)
+            return StepResult(subject.id, True, _outcome(step, output), output=output,
+                              started_at=started_at, finished_at=utcnow(), audit=audit)
         if gen.finish_reason == "length":
             error = f"output truncated at max_tokens={max_tokens}"
         else:

