@@ -170,12 +170,14 @@ BEGIN
       FROM interp.subject_state GROUP BY 1, 2, 3;
 END $$;
 
--- Fold every backend's shard rows into shard 0 so the rollups stay small.
--- Safe while workers run: a row being updated is waited for, then moved.
+-- Fold the shard rows of backends that have gone into shard 0, so the rollups
+-- stay small. Live backends' rows are left alone: moving a row that its
+-- backend may be updating right now could deadlock with that backend's wave.
 CREATE FUNCTION interp.compact_ops_rollups() RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    WITH d AS (DELETE FROM interp.checkpoint_totals WHERE shard <> 0 RETURNING *)
+    WITH d AS (DELETE FROM interp.checkpoint_totals WHERE shard <> 0
+                 AND shard NOT IN (SELECT pid FROM pg_stat_activity) RETURNING *)
     INSERT INTO interp.checkpoint_totals AS t
            (workflow_id, step, outcome, ok, shard, n, subjects, first_at, last_at)
     SELECT workflow_id, step, outcome, ok, 0, sum(n), sum(subjects), min(first_at), max(last_at)
@@ -184,17 +186,19 @@ BEGIN
        SET n = t.n + excluded.n, subjects = t.subjects + excluded.subjects,
            first_at = least(t.first_at, excluded.first_at),
            last_at = greatest(t.last_at, excluded.last_at);
-    WITH d AS (DELETE FROM interp.checkpoint_minutes WHERE shard <> 0 RETURNING *)
+    WITH d AS (DELETE FROM interp.checkpoint_minutes WHERE shard <> 0
+                 AND shard NOT IN (SELECT pid FROM pg_stat_activity) RETURNING *)
     INSERT INTO interp.checkpoint_minutes AS t (workflow_id, minute, step, outcome, ok, shard, n)
     SELECT workflow_id, minute, step, outcome, ok, 0, sum(n)
       FROM d GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
     ON CONFLICT (workflow_id, minute, step, outcome, ok, shard) DO UPDATE SET n = t.n + excluded.n;
-    WITH d AS (DELETE FROM interp.subject_counts WHERE shard <> 0 RETURNING *)
+    WITH d AS (DELETE FROM interp.subject_counts WHERE shard <> 0
+                 AND shard NOT IN (SELECT pid FROM pg_stat_activity) RETURNING *)
     INSERT INTO interp.subject_counts AS t (workflow_id, step, status, shard, n)
     SELECT workflow_id, step, status, 0, sum(n)
       FROM d GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (workflow_id, step, status, shard) DO UPDATE SET n = t.n + excluded.n;
-    DELETE FROM interp.subject_counts WHERE n = 0;
+    DELETE FROM interp.subject_counts WHERE n = 0 AND shard = 0;
 END $$;
 
 -- Databases that already hold runtime data start with correct rollups.

@@ -374,3 +374,25 @@ def test_model_lane(conn):
     assert [round(g["idle_ms"]) for g in gaps] == [30000]
     text = render_status(status_data(conn, WF))
     assert "Model lane: m2 · duty cycle 50% · 1 switch(es)" in text
+
+
+def test_compaction_folds_exited_backends_only(conn, dsn):
+    import psycopg
+
+    make_workflow(conn)  # written by this (live) connection
+    with psycopg.connect(dsn, autocommit=True) as other:  # a backend that then exits
+        other.execute("""
+            INSERT INTO interp.checkpoints (workflow_id, subject_id, step, visit, attempt, ok,
+                   outcome, started_at, finished_at)
+            VALUES (%s, 's090', 2, 1, 1, true, 'PASS', now(), now())""", (WF,))
+    before = status_data(conn, WF)["steps"]
+    mine = conn.execute("SELECT pg_backend_pid() AS p").fetchone()["p"]
+    conn.execute("SELECT interp.compact_ops_rollups()")
+    shards = {r["shard"] for r in conn.execute(
+        "SELECT DISTINCT shard FROM interp.checkpoint_totals WHERE workflow_id = %s", (WF,))}
+    assert shards == {0, mine}
+    strip = ("velocity_per_min", "eta_s")
+    assert [{k: v for k, v in s.items() if k not in strip} for s in before] == \
+        [{k: v for k, v in s.items() if k not in strip}
+         for s in status_data(conn, WF)["steps"]]
+    assert steps_by_number({"steps": before})[2]["done"] == 61
