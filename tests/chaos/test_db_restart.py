@@ -115,3 +115,29 @@ def test_unreachable_database_exits_2_with_one_line_and_does_not_spin(server, tm
     assert spent < 0.1 * outage_s + 0.3, f"{spent:.2f}s CPU in {outage_s:.1f}s of outage"
     record_figure("db_outage", exit_code=rc, outage_s=round(outage_s, 1),
                   cpu_s=round(spent, 2), message=errors[0])
+
+
+def test_unreachable_database_gives_up_after_db_timeout_not_twice_that(server, tmp_path):
+    """--db-timeout is the limit a user sets; the worker should be gone soon after it,
+    not after a second full timeout spent trying to record the end of the run."""
+    with connect(server.dsn) as c:
+        chaos_pipeline(c, 704, 1)
+    log = tmp_path / "w.log"
+    p = popen_interp(server.dsn, "run", "--workflow", "704", "--poll", "0.2",
+                     "--db-timeout", "6", log=log)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with connect(server.dsn) as c:
+                if c.execute("SELECT count(*) AS n FROM interp.subject_state WHERE "
+                             "workflow_id = 704 AND status = 'done'").fetchone()["n"] == 1:
+                    break
+            time.sleep(0.2)
+        server.stop("immediate")
+        t0 = time.monotonic()
+        rc, _ = wait_rusage(p, 60)
+        outage_s = time.monotonic() - t0
+    finally:
+        stop_all([p])
+    assert rc == 2, log.read_text()
+    assert outage_s < 6 + 3, f"exited {outage_s:.1f}s into the outage with --db-timeout 6"
