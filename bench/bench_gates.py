@@ -1,0 +1,258 @@
+"""Gates: one set-based statement per wave against one query per subject.
+
+Over N postings-like rows (default 100,000; a third already "processed", so
+the gate answers both RUN and SKIP), in one process, on one server:
+
+  * set-based (what interp does): per wave of B ids, one gate statement
+    `... WHERE posting_id = ANY(%(ids)s)`, then the wave's checkpoints in one
+    INSERT ... SELECT FROM unnest(...), one commit per wave;
+  * per subject (the seed's naive way): for each subject, one gate query
+    `... WHERE posting_id = %s`, then one INSERT of its checkpoint and a
+    commit: a round trip (and a commit) per subject. It runs over a sample
+    (default 5,000 subjects) and its rate is extrapolated to N;
+  * for context, per-subject queries with the checkpoints batched per wave
+    (one commit per wave), which separates round trips from commits.
+
+Both write checkpoint rows with the columns of interp.checkpoints into a
+scratch copy of that table (same indexes, no ops triggers), so the figure is
+about the gate pattern, not the rest of the engine. Everything happens in a
+scratch database (interp_bench_gates_<pid>) that is dropped at the end.
+
+    .venv/bin/python bench/bench_gates.py            # 100,000 postings (~1 min)
+    .venv/bin/python bench/bench_gates.py --quick    # 20,000 postings, 1,000 sampled
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from interpreter.migrations import migrate  # noqa: E402
+
+DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+WORKFLOW_ID = 9002
+STEP = 1
+
+SETUP_SQL = """
+CREATE TABLE public.bench_postings (
+    posting_id  bigint PRIMARY KEY,
+    title       text NOT NULL,
+    description text NOT NULL,
+    enabled     boolean NOT NULL DEFAULT true
+);
+INSERT INTO public.bench_postings
+SELECT g, 'Job ' || g, repeat(md5(g::text) || ' ', 20), g %% 50 <> 0
+  FROM generate_series(1, %(n)s) AS g;
+CREATE TABLE public.bench_posting_stats (
+    posting_id bigint PRIMARY KEY REFERENCES public.bench_postings,
+    words      integer NOT NULL
+);
+INSERT INTO public.bench_posting_stats SELECT g, 120 FROM generate_series(3, %(n)s, 3) AS g;
+CREATE TABLE public.bench_gate_checkpoints (LIKE interp.checkpoints
+    INCLUDING DEFAULTS INCLUDING INDEXES);
+ANALYZE public.bench_postings;
+ANALYZE public.bench_posting_stats;
+"""
+
+# The gate of seeds/1001_example_word_count.sql, over the bench tables.
+GATE_SET = """
+SELECT p.posting_id::text AS subject_id,
+       CASE WHEN s.posting_id IS NULL THEN 'RUN' ELSE 'SKIP' END AS outcome
+  FROM public.bench_postings p LEFT JOIN public.bench_posting_stats s USING (posting_id)
+ WHERE p.posting_id = ANY(%(ids)s::bigint[])
+"""
+
+GATE_ONE = """
+SELECT p.posting_id::text AS subject_id,
+       CASE WHEN s.posting_id IS NULL THEN 'RUN' ELSE 'SKIP' END AS outcome
+  FROM public.bench_postings p LEFT JOIN public.bench_posting_stats s USING (posting_id)
+ WHERE p.posting_id = %(id)s
+"""
+
+INSERT_MANY = """
+INSERT INTO public.bench_gate_checkpoints
+    (workflow_id, subject_id, step, visit, attempt, ok, outcome, started_at, finished_at,
+     wave_id, run_id, worker_id)
+SELECT %(workflow_id)s, v.subject_id, %(step)s, 0, 1, true, v.outcome, %(started)s, now(),
+       %(wave_id)s, 1, 'bench'
+  FROM unnest(%(ids)s::text[], %(outcomes)s::text[]) AS v(subject_id, outcome)
+"""
+
+INSERT_ONE = """
+INSERT INTO public.bench_gate_checkpoints
+    (workflow_id, subject_id, step, visit, attempt, ok, outcome, started_at, finished_at,
+     wave_id, run_id, worker_id)
+VALUES (%(workflow_id)s, %(subject_id)s, %(step)s, 0, 1, true, %(outcome)s, %(started)s, now(),
+        %(wave_id)s, 1, 'bench')
+"""
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    params = conninfo_to_dict(dsn)
+    params["dbname"] = dbname
+    return make_conninfo(**params)
+
+
+def admin_exec(admin_dsn: str, statement: sql.Composable) -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def reset(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("TRUNCATE public.bench_gate_checkpoints")
+    conn.execute("CHECKPOINT")
+
+
+def count_outcomes(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    return dict(conn.execute("SELECT outcome, count(*) FROM public.bench_gate_checkpoints"
+                             " GROUP BY 1 ORDER BY 1").fetchall())
+
+
+def set_based(conn: psycopg.Connection[Any], ids: list[int], batch: int) -> dict[str, Any]:
+    reset(conn)
+    t0 = time.perf_counter()
+    for w, start in enumerate(range(0, len(ids), batch)):
+        wave = ids[start:start + batch]
+        started = datetime.now(UTC)
+        with conn.transaction():
+            rows = conn.execute(GATE_SET, {"ids": wave}).fetchall()
+            outcome = {sid: o for sid, o in rows}
+            sids = [str(i) for i in wave]
+            # A subject the gate did not return (no such posting) gets the default, RUN.
+            conn.execute(INSERT_MANY, {"workflow_id": WORKFLOW_ID, "step": STEP,
+                                       "started": started, "wave_id": w, "ids": sids,
+                                       "outcomes": [outcome.get(s, "RUN") for s in sids]})
+    wall = time.perf_counter() - t0
+    return {"subjects": len(ids), "batch_size": batch, "wall_s": round(wall, 3),
+            "subjects_per_s": round(len(ids) / wall, 1), "outcomes": count_outcomes(conn)}
+
+
+def per_subject(conn: psycopg.Connection[Any], ids: list[int], *,
+                commit_each: bool, batch: int) -> dict[str, Any]:
+    reset(conn)
+    t0 = time.perf_counter()
+    if commit_each:
+        for i in ids:
+            started = datetime.now(UTC)
+            with conn.transaction():
+                row = conn.execute(GATE_ONE, {"id": i}).fetchone()
+                conn.execute(INSERT_ONE, {"workflow_id": WORKFLOW_ID, "subject_id": str(i),
+                                          "step": STEP, "outcome": row[1] if row else "RUN",
+                                          "started": started, "wave_id": 0})
+    else:
+        for w, start in enumerate(range(0, len(ids), batch)):
+            wave = ids[start:start + batch]
+            started = datetime.now(UTC)
+            with conn.transaction():
+                sids, outcomes = [], []
+                for i in wave:
+                    row = conn.execute(GATE_ONE, {"id": i}).fetchone()
+                    sids.append(str(i))
+                    outcomes.append(row[1] if row else "RUN")
+                conn.execute(INSERT_MANY, {"workflow_id": WORKFLOW_ID, "step": STEP,
+                                           "started": started, "wave_id": w, "ids": sids,
+                                           "outcomes": outcomes})
+    wall = time.perf_counter() - t0
+    return {"subjects": len(ids), "commit": "per subject" if commit_each else f"per {batch}",
+            "wall_s": round(wall, 3), "subjects_per_s": round(len(ids) / wall, 1),
+            "outcomes": count_outcomes(conn)}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dsn", default=os.environ.get("INTERP_BENCH_DSN", DEFAULT_ADMIN_DSN),
+                   help="admin DSN of the server to use (env INTERP_BENCH_DSN)")
+    p.add_argument("--postings", type=int, default=100_000)
+    p.add_argument("--batch-size", type=int, default=1000, help="subjects per wave")
+    p.add_argument("--sample", type=int, default=5000,
+                   help="subjects the per-subject way runs over (its rate is extrapolated)")
+    p.add_argument("--quick", action="store_true", help="20,000 postings, a 1,000 sample")
+    p.add_argument("--keep", action="store_true", help="do not drop the scratch database")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.postings = min(args.postings, 20_000)
+        args.sample = min(args.sample, 1000)
+    args.sample = min(args.sample, args.postings)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    admin = args.dsn
+    dbname = f"interp_bench_gates_{os.getpid()}"
+    dsn = with_dbname(admin, dbname)
+    admin_exec(admin, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    result: dict[str, Any] = {
+        "benchmark": "gates", "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "postings": args.postings}
+    try:
+        migrate(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            psycopg.ClientCursor(conn).execute(SETUP_SQL, {"n": args.postings})
+        with psycopg.connect(dsn) as conn:
+            ids = list(range(1, args.postings + 1))
+            # Spread the sample over the whole id range, so it meets the same mix.
+            step = max(1, args.postings // args.sample)
+            sample = ids[::step][:args.sample]
+
+            log(f"set-based gate: {len(ids):,} postings in waves of {args.batch_size} ...")
+            s = set_based(conn, ids, args.batch_size)
+            log(f"  {s['subjects_per_s']:,.0f} subjects/s ({s['wall_s']} s)")
+            log(f"per-subject gate, commit each: {len(sample):,} sampled postings ...")
+            one = per_subject(conn, sample, commit_each=True, batch=args.batch_size)
+            log(f"  {one['subjects_per_s']:,.0f} subjects/s ({one['wall_s']} s)")
+            log(f"per-subject gate, commit per wave: {len(sample):,} sampled postings ...")
+            mid = per_subject(conn, sample, commit_each=False, batch=args.batch_size)
+            log(f"  {mid['subjects_per_s']:,.0f} subjects/s ({mid['wall_s']} s)")
+        one["extrapolated_wall_s_for_all"] = round(args.postings / one["subjects_per_s"], 1)
+        mid["extrapolated_wall_s_for_all"] = round(args.postings / mid["subjects_per_s"], 1)
+        result.update({
+            "set_based": s, "per_subject": one, "per_subject_batched_commit": mid,
+            "ratio_set_over_per_subject": round(s["subjects_per_s"] / one["subjects_per_s"], 1),
+            "ratio_set_over_per_subject_batched_commit": round(
+                s["subjects_per_s"] / mid["subjects_per_s"], 1)})
+        result["target_ratio>=50"] = result["ratio_set_over_per_subject"] >= 50
+        result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    finally:
+        if not args.keep:
+            admin_exec(admin, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(dbname)))
+        else:
+            log(f"kept database {dbname}")
+    print(json.dumps(result, indent=2))
+    log(f"\nGates over {args.postings:,} postings ({result['machine']['cpus']} CPUs):\n"
+        f"  set-based, wave {args.batch_size}:          {s['subjects_per_s']:>9,.0f} subjects/s"
+        f" ({s['wall_s']} s)\n"
+        f"  per subject, commit each:      {one['subjects_per_s']:>9,.0f} subjects/s"
+        f" (sample of {one['subjects']:,}; {one['extrapolated_wall_s_for_all']} s for all,"
+        f" extrapolated)\n"
+        f"  per subject, commit per wave:  {mid['subjects_per_s']:>9,.0f} subjects/s"
+        f" (sample of {mid['subjects']:,})\n"
+        f"  ratio set-based / per subject: {result['ratio_set_over_per_subject']}x"
+        f" (target >= 50x); / per-subject with batched commits:"
+        f" {result['ratio_set_over_per_subject_batched_commit']}x\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
