@@ -157,7 +157,7 @@ def _run_one(backend: Backend, workflow: Workflow, step: StepDef, subject: Subje
     seed = int(pinned) if isinstance(pinned, int) else derive_seed(workflow.id, subject.id,
                                                                     step.number)
     audit: dict[str, Any] = {
-        "model": backend.name, "model_sha256": backend.sha256, "seed": seed,
+        "model": (workflow.model_of(step).name if workflow.model_of(step) else backend.name), "model_sha256": backend.sha256, "seed": seed,
         "sampling": {**{k: v for k, v in sampling.items() if k != "seed"},
                      "max_tokens": max_tokens},
         "prompt_tokens": 0, "completion_tokens": 0, "gen_ms": 0.0, "tries": 0,

@@ -420,6 +420,13 @@ def open_backend(model: ModelDef, *, n_threads: int | None = None,
 
 # ---------------------------------------------------------------- pool
 
+def load_key(model: ModelDef) -> str:
+    """What identifies a loaded model: the file (or server) and the settings it was
+    loaded with. Sampling and the row's name do not change what is loaded."""
+    return f"{model.source}|{model.n_ctx}|{model.n_gpu_layers}|{model.n_threads}|" \
+           f"{model.chat_format}"
+
+
 class ModelPool:
     """Models resident within a memory budget (estimated as file size), LRU eviction.
 
@@ -441,7 +448,8 @@ class ModelPool:
         self.n_threads = n_threads
         self.remote_timeout = remote_timeout
         self._resident: OrderedDict[str, tuple[ModelDef, Backend]] = OrderedDict()
-        self.current: str | None = None
+        self.current: str | None = None     # load key of the model generating now
+        self._current_name: str | None = None
         self.loads = 0
         self.switches = 0
         self.evictions = 0
@@ -455,34 +463,47 @@ class ModelPool:
 
     @property
     def resident(self) -> list[str]:
-        """Names of the loaded models, least recently used first."""
-        return list(self._resident)
+        """Names of the loaded models (the row that loaded each), least recently used first."""
+        return [m.name for m, _ in self._resident.values()]
 
     @property
     def used_bytes(self) -> int:
         return sum(b.size_bytes for _, b in self._resident.values())
 
+    def _key_of(self, name_or_key: str) -> str | None:
+        if name_or_key in self._resident:
+            return name_or_key
+        for key, (m, _) in self._resident.items():
+            if m.name == name_or_key:
+                return key
+        return None
+
     def is_loaded(self, name: str) -> bool:
-        return name in self._resident
+        return self._key_of(name) is not None
 
     def evict(self, name: str, reason: str = "explicit") -> None:
-        entry = self._resident.pop(name, None)
-        if entry is None:
+        """Closes a resident model, named by row name or load key."""
+        key = self._key_of(name)
+        if key is None:
             return
+        model, backend = self._resident.pop(key)
         started = time.perf_counter()
-        entry[1].close()
+        backend.close()
         self.evictions += 1
-        if self.current == name:
+        if self.current == key:
             self.current = None
-        self._emit("evict", name, duration_ms=(time.perf_counter() - started) * 1000,
+        self._emit("evict", model.name, duration_ms=(time.perf_counter() - started) * 1000,
                    detail=reason)
 
     def acquire(self, model: ModelDef) -> Backend:
-        """The loaded backend for model, most recently used from now on."""
-        entry = self._resident.get(model.name)
-        if entry is not None and entry[0] != model:
-            self.evict(model.name, "definition changed")
-            entry = None
+        """The loaded backend for model, most recently used from now on.
+
+        Residency is keyed by what would be loaded (`load_key`), not by the row's
+        name: two roles ("gemma2", "qwen2.5") that point at the same file with the
+        same settings share one loaded model, and moving between them is no switch.
+        """
+        key = load_key(model)
+        entry = self._resident.get(key)
         load_ms = 0.0
         if entry is None:
             need = estimate_bytes(model)
@@ -502,16 +523,23 @@ class ModelPool:
             load_ms = (time.perf_counter() - started) * 1000
             self.loads += 1
             entry = (model, backend)
-            self._resident[model.name] = entry
+            self._resident[key] = entry
             self._emit("load", model.name, duration_ms=load_ms,
                        detail=f"{backend.size_bytes} bytes, sha256 {backend.sha256}")
         else:
-            self._resident.move_to_end(model.name)
-        if self.current != model.name:
+            if model.sha256 and entry[1].sha256 and model.sha256 != entry[1].sha256:
+                raise ModelLoadError(f"{model.name}: sha256 mismatch: the row says "
+                                     f"{model.sha256}, the file is {entry[1].sha256}")
+            self._resident.move_to_end(key)
+        if self.current != key:
             if self.current is not None:
                 self.switches += 1
-                self._emit("switch", model.name, from_model=self.current, duration_ms=load_ms)
-            self.current = model.name
+                previous = self._resident.get(self.current)
+                self._emit("switch", model.name,
+                           from_model=previous[0].name if previous else self._current_name,
+                           duration_ms=load_ms)
+            self.current = key
+        self._current_name = model.name
         return entry[1]
 
     def generate(self, model: ModelDef, messages_or_prompt: list[dict[str, str]] | str,

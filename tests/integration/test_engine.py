@@ -323,11 +323,12 @@ def test_two_concurrent_workers_never_double_process(cli, conn):
 
 
 def test_kill_nine_at_random_points_then_resume(cli, conn):
-    standard_pipeline(conn, wf=31, n=400, script_target="actors.faults:slow",
-                      script_params={"seconds": 0.002})
+    # Enough work (about 10 s of actor time) that every round has something to kill.
+    standard_pipeline(conn, wf=31, n=1500, script_target="actors.faults:slow",
+                      script_params={"seconds": 0.007})
     rng = random.Random(31)
     kills = 0
-    for _ in range(6):
+    for _ in range(7):
         p = cli.popen("run", "--workflow", "31", "--until-idle", "--batch-size", "25",
                       "--lease", "2", "--poll", "0.05")
         time.sleep(rng.uniform(0.8, 2.0))
@@ -341,7 +342,7 @@ def test_kill_nine_at_random_points_then_resume(cli, conn):
     assert check_invariants(conn, 31, effect_step=3) == {}
     done = conn.execute("SELECT count(*) AS n FROM interp.subject_state WHERE workflow_id = 31 "
                         "AND status = 'done'").fetchone()["n"]
-    assert done == 400
+    assert done == 1500
 
 
 def test_sigterm_finishes_the_wave_and_exits_zero(cli, conn):

@@ -193,7 +193,8 @@ def test_pool_lru_eviction_within_budget(smollm2):
     events: list[dict] = []
     pool = ModelPool(int(size * 2.5), events.append, n_threads=THREADS)
     try:
-        a, b, c = smol("A", n_ctx=256), smol("B", n_ctx=256), smol("C", n_ctx=256)
+        # distinct n_ctx: three different models to load, as three GGUFs would be
+        a, b, c = smol("A", n_ctx=256), smol("B", n_ctx=320), smol("C", n_ctx=384)
         pool.acquire(a)
         pool.acquire(b)
         pool.acquire(a)                 # A is now the most recently used
@@ -206,6 +207,17 @@ def test_pool_lru_eviction_within_budget(smollm2):
     finally:
         pool.close()
     assert pool.resident == [] and pool.used_bytes == 0
+
+
+def test_roles_naming_the_same_model_share_one_load(smollm2):
+    pool = ModelPool(10 * smollm2.stat().st_size, n_threads=THREADS)
+    try:
+        grader, improver = smol("gemma2", n_ctx=256), smol("qwen2.5", n_ctx=256)
+        first = pool.acquire(grader)
+        assert pool.acquire(improver) is first
+        assert pool.loads == 1 and pool.switches == 0
+    finally:
+        pool.close()
 
 
 def test_temperature_zero_is_deterministic_and_seeded_sampling_repeats(smollm2):
