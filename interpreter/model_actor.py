@@ -156,8 +156,12 @@ def _run_one(backend: Backend, workflow: Workflow, step: StepDef, subject: Subje
     pinned = sampling.get("seed")
     seed = int(pinned) if isinstance(pinned, int) else derive_seed(workflow.id, subject.id,
                                                                     step.number)
+    # The role's name, even when the backend was loaded for another role that
+    # shares the same file: ops ask "what did gemma2 say".
+    model_def = workflow.model_of(step)
     audit: dict[str, Any] = {
-        "model": (workflow.model_of(step).name if workflow.model_of(step) else backend.name), "model_sha256": backend.sha256, "seed": seed,
+        "model": model_def.name if model_def else backend.name,
+        "model_sha256": backend.sha256, "seed": seed,
         "sampling": {**{k: v for k, v in sampling.items() if k != "seed"},
                      "max_tokens": max_tokens},
         "prompt_tokens": 0, "completion_tokens": 0, "gen_ms": 0.0, "tries": 0,
