@@ -74,6 +74,9 @@ class Wave:
     claimed_at: float = field(default_factory=time.monotonic)
 
 
+CONTROL_INTERVAL_S = 0.5
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -215,11 +218,6 @@ class Runner:
                 self.validate()
         return bool(row["paused"])
 
-    def _backlog(self) -> dict[int, dict[str, Any]]:
-        rows = self.db.run(lambda c: c.execute(Q["backlog"], {"workflow_id": self.wf.id})
-                           .fetchall())
-        return {r["step"]: r for r in rows}
-
     def _reap(self) -> None:
         now = time.monotonic()
         if now - self._last_reap < min(5.0, self.opt.lease_s / 4):
@@ -247,6 +245,10 @@ class Runner:
         actor = self.wf.actors.get(step.actor)
         cooldown = float((actor.params if actor else {}).get("breaker_cooldown_s",
                                                                self.opt.breaker_cooldown_s))
+        opened = state.get("opened_at")
+        if state["state"] == "open" and opened is not None and \
+                (datetime.now(UTC) - opened).total_seconds() < cooldown:
+            return 0  # still cooling down: no need to ask the database
         took = self.db.run(lambda c: c.execute(Q["breaker_take_probe"], {
             "actor": step.actor, "worker_id": self.worker_id, "cooldown_s": cooldown,
             "lease_s": self.opt.lease_s}).fetchone())
@@ -282,7 +284,9 @@ class Runner:
         if state == "open" and (not row or row["state"] != "open"):
             log.warning("breaker for actor %s opened after %d failures: %s", step.actor, count,
                         last_error)
-        self._breakers[step.actor] = {"state": state, "consecutive_failures": count}
+        self._breakers[step.actor] = {"state": state, "consecutive_failures": count,
+                                      "opened_at": datetime.now(UTC) if state == "open"
+                                      else None}
 
     def _heartbeat_loop(self) -> None:
         interval = max(0.5, self.opt.lease_s / 3)
@@ -305,64 +309,98 @@ class Runner:
     # ------------------------------------------------------------ cheap lane
 
     def _cheap_lane(self) -> None:
-        idle_since: float | None = None
+        idle_checks = 0
         last_admit = time.monotonic()
+        last_control = 0.0
+        paused = False
         while not self.stop.is_set():
             if self._model_error is not None:
                 return
-            paused = self._refresh_control()
+            if time.monotonic() - last_control >= CONTROL_INTERVAL_S:
+                # Pause, definition edits, breakers and expired leases are looked at
+                # a few times a second, not before every wave: the claim itself also
+                # checks `paused`, so a pause still stops the very next claim.
+                last_control = time.monotonic()
+                paused = self._refresh_control()
+                self._refresh_breakers()
+                self._reap()
             if paused:
                 if self.opt.until_idle:
                     log.warning("workflow %s is paused; stopping", self.wf.id)
                     self.stop.set()
                     return
                 self.stop.wait(self.opt.poll_s)
+                last_control = 0.0
                 continue
-            self._reap()
-            self._refresh_breakers()
-            backlog = self._backlog()
-            step = self._pick_cheap_step(backlog)
-            if step is not None:
-                idle_since = None
-                allowance = self._breaker_allows(step)
-                if allowance == 0:
-                    step = None
-                else:
-                    self.run_cheap_wave(step, allowance or self.opt.batch_size)
-                    continue
-            pending = any(r["ready"] or r["leased"] or r["waiting"] for r in backlog.values())
+            picked = self._pick_cheap_step(self._ready_steps(cap=1))
+            if picked is not None:
+                idle_checks = 0
+                self._drain(*picked)
+                continue
+            pending = self._anything_pending()
             if not pending and not self._model_busy.is_set():
                 if self.opt.until_idle:
-                    # One more admission pass, then stop: nothing is left.
-                    if self.opt.limit is None and self.admit(None):
+                    # Nothing left: one more admission pass (new rows may have come),
+                    # and one more look, since the model lane may just have committed.
+                    if self.opt.limit is None and self._admit_more(None):
                         continue
-                    if idle_since is None:
-                        idle_since = time.monotonic()
-                        continue  # re-check once, the model lane may just have committed
+                    idle_checks += 1
+                    if idle_checks < 2:
+                        continue
                     return
                 if time.monotonic() - last_admit > self.opt.poll_s:
                     last_admit = time.monotonic()
-                    remaining = None if self.opt.limit is None else max(
-                        0, self.opt.limit - (self.summary.admitted if self.summary else 0))
-                    if remaining != 0:
-                        n = self.admit(remaining)
-                        if self.summary:
-                            self.summary.admitted += n
-                        if n:
-                            continue
-            self.stop.wait(min(self.opt.poll_s, 0.05 if pending else self.opt.poll_s))
+                    if self._admit_more(self._admission_left()):
+                        continue
+            self.stop.wait(min(self.opt.poll_s, 0.05) if pending else self.opt.poll_s)
 
-    def _pick_cheap_step(self, backlog: dict[int, dict[str, Any]]) -> StepDef | None:
-        for number in sorted(backlog):
-            if not backlog[number]["ready"]:
-                continue
+    def _admission_left(self) -> int | None:
+        if self.opt.limit is None:
+            return None
+        return max(0, self.opt.limit - (self.summary.admitted if self.summary else 0))
+
+    def _admit_more(self, limit: int | None) -> int:
+        if limit == 0:
+            return 0
+        n = self.admit(limit)
+        if self.summary is not None:
+            self.summary.admitted += n
+        return n
+
+    def _ready_steps(self, cap: int) -> dict[int, int]:
+        rows = self.db.run(lambda c: c.execute(Q["ready_steps"], {
+            "workflow_id": self.wf.id, "cap": cap}).fetchall())
+        return {r["step"]: r["ready"] for r in rows}
+
+    def _anything_pending(self) -> bool:
+        return bool(self.db.run(lambda c: c.execute(Q["anything_pending"], {
+            "workflow_id": self.wf.id}).fetchone()["pending"]))
+
+    def _pick_cheap_step(self, ready: dict[int, int]) -> tuple[StepDef, int | None] | None:
+        """The earliest cheap step with ready work whose breaker lets it run, and how
+        many it may claim (None: a full wave; 1: a half-open probe)."""
+        for number in sorted(ready):
             step = self.wf.steps.get(number)
-            if step is None:
-                continue  # validated away; a subject parked at a removed step waits
-            if self.wf.is_model_step(step):
+            if step is None or self.wf.is_model_step(step):
+                continue  # a subject parked at a removed step waits; models have a lane
+            allowance = self._breaker_allows(step)
+            if allowance == 0:
                 continue
-            return step
+            return step, allowance
         return None
+
+    def _drain(self, step: StepDef, allowance: int | None) -> None:
+        """Runs waves of one step while they come back full: no scheduling query
+        between waves of a long backlog."""
+        limit = allowance or self.opt.batch_size
+        started = time.monotonic()
+        while not self.stop.is_set():
+            n = self.run_cheap_wave(step, limit)
+            if allowance == 1 or n < limit or time.monotonic() - started > CONTROL_INTERVAL_S:
+                return
+            state = self._breakers.get(step.actor or "")
+            if state and state["state"] != "closed":
+                return  # this wave opened the breaker
 
     def run_cheap_wave(self, step: StepDef, limit: int) -> int:
         actor = self.wf.actor_of(step)

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Backlogs are counted up to this many per step: enough to compare models
+# (switch_ratio), bounded so the count stays cheap on a huge queue.
+MODEL_BACKLOG_CAP = 100_000
+
 
 class ModelLane:
     def __init__(self, runner: Runner):
@@ -98,8 +102,7 @@ class ModelLane:
         r = self.r
         if r.stop.is_set():
             return None
-        backlog = r._backlog()
-        step = self.pick_step(backlog)
+        step = self.pick_step(r._ready_steps(cap=MODEL_BACKLOG_CAP))
         if step is None:
             return None
         allowance = r._breaker_allows(step)
@@ -110,18 +113,18 @@ class ModelLane:
         return r._claim(step, allowance or size, with_rows=True,
                         model=model.name if model else None)
 
-    def pick_step(self, backlog: dict[int, dict[str, Any]]) -> StepDef | None:
+    def pick_step(self, ready: dict[int, int]) -> StepDef | None:
         wf = self.r.wf
         per_model: dict[str, int] = {}
         steps_of: dict[str, list[StepDef]] = {}
-        for number in sorted(backlog):
+        for number in sorted(ready):
             step = wf.steps.get(number)
-            if step is None or not wf.is_model_step(step) or not backlog[number]["ready"]:
+            if step is None or not wf.is_model_step(step) or not ready[number]:
                 continue
             if self._breaker_open(step):
                 continue
             key = self.model_key(step)
-            per_model[key] = per_model.get(key, 0) + backlog[number]["ready"]
+            per_model[key] = per_model.get(key, 0) + ready[number]
             steps_of.setdefault(key, []).append(step)
         if not per_model:
             return None

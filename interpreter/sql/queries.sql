@@ -17,16 +17,27 @@ ON CONFLICT DO NOTHING
 -- name: control
 SELECT paused, version FROM interp.workflows WHERE workflow_id = %(workflow_id)s
 
--- name: backlog
--- Ready work per step, and what is still in flight: the scheduler's view.
-SELECT step,
-       count(*) FILTER (WHERE status = 'ready' AND next_attempt_at <= now()) AS ready,
-       count(*) FILTER (WHERE status = 'ready' AND next_attempt_at > now()) AS waiting,
-       count(*) FILTER (WHERE status = 'leased') AS leased,
-       min(next_attempt_at) FILTER (WHERE status = 'ready') AS next_at
-  FROM interp.subject_state
- WHERE workflow_id = %(workflow_id)s AND status IN ('ready', 'leased')
- GROUP BY step
+-- name: ready_steps
+-- Ready work per step, counted up to %(cap)s: one bounded probe of the
+-- subject_state_ready index per step, so the cost does not grow with the
+-- queue (a full count of 100k subjects before every wave was most of a run).
+SELECT s.execution_order AS step, r.n AS ready
+  FROM interp.steps s
+ CROSS JOIN LATERAL (
+       SELECT count(*) AS n FROM (
+              SELECT 1 FROM interp.subject_state q
+               WHERE q.workflow_id = s.workflow_id AND q.step = s.execution_order
+                 AND q.status = 'ready' AND q.next_attempt_at <= now()
+               LIMIT %(cap)s) AS x) AS r
+ WHERE s.workflow_id = %(workflow_id)s AND r.n > 0
+ ORDER BY s.execution_order
+
+-- name: anything_pending
+-- Is any subject still on its way (ready now or later, or leased)?
+SELECT EXISTS (SELECT 1 FROM interp.subject_state
+                WHERE workflow_id = %(workflow_id)s AND status = 'ready')
+    OR EXISTS (SELECT 1 FROM interp.subject_state
+                WHERE workflow_id = %(workflow_id)s AND status = 'leased') AS pending
 
 -- name: reap_expired_leases
 -- A lease that ran out goes back to the queue. Clearing wave_id fences the
