@@ -121,8 +121,8 @@ def server_facts(dsn: str) -> dict[str, Any]:
 class PhaseTimer:
     """Wraps a few Runner methods (on the instance, not the class) to time each phase."""
 
-    PHASES = ("admit", "_refresh_control", "_reap", "_refresh_breakers", "_ready_steps", "_anything_pending",
-              "_run_inline_wave", "_claim", "_commit_leased")
+    PHASES = ("admit", "_refresh_control", "_reap", "_refresh_breakers", "_ready_steps",
+              "_anything_pending", "_run_inline_wave", "_claim", "_commit_leased")
 
     def __init__(self, runner: Runner):
         self.total: dict[str, float] = defaultdict(float)
