@@ -204,12 +204,14 @@ def _register() -> None:
                           ("interpreter.cli_security", ("roles",))):
         try:
             mod = importlib.import_module(module)
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise  # the module exists but something it imports is missing
             continue
         for name in names:
-            command = getattr(mod, name, None)
-            if command is not None:
-                (db if module.endswith("security") else cli).add_command(command)
+            found = getattr(mod, name, None)
+            if isinstance(found, click.Command):
+                (db if module.endswith("security") else cli).add_command(found)
 
 
 _register()

@@ -97,7 +97,8 @@ def build_commit(wf: Workflow, step: StepDef, claimed: dict[str, Claimed],
                     f"no transition from step {step.number} for outcome {r.outcome}"),
                     started_at=r.started_at, finished_at=r.finished_at, audit=audit)
                 # A definition error: retrying cannot help, so dead-letter now.
-                status, next_step, attempts, delay, inc = "dead", step.number, c.attempts + 1, 0, 0
+                status, next_step, attempts, delay, inc = ("dead", step.number, c.attempts + 1,
+                                                           0.0, 0)
             elif c.visits + 1 >= max_visits:
                 r = StepResult(r.subject_id, False, "ERROR", error=(
                     f"subject took {max_visits} transitions: a cycle with no exit?"),
@@ -110,7 +111,7 @@ def build_commit(wf: Workflow, step: StepDef, claimed: dict[str, Claimed],
         else:
             failed = c.attempts + 1
             if failed >= step.max_attempts:
-                status, next_step, attempts, delay, inc = "dead", step.number, failed, 0, 0
+                status, next_step, attempts, delay, inc = "dead", step.number, failed, 0.0, 0
             else:
                 status, next_step = "ready", step.number
                 attempts, delay, inc = failed, backoff_seconds(step, failed), 0

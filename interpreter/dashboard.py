@@ -56,7 +56,8 @@ def make_handler(db: Any, default_workflow: int | None) -> type[BaseHTTPRequestH
             self._send(code, json.dumps(data, default=str).encode(), "application/json")
 
         def _workflow(self, query: dict[str, list[str]]) -> int:
-            raw = (query.get("workflow") or [None])[0]
+            values = query.get("workflow")
+            raw = values[0] if values else None
             if raw is None:
                 if default_workflow is not None:
                     return default_workflow
@@ -76,11 +77,11 @@ def make_handler(db: Any, default_workflow: int | None) -> type[BaseHTTPRequestH
                                      "workflows": db.run(list_workflows)})
                 elif url.path == "/api/status":
                     wf = self._workflow(query)
-                    stall = float((query.get("stall_window") or [600])[0])
+                    stall = float((query.get("stall_window") or ["600"])[0])
                     self._json(200, db.run(lambda conn: status_data(conn, wf, stall)))
                 elif url.path == "/api/velocity":
                     wf = self._workflow(query)
-                    minutes = int((query.get("minutes") or [60])[0])
+                    minutes = int((query.get("minutes") or ["60"])[0])
                     self._json(200, db.run(lambda conn: velocity_series(conn, wf, minutes)))
                 else:
                     self._json(404, {"error": "not found"})
@@ -122,7 +123,7 @@ def serve(db: Any, host: str = "127.0.0.1", port: int = 8765, workflow_id: int |
 
         db.run(lambda conn: workflow_row(conn, workflow_id))
     server = make_server(db, host, port, workflow_id)
-    h, p = server.server_address[:2]
+    h, p = str(server.server_address[0]), server.server_address[1]
     url = f"http://{h}:{p}/" + (f"?workflow={workflow_id}" if workflow_id is not None else "")
     if announce:
         announce(url)

@@ -103,6 +103,14 @@ class Database:
                 delay = min(delay * 2, 5.0)
 
 
+def one(cursor: psycopg.Cursor[Any]) -> dict[str, Any]:
+    """The single row a query must return (INSERT ... RETURNING, an aggregate)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the query returned no row")
+    return row
+
+
 def psycopg_pool_timeout() -> type[Exception]:
     from psycopg_pool import PoolTimeout
 

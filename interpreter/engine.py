@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 
 from .actor_api import StepResult, Subject, utcnow
 from .commit import Claimed, build_commit
-from .db import Database, first_line
+from .db import Database, first_line, one
 from .definitions import StepDef, Workflow, load_workflow
 from .errors import DefinitionError, InterpError
 from .queries import Q
@@ -132,12 +132,12 @@ class Runner:
     def run(self) -> RunSummary:
         if self.opt.validate:
             self.validate()
-        self.run_id = self.db.run(lambda c: c.execute(Q["start_run"], {
+        self.run_id = self.db.run(lambda c: one(c.execute(Q["start_run"], {
             "workflow_id": self.wf.id, "worker_id": self.worker_id, "host": socket.gethostname(),
             "pid": os.getpid(), "version": self.wf.version,
             "args": Jsonb({"batch_size": self.opt.batch_size, "limit": self.opt.limit,
                            "until_idle": self.opt.until_idle}),
-        }).fetchone()["run_id"])
+        }))["run_id"])
         self.summary = RunSummary(self.run_id, self.worker_id)
         status, error = "finished", None
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
@@ -373,8 +373,8 @@ class Runner:
         return {r["step"]: r["ready"] for r in rows}
 
     def _anything_pending(self) -> bool:
-        return bool(self.db.run(lambda c: c.execute(Q["anything_pending"], {
-            "workflow_id": self.wf.id}).fetchone()["pending"]))
+        return bool(self.db.run(lambda c: one(c.execute(Q["anything_pending"], {
+            "workflow_id": self.wf.id}))["pending"]))
 
     def _pick_cheap_step(self, ready: dict[int, int]) -> tuple[StepDef, int | None] | None:
         """The earliest cheap step with ready work whose breaker lets it run, and how
@@ -429,9 +429,9 @@ class Runner:
                 return 0, []
             claimed = {r["subject_id"]: Claimed(r["subject_id"], r["attempts"], r["visits"])
                        for r in rows}
-            wave_id = c.execute(Q["new_wave"], {
+            wave_id = one(c.execute(Q["new_wave"], {
                 "workflow_id": self.wf.id, "step": step.number, "run_id": self.run_id,
-                "size": len(rows), "model": None}).fetchone()["wave_id"]
+                "size": len(rows), "model": None}))["wave_id"]
             started = utcnow()
             t0 = time.monotonic()
             ids = list(claimed)

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 
+from .db import one
 from .definitions import Workflow
 
 
@@ -29,7 +30,7 @@ def export_workflow(conn: psycopg.Connection[Any], wf: Workflow) -> str:
     out = [f"-- Workflow {wf.id}: {wf.name}",
            "-- Exported by `interp workflow export`; loading it again changes nothing.",
            "BEGIN;", ""]
-    w = conn.execute("SELECT * FROM interp.workflows WHERE workflow_id = %s", (wf.id,)).fetchone()
+    w = one(conn.execute("SELECT * FROM interp.workflows WHERE workflow_id = %s", (wf.id,)))
     out.append(
         "INSERT INTO interp.workflows (workflow_id, name, description, subject_table, "
         "subject_key)\nVALUES ({}, {}, {}, {}, {})\nON CONFLICT (workflow_id) DO UPDATE SET "

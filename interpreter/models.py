@@ -126,8 +126,9 @@ def resolve(source: str) -> Path:
         except Exception as exc:  # noqa: BLE001 - any assembly failure is a load failure
             raise ModelLoadError(f"cannot assemble Gemma-3-270M: {one_line(exc)}") from exc
     else:
-        path = locate(source)
-        assert path is not None
+        located = locate(source)
+        assert located is not None
+        path = located
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist (source {source!r})")
     return path
@@ -218,7 +219,7 @@ class LlamaBackend:
 
         llama.create_completion = capture  # type: ignore[method-assign]
         try:
-            llama.create_chat_completion(messages=messages, max_tokens=1)
+            llama.create_chat_completion(messages=messages, max_tokens=1)  # type: ignore[arg-type]
         except _Counted:
             pass
         finally:
@@ -286,8 +287,10 @@ class LlamaBackend:
         started = time.perf_counter()
         llama.create_completion = create_completion  # type: ignore[method-assign]
         try:
-            resp = llama.create_chat_completion(messages=messages, seed=seed,
-                                                max_tokens=max_tokens, grammar=grammar, **opts)
+            # Not streaming, so the response is one dict (the stubs allow an iterator).
+            resp: Any = llama.create_chat_completion(
+                messages=messages, seed=seed,  # type: ignore[arg-type]
+                max_tokens=max_tokens, grammar=grammar, **opts)
         except PromptTooLong:
             raise
         except ValueError as exc:
@@ -314,7 +317,7 @@ class LlamaBackend:
             try:
                 llama.close()
             finally:
-                self.llama = None
+                self.llama = None  # type: ignore[assignment]
 
 
 class RemoteBackend:

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from tabulate import tabulate
 
+from .db import one
 from .errors import InterpError, NotFound
 
 BAR_WIDTH = 20
@@ -64,29 +65,29 @@ def status_data(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s:
     if stall_window_s <= 0 or velocity_window_s <= 0:
         raise InterpError("the stall and velocity windows must be positive")
     wf = workflow_row(conn, workflow_id)
-    now = conn.execute("SELECT now() AS now").fetchone()["now"]
+    now = one(conn.execute("SELECT now() AS now"))["now"]
     steps = [_clean(r) for r in conn.execute(
         "SELECT * FROM interp.step_status(%s, make_interval(secs => %s), "
         "make_interval(secs => %s))", (workflow_id, stall_window_s, velocity_window_s))]
     for s in steps:
         s.pop("workflow_id", None)
 
-    counts = conn.execute("""
+    counts = one(conn.execute("""
         SELECT coalesce(sum(n), 0)::bigint AS subjects,
                coalesce(sum(n) FILTER (WHERE status = 'done'), 0)::bigint AS done,
                coalesce(sum(n) FILTER (WHERE status = 'ready'), 0)::bigint AS waiting,
                coalesce(sum(n) FILTER (WHERE status = 'leased'), 0)::bigint AS leased,
                coalesce(sum(n) FILTER (WHERE status = 'dead'), 0)::bigint AS dead
-          FROM interp.subject_counts WHERE workflow_id = %s""", (workflow_id,)).fetchone()
-    checkpoints = conn.execute(
+          FROM interp.subject_counts WHERE workflow_id = %s""", (workflow_id,)))
+    checkpoints = one(conn.execute(
         "SELECT coalesce(sum(n), 0)::bigint AS n, "
         "coalesce(sum(n) FILTER (WHERE NOT ok), 0)::bigint AS errors "
-        "FROM interp.checkpoint_totals WHERE workflow_id = %s", (workflow_id,)).fetchone()
+        "FROM interp.checkpoint_totals WHERE workflow_id = %s", (workflow_id,)))
 
     # Completion rate: ok checkpoints in the window whose (step, outcome)
     # leads to the end (an explicit NULL transition, the '*' fallback to NULL,
     # or no transition at all).
-    finishing = conn.execute("""
+    finishing = one(conn.execute("""
         WITH since AS (
             SELECT greatest(date_trunc('minute', now() - make_interval(secs => %(v)s)),
                             (SELECT min(first_at) FROM interp.checkpoint_totals
@@ -107,9 +108,10 @@ def status_data(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s:
                AND t.from_step = r.step AND t.outcome = r.outcome
           LEFT JOIN interp.step_transitions a ON a.workflow_id = %(wf)s
                AND a.from_step = r.step AND a.outcome = '*'
-        """, {"wf": workflow_id, "v": velocity_window_s}).fetchone()
+        """, {"wf": workflow_id, "v": velocity_window_s}))
     rate = float(finishing["rate"] or 0)
     active = counts["waiting"] + counts["leased"]
+    eta: float | None
     if active == 0:
         eta = 0.0
     elif rate > 0:
@@ -385,8 +387,8 @@ def prune(db: Any, workflow_id: int, older_than: dt.timedelta, batch_size: int =
     if batch_size < 1:
         raise InterpError("--batch-size must be at least 1")
     db.run(lambda conn: workflow_row(conn, workflow_id))
-    cutoff = db.run(lambda conn: conn.execute(
-        "SELECT now() - %s AS c", (older_than,)).fetchone()["c"])
+    cutoff = db.run(lambda conn: one(conn.execute(
+        "SELECT now() - %s AS c", (older_than,)))["c"])
     after, chunk = "", max(1, batch_size // 10)
     totals = {"workflow": workflow_id, "cutoff": cutoff.isoformat(), "dry_run": dry_run,
               "batch_size": batch_size, "subjects_scanned": 0, "batches": 0,

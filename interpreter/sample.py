@@ -589,7 +589,7 @@ def make_posting(posting_id: int, seed: int = 42) -> dict[str, Any]:
             "benefits.", "The salary range for this role is {a}–{b}.", "Pay: {a} - {b}.",
         ]).format(a=_money(salary_min, currency), b=_money(salary_max, currency))
     else:
-        salary_min = salary_max = None
+        salary_min = salary_max = None  # type: ignore[assignment]  # no salary stated
         salary_line = rng.choice(["Salary: competitive, depending on experience.",
                                   "We pay fairly and will discuss salary in the first call.", ""])
     currency_out = currency if salary_min is not None else None
@@ -631,7 +631,8 @@ def make_posting(posting_id: int, seed: int = 42) -> dict[str, Any]:
     summary = None
     summary_saved_at = None
     if r() < SUMMARY_SHARE:
-        sal = (f"Salary {_money(salary_min, currency)}-{_money(salary_max, currency)}."
+        sal = (f"Salary {_money(salary_min, currency)}-"  # type: ignore[arg-type]
+               f"{_money(salary_max, currency)}."  # type: ignore[arg-type]
                if salary_min is not None else "Salary not stated.")
         summary = rng.choice(_SUMMARY_TEMPLATES).format(
             title=title, company=company, where=location, policy=policy,

@@ -125,8 +125,9 @@ def template_problems(body: str, subject_columns: set[str],
 
     # Field access on subject / out[N]: Getattr(node=..., attr) or Getitem(node=..., arg=Const)
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        target = node.node
-        field = node.attr if isinstance(node, nodes.Getattr) else _const_key(node.arg)
+        target = node.node  # type: ignore[attr-defined]
+        field = node.attr if isinstance(node, nodes.Getattr) else _const_key(
+            node.arg)  # type: ignore[attr-defined]
         if isinstance(target, nodes.Name) and target.ctx == "load":
             if target.name == "subject" and isinstance(field, str) \
                     and field not in subject_columns:
