@@ -48,7 +48,7 @@ def connect(dsn: str) -> psycopg.Connection:
 
 def test_workers_survive_postgres_restarts(server, tmp_path):
     with connect(server.dsn) as c:
-        chaos_pipeline(c, WF, 1500, script_seconds=0.01)
+        chaos_pipeline(c, WF, 1500, script_seconds=0.02)
     rng = random.Random(7002)
     args = ("run", "--workflow", str(WF), "--until-idle", "--batch-size", "25", "--lease", "5",
             "--poll", "0.1", "--db-timeout", "60")
@@ -69,7 +69,9 @@ def test_workers_survive_postgres_restarts(server, tmp_path):
     finally:
         stop_all(workers)
     logs = "".join((tmp_path / f"w{i}.log").read_text() for i in range(2))
-    assert "retrying in" in logs  # the workers did see the outages and backed off
+    # The workers saw the outages: a failed statement backed off ("retrying in"), or
+    # the pool replaced dead connections, retrying in the background.
+    assert "retrying in" in logs or "error connecting" in logs, logs[-2000:]
     with connect(server.dsn) as c:
         violations = all_invariants(c, WF, effect_step=3)
         assert violations == {}, violations

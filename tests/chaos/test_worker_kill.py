@@ -24,7 +24,7 @@ KILLS = int(os.environ.get("INTERP_CHAOS_KILLS", "20"))
 
 
 def test_sigkill_random_workers_at_random_moments(dsn, conn, smollm2, tmp_path):
-    chaos_pipeline(conn, WF, SUBJECTS, model_every=200, script_seconds=0.01)
+    chaos_pipeline(conn, WF, SUBJECTS, model_every=200, script_seconds=0.02)
     rng = random.Random(int(os.environ.get("INTERP_CHAOS_SEED", "7001")))
     args = ("run", "--workflow", str(WF), "--until-idle", "--batch-size", "40",
             "--lease", "3", "--poll", "0.1", "--db-timeout", "30")
