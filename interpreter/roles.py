@@ -32,7 +32,7 @@ ROLLUP_TABLES = ("checkpoint_totals", "checkpoint_minutes", "subject_counts")
 MODEL_FILE_COLUMNS = ("sha256", "size_bytes", "updated_at")
 
 
-def _create_role(name: str, login: bool = False) -> sql.Composable:
+def _create_role(name: str, login: bool = False) -> sql.Composed:
     # CREATE ROLE has no IF NOT EXISTS; two sessions may race, so catch the duplicate.
     return sql.SQL(
         "DO $do$ BEGIN\n"
@@ -44,7 +44,7 @@ def _create_role(name: str, login: bool = False) -> sql.Composable:
                            login=sql.SQL("LOGIN" if login else "NOLOGIN"))
 
 
-def _table(name: str) -> sql.Composable:
+def _table(name: str) -> sql.Identifier:
     schema, _, table = name.rpartition(".")
     return sql.Identifier(schema or "public", table)
 
@@ -59,7 +59,7 @@ def existing_tables(conn: psycopg.Connection[Any], schema: str) -> set[str]:
 def role_statements(conn: psycopg.Connection[Any], *, domain: list[str] | None = None,
                     domain_schema: str = "public",
                     logins: list[tuple[str, str]] | None = None,
-                    password: str | None = None) -> list[sql.Composable]:
+                    password: str | None = None) -> list[sql.Composed]:
     """The statements that create and grant both roles.
 
     domain: tables ("schema.table") the worker's SQL actors read and write; None
@@ -69,7 +69,7 @@ def role_statements(conn: psycopg.Connection[Any], *, domain: list[str] | None =
     if "checkpoints" not in interp:
         raise InterpError("the interp schema is not migrated; run `interp db migrate` first")
     w, o = sql.Identifier(WORKER), sql.Identifier(OPS)
-    s: list[sql.Composable] = [_create_role(WORKER), _create_role(OPS)]
+    s: list[sql.Composed] = [_create_role(WORKER), _create_role(OPS)]
     # Both read everything in interp (tables, views, rollups); functions are
     # EXECUTE-able by PUBLIC and run with the caller's rights.
     s.append(sql.SQL("GRANT USAGE ON SCHEMA interp TO {}, {}").format(w, o))
