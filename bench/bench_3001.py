@@ -6,7 +6,8 @@ migrates it, loads seeds/, generates N sample postings (`interp seed postings`),
 runs `interp run --workflow 3001 --until-idle` as a user would, and reads the
 figures back from the engine's own tables:
 
-* postings/minute: enabled postings admitted / wall time of `interp run`;
+* postings/minute: postings that reached the end / wall time of `interp run`
+  (a run stopped with SIGTERM still reports, with run_status "stopped");
 * per step: checkpoints, the sum and mean of checkpoint durations
   (finished_at - started_at), tokens and generation time for model steps;
 * model loads / switches / evictions from interp.model_events;
@@ -105,12 +106,16 @@ def figures(dsn: str, wall_s: float) -> dict[str, Any]:
                count(*) FILTER (WHERE ihl_verdict LIKE '%%(evidence only)') AS ihl_fallback
           FROM public.postings WHERE enabled""")[0]
     reviews = rows(dsn, "SELECT count(*) AS n FROM public.review_queue WHERE workflow_id = 3001")
+    runs = rows(dsn, "SELECT status FROM interp.runs WHERE workflow_id = 3001 ORDER BY run_id")
+    ended = by_status.get("done", 0) + by_status.get("dead", 0)
     return {
+        "run_status": [r["status"] for r in runs],
         "postings_admitted": admitted,
         "done": by_status.get("done", 0),
         "dead": by_status.get("dead", 0),
         "wall_s": round(wall_s, 2),
-        "postings_per_minute": round(admitted / (wall_s / 60), 3) if wall_s else None,
+        # Postings that reached the end (done or dead) per minute of `interp run`.
+        "postings_per_minute": round(ended / (wall_s / 60), 3) if wall_s else None,
         "steps": per_step,
         "model_events": [{k: (float(v) if k == "ms" else v) for k, v in r.items()}
                          for r in events],
