@@ -28,7 +28,7 @@ from .actor_api import StepResult, Subject, utcnow
 from .commit import Claimed, build_commit
 from .db import Database, first_line, one
 from .definitions import StepDef, Workflow, load_workflow
-from .errors import DefinitionError, InterpError
+from .errors import DatabaseUnreachable, DefinitionError, InterpError
 from .queries import Q
 from .scripts import ScriptRunner
 
@@ -140,6 +140,7 @@ class Runner:
         }))["run_id"])
         self.summary = RunSummary(self.run_id, self.worker_id)
         status, error = "finished", None
+        lost_db = False
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heartbeat.start()
         model_lane = None
@@ -154,6 +155,7 @@ class Runner:
                 status = "stopped"
         except BaseException as exc:
             status, error = "failed", first_line(exc)
+            lost_db = isinstance(exc, DatabaseUnreachable)
             self.stop.set()
             raise
         finally:
@@ -164,11 +166,14 @@ class Runner:
             if self._model_error is not None and status == "finished":
                 status, error = "failed", first_line(self._model_error)
             self.summary.status = status
-            try:
-                self.db.run(lambda c: c.execute(Q["finish_run"], {
-                    "run_id": self.run_id, "status": status, "error": error}), retry=False)
-            except Exception:  # noqa: BLE001 - the database may be the reason we stop
-                log.warning("could not record the end of run %s", self.run_id)
+            lost_db = lost_db or isinstance(self._model_error, DatabaseUnreachable)
+            if not lost_db:  # else the database is why we stop: do not wait for it again
+                try:
+                    self.db.run(lambda c: c.execute(Q["finish_run"], {
+                        "run_id": self.run_id, "status": status, "error": error}),
+                        retry=False)
+                except Exception:  # noqa: BLE001 - best effort on the way out
+                    log.warning("could not record the end of run %s", self.run_id)
         if self._model_error is not None:
             raise self._model_error
         return self.summary

@@ -82,6 +82,17 @@ def migrate(dsn: str) -> list[Migration]:
     """Apply pending migrations; returns what was applied. Safe to run concurrently."""
     applied_now: list[Migration] = []
     with psycopg.connect(dsn, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        # Nothing pending: say so without taking the lock or running any DDL, so a
+        # least-privilege worker (`interp db roles`) can start `interp run`.
+        known_versions = {m.version for m in known_migrations()}
+        applied_before = applied_migrations(conn)
+        unknown_before = sorted(set(applied_before) - known_versions)
+        if unknown_before:
+            raise InterpError(
+                f"the database has migration(s) {unknown_before} that this code does not know; "
+                "upgrade interp before migrating")
+        if applied_before and known_versions <= set(applied_before):
+            return []
         # A session-level lock, so it spans the per-migration transactions.
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:

@@ -64,16 +64,9 @@ class ScriptRunner:
     wave. Repeated hangs open the actor's breaker.
     """
 
-    def __init__(self) -> None:
-        self._executor = self._new_executor()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _new_executor() -> cf.ThreadPoolExecutor:
-        return cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="script-actor")
-
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Nothing to wait for: calls run on daemon threads, and an abandoned call
+        must not keep the process alive after the run has ended."""
 
     def run_wave(self, actor: ActorDef, step: StepDef, subjects: list[Subject]) -> list[StepResult]:
         started = utcnow()
@@ -103,18 +96,27 @@ class ScriptRunner:
         return [to_result(s, item, step, started, finished) for s, item in zip(subjects, items,
                                                                                 strict=True)]
 
-    def _call(self, func: Callable[..., Any], subjects: list[Subject], params: dict[str, Any],
+    @staticmethod
+    def _call(func: Callable[..., Any], subjects: list[Subject], params: dict[str, Any],
               timeout: float) -> Any:
-        with self._lock:
-            future = self._executor.submit(func, subjects, params)
-        try:
-            return future.result(timeout=timeout)
-        except cf.TimeoutError:
-            with self._lock:
-                # Abandon the stuck thread; later waves get a fresh one.
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = self._new_executor()
-            raise
+        # A daemon thread per call, not an executor: concurrent.futures joins its
+        # threads at exit, so one hung actor would keep the process alive forever.
+        outcome: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                outcome["value"] = func(subjects, params)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=target, name="script-actor", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            raise cf.TimeoutError()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("value")
 
 
 def describe(exc: BaseException) -> str:
