@@ -409,7 +409,7 @@ class Runner:
 
     def run_cheap_wave(self, step: StepDef, limit: int) -> int:
         actor = self.wf.actor_of(step)
-        if step.kind == "gate" or (actor and actor.kind == "sql"):
+        if step.kind == "gate" or (actor and actor.kind == "sql") or self._inline_script(step):
             return self._run_inline_wave(step, limit)
         wave = self._claim(step, limit, with_rows=True)
         if wave is None:
@@ -422,8 +422,19 @@ class Runner:
 
     # ------------------------------------------------------------ inline waves
 
+    def _inline_script(self, step: StepDef) -> bool:
+        """A script actor that says it is quick (`params.inline = true`) runs inside
+        the wave's transaction like SQL: no lease, half the writes. Its step timeout
+        bounds how long the transaction stays open; slow or model-like work should
+        keep the default (leased, no connection held)."""
+        actor = self.wf.actor_of(step)
+        if actor is None or actor.kind != "script":
+            return False
+        return bool({**actor.params, **step.params}.get("inline", False))
+
     def _run_inline_wave(self, step: StepDef, limit: int) -> int:
-        """Gates and SQL actors: claim, compute and commit in one transaction."""
+        """Gates, SQL actors and quick scripts: claim, compute and commit in one
+        transaction (the row locks are the lease; a crash rolls it all back)."""
         actor = self.wf.actor_of(step)
 
         def do(c: psycopg.Connection[Any]) -> tuple[int, list[StepResult]]:
@@ -434,29 +445,41 @@ class Runner:
                 return 0, []
             claimed = {r["subject_id"]: Claimed(r["subject_id"], r["attempts"], r["visits"])
                        for r in rows}
-            wave_id = one(c.execute(Q["new_wave"], {
-                "workflow_id": self.wf.id, "step": step.number, "run_id": self.run_id,
-                "size": len(rows), "model": None}))["wave_id"]
+            wave_id = one(c.execute(Q["next_wave_id"]))["wave_id"]
             started = utcnow()
             t0 = time.monotonic()
             ids = list(claimed)
+            outputs = {r["subject_id"]: r["outputs"] or {} for r in rows}
             if step.kind == "gate":
                 results = self._gate(c, step, ids, started)
+            elif actor is not None and actor.kind == "script":
+                subjects = self._subjects(c, rows)
+                results = self.scripts.run_wave(actor, step, subjects)
             else:
                 assert actor is not None
-                outputs = {r["subject_id"]: r["outputs"] or {} for r in rows}
                 results = self._sql_actor(c, step, actor.target, ids, outputs, started)
             busy = (time.monotonic() - t0) * 1000
             self._write_results(c, step, wave_id, claimed, results)
             self._record_breaker(c, step, results)
-            c.execute(Q["finish_wave"], {"wave_id": wave_id, "started": started,
-                                         "committed": len(results), "busy_ms": busy})
+            c.execute(Q["record_inline_wave"], {
+                "wave_id": wave_id, "workflow_id": self.wf.id, "step": step.number,
+                "run_id": self.run_id, "size": len(rows), "started": started,
+                "committed": len(results), "busy_ms": busy})
             return len(results), results
 
         n, _ = self.db.run(do)
         if n:
             self._count(step, n)
         return n
+
+    def _subjects(self, c: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> list[Subject]:
+        query = sql.SQL(Q["subject_rows"]).format(  # type: ignore[arg-type]
+            subject_table=self._table_ident(), subject_key=sql.Identifier(self.wf.subject_key),
+            key_type=sql.SQL(self.key_type))
+        found = {r["subject_id"]: r["row"] for r in c.execute(
+            query, {"ids": [r["subject_id"] for r in rows]})}
+        return [Subject(r["subject_id"], found.get(r["subject_id"]) or {}, r["outputs"] or {},
+                        r["attempts"] + 1) for r in rows]
 
     def _params(self, step: StepDef, ids: list[str]) -> dict[str, Any]:
         return {"ids": ids, "workflow_id": self.wf.id, "step": step.number}

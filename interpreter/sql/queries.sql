@@ -92,10 +92,22 @@ SELECT subject_id, attempts, visits, CASE WHEN %(with_outputs)s THEN outputs END
  LIMIT %(limit)s
  FOR UPDATE SKIP LOCKED
 
--- name: new_wave
-INSERT INTO interp.waves (workflow_id, step, run_id, size, model, started_at)
-VALUES (%(workflow_id)s, %(step)s, %(run_id)s, %(size)s, %(model)s, now())
-RETURNING wave_id
+-- name: next_wave_id
+SELECT nextval('interp.waves_wave_id_seq') AS wave_id
+
+-- name: record_inline_wave
+-- An inline wave is recorded once, when it is done (it commits with its results).
+INSERT INTO interp.waves (wave_id, workflow_id, step, run_id, size, model, claimed_at,
+                          started_at, finished_at, committed, busy_ms)
+VALUES (%(wave_id)s, %(workflow_id)s, %(step)s, %(run_id)s, %(size)s, NULL, %(started)s,
+        %(started)s, now(), %(committed)s, %(busy_ms)s)
+
+-- name: subject_rows
+-- The subject table's rows for a wave. {subject_table}, {subject_key} and
+-- {key_type} are identifiers from the workflow definition.
+SELECT t.{subject_key}::text AS subject_id, to_jsonb(t) AS row
+  FROM {subject_table} t
+ WHERE t.{subject_key} = ANY(%(ids)s::{key_type}[])
 
 -- name: fence_wave
 -- The subjects of a leased wave whose lease this worker still holds; locks

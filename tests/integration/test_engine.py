@@ -365,3 +365,21 @@ def test_effect_sql_is_exactly_once_under_rerun(db, conn):
     run(db, 33)
     assert conn.execute("SELECT max(n) AS m FROM public.effects").fetchone()["m"] == 1
     assert COUNT_EFFECT_SQL  # the counter the invariant reads
+
+
+def test_quick_script_actor_runs_inline(db, conn):
+    standard_pipeline(conn, wf=34, n=12, script_target="actors.faults:fail_marked",
+                      script_params={"inline": True}, script_max_attempts=1)
+    conn.execute("UPDATE public.items SET title = 'BOOM' WHERE id = 7")
+    run(db, 34, batch_size=5, breaker_threshold=1000)
+    states = {r["subject_id"]: r["status"] for r in conn.execute(
+        "SELECT subject_id, status FROM interp.subject_state WHERE workflow_id = 34")}
+    assert states.pop("7") == "dead"
+    assert set(states.values()) == {"done"}
+    # inline waves take no lease: no subject was ever written as leased, and each wave
+    # row was recorded once, complete
+    waves = conn.execute("SELECT size, committed, finished_at FROM interp.waves "
+                         "WHERE workflow_id = 34 AND step = 2").fetchall()
+    assert sum(w["size"] for w in waves) == 12
+    assert all(w["committed"] == w["size"] and w["finished_at"] for w in waves)
+    assert check_invariants(conn, 34, effect_step=3) == {}
