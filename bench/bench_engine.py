@@ -402,6 +402,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="diagnostic: 'off' disables the ops rollup triggers of schema/0002 on"
                         " interp.checkpoints and interp.subject_state in the scratch database,"
                         " to isolate the engine's own cost")
+    p.add_argument("--scripts", choices=("leased", "inline"), default="leased",
+                   help="'leased' (the default for script actors: claim with a lease, no "
+                        "connection held while the script runs) or 'inline' (params.inline: "
+                        "the quick script runs inside the wave's transaction, like SQL)")
     p.add_argument("--keep", action="store_true", help="do not drop the scratch database")
     args = p.parse_args(argv)
     if args.quick:
@@ -434,10 +438,14 @@ def main(argv: list[str] | None = None) -> int:
             # Several statements in one go: bind on the client (the values are ours).
             psycopg.ClientCursor(conn).execute(PIPELINE_SQL, {"n": args.subjects,
                                                               "wf": WORKFLOW_ID})
+            if args.scripts == "inline":
+                conn.execute("UPDATE interp.actors SET params = '{\"inline\": true}' "
+                             "WHERE name = 'bench_script_noop'")
             if args.rollups == "off":
                 for table in ("interp.checkpoints", "interp.subject_state"):
                     conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
         result["rollup_triggers"] = args.rollups
+        result["script_actors"] = args.scripts
 
         runs = []
         for b in args.batch_sizes:
