@@ -97,6 +97,16 @@ def models_list(obj: Any, as_json: bool) -> None:
     click.echo(tabulate(table, headers="keys"))
 
 
+def off_main_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Runs fn on a worker thread and waits. On a busy machine llama.cpp generated
+    5-8x slower on the main thread than on any other (measured by bench_models.py);
+    the run loop's model lane is a thread of its own, so `models check` is too."""
+    import concurrent.futures as cf
+
+    with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="models-check") as pool:
+        return pool.submit(fn, *args, **kwargs).result()
+
+
 def check_model(model: ModelDef, *, max_tokens: int = 16, n_threads: int | None = None,
                 prompt: str = "Say hello in five words.") -> dict[str, Any]:
     """Load one model, generate a few tokens; a report dict (ok False with error on failure)."""
@@ -152,7 +162,7 @@ def models_check(obj: Any, names: tuple[str, ...], max_tokens: int, record: bool
     rows = _read_models(obj.db, names)
     reports = []
     for row in rows:
-        report = check_model(_model_def(row), max_tokens=max_tokens)
+        report = off_main_thread(check_model, _model_def(row), max_tokens=max_tokens)
         reports.append(report)
         if record and report["ok"] and report.get("sha256") and not row["sha256"]:
             def store(conn: Any, name: str = row["name"], digest: str = report["sha256"],

@@ -452,7 +452,7 @@ class ModelPool:
         self.remote_timeout = remote_timeout
         self._resident: OrderedDict[str, tuple[ModelDef, Backend]] = OrderedDict()
         self.current: str | None = None     # load key of the model generating now
-        self._current_name: str | None = None
+        self._current_name: str | None = None   # the row name that generated last
         self.loads = 0
         self.switches = 0
         self.evictions = 0
@@ -506,6 +506,9 @@ class ModelPool:
         same settings share one loaded model, and moving between them is no switch.
         """
         key = load_key(model)
+        # Remember who was generating before any eviction below clears `current`:
+        # a load that evicts the previous model is a switch too.
+        previous_key, previous_name = self.current, self._current_name
         entry = self._resident.get(key)
         load_ms = 0.0
         if entry is None:
@@ -534,12 +537,10 @@ class ModelPool:
                 raise ModelLoadError(f"{model.name}: sha256 mismatch: the row says "
                                      f"{model.sha256}, the file is {entry[1].sha256}")
             self._resident.move_to_end(key)
-        if self.current != key:
-            if self.current is not None:
+        if previous_key != key:
+            if previous_key is not None:
                 self.switches += 1
-                previous = self._resident.get(self.current)
-                self._emit("switch", model.name,
-                           from_model=previous[0].name if previous else self._current_name,
+                self._emit("switch", model.name, from_model=previous_name,
                            duration_ms=load_ms)
             self.current = key
         self._current_name = model.name

@@ -209,6 +209,19 @@ def test_pool_lru_eviction_within_budget(smollm2):
     assert pool.resident == [] and pool.used_bytes == 0
 
 
+def test_switch_that_evicts_is_still_counted(smollm2):
+    """Only one model fits: every change of model is a load, an eviction and a switch."""
+    pool = ModelPool(int(smollm2.stat().st_size * 1.5), n_threads=THREADS)
+    try:
+        a, b = smol("A", n_ctx=256), smol("B", n_ctx=320)
+        for m in (a, b, a, b):
+            pool.acquire(m)
+        assert pool.loads == 4 and pool.evictions == 3
+        assert pool.switches == pool.loads - 1
+    finally:
+        pool.close()
+
+
 def test_roles_naming_the_same_model_share_one_load(smollm2):
     pool = ModelPool(10 * smollm2.stat().st_size, n_threads=THREADS)
     try:
