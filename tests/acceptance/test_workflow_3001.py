@@ -95,7 +95,7 @@ def test_end_to_end_with_smollm2(cli, dsn, smollm2):
     presummarised = {str(r["posting_id"]) for r in _q(
         dsn, "SELECT posting_id FROM public.postings WHERE length(extracted_summary) > 50")}
 
-    proc = cli("run", "--workflow", "3001", "--until-idle", timeout=900)
+    proc = cli("run", "--workflow", "3001", "--until-idle", timeout=1500)
     assert "finished" in proc.stdout + proc.stderr
 
     # Every enabled posting was admitted and ended; none is dead.
