@@ -98,6 +98,9 @@ def _schema_fields(schema: dict[str, Any] | None) -> set[str] | None:
     return set(props)
 
 
+DICT_METHODS = frozenset({"get", "items", "keys", "values"})
+
+
 def template_problems(body: str, subject_columns: set[str],
                       available_steps: dict[int, dict[str, Any] | None]) -> list[str]:
     """What in a template cannot exist at its step (for ``interp workflow validate``).
@@ -123,8 +126,13 @@ def template_problems(body: str, subject_columns: set[str],
         if msg not in problems:
             problems.append(msg)
 
+    # `out[4].get('reason', '')` calls a dict method; it names no field.
+    method_calls = {id(call.node) for call in ast.find_all(nodes.Call)
+                    if isinstance(call.node, nodes.Getattr) and call.node.attr in DICT_METHODS}
     # Field access on subject / out[N]: Getattr(node=..., attr) or Getitem(node=..., arg=Const)
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        if id(node) in method_calls:
+            continue
         target = node.node  # type: ignore[attr-defined]
         field = node.attr if isinstance(node, nodes.Getattr) else _const_key(
             node.arg)  # type: ignore[attr-defined]

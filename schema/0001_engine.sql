@@ -102,12 +102,22 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER steps_version AFTER INSERT OR UPDATE OR DELETE ON interp.steps
+-- An UPDATE that changes nothing (a seed loaded again) is no edit.
+CREATE TRIGGER steps_version AFTER INSERT OR DELETE ON interp.steps
     FOR EACH ROW EXECUTE FUNCTION interp.bump_workflow_version();
-CREATE TRIGGER transitions_version AFTER INSERT OR UPDATE OR DELETE ON interp.step_transitions
+CREATE TRIGGER steps_version_update AFTER UPDATE ON interp.steps
+    FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*)
+    EXECUTE FUNCTION interp.bump_workflow_version();
+CREATE TRIGGER transitions_version AFTER INSERT OR DELETE ON interp.step_transitions
     FOR EACH ROW EXECUTE FUNCTION interp.bump_workflow_version();
-CREATE TRIGGER entry_points_version AFTER INSERT OR UPDATE OR DELETE ON interp.entry_points
+CREATE TRIGGER transitions_version_update AFTER UPDATE ON interp.step_transitions
+    FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*)
+    EXECUTE FUNCTION interp.bump_workflow_version();
+CREATE TRIGGER entry_points_version AFTER INSERT OR DELETE ON interp.entry_points
     FOR EACH ROW EXECUTE FUNCTION interp.bump_workflow_version();
+CREATE TRIGGER entry_points_version_update AFTER UPDATE ON interp.entry_points
+    FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*)
+    EXECUTE FUNCTION interp.bump_workflow_version();
 
 -- ---------------------------------------------------------------- runtime
 

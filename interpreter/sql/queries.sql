@@ -6,12 +6,19 @@
 -- name: admit
 -- Admits what the entry point's query returns and is not admitted yet.
 -- {admit} is the entry point's query, written by the workflow author.
-INSERT INTO interp.subject_state (workflow_id, subject_id, entry_point, step, status)
-SELECT %(workflow_id)s, a.subject_id, %(entry_point)s, %(first_step)s, 'ready'
-  FROM (SELECT DISTINCT q.subject_id::text AS subject_id FROM ({admit}) AS q) AS a
- WHERE NOT EXISTS (SELECT 1 FROM interp.subject_state s
-                    WHERE s.workflow_id = %(workflow_id)s AND s.subject_id = a.subject_id)
- LIMIT %(limit)s
+-- A subject admitted again (ops deleted its state to re-run it) goes on
+-- counting visits after its last checkpoint, so the old checkpoints stay and
+-- the new ones never collide with them.
+INSERT INTO interp.subject_state (workflow_id, subject_id, entry_point, step, status, visits)
+SELECT %(workflow_id)s, a.subject_id, %(entry_point)s, %(first_step)s, 'ready',
+       coalesce((SELECT max(c.visit) + 1 FROM interp.checkpoints c
+                  WHERE c.workflow_id = %(workflow_id)s AND c.subject_id = a.subject_id), 0)
+  FROM (SELECT sub.subject_id
+          FROM (SELECT DISTINCT q.subject_id::text AS subject_id FROM ({admit}) AS q) AS sub
+         WHERE NOT EXISTS (SELECT 1 FROM interp.subject_state s
+                            WHERE s.workflow_id = %(workflow_id)s
+                              AND s.subject_id = sub.subject_id)
+         LIMIT %(limit)s) AS a
 ON CONFLICT DO NOTHING
 
 -- name: control

@@ -383,3 +383,19 @@ def test_quick_script_actor_runs_inline(db, conn):
     assert sum(w["size"] for w in waves) == 12
     assert all(w["committed"] == w["size"] and w["finished_at"] for w in waves)
     assert check_invariants(conn, 34, effect_step=3) == {}
+
+
+def test_rerun_after_deleting_state_keeps_old_checkpoints(db, conn):
+    """Ops re-run subjects by deleting their state: the old checkpoints stay, and the
+    new visits count on after them instead of colliding."""
+    standard_pipeline(conn, wf=35, n=5)
+    run(db, 35)
+    conn.execute("DELETE FROM interp.subject_state WHERE workflow_id = 35")
+    conn.execute("UPDATE public.items SET done = true WHERE id <= 2")
+    run(db, 35)
+    rows = conn.execute("SELECT subject_id, step, visit, outcome FROM interp.checkpoints "
+                        "WHERE workflow_id = 35 AND subject_id = '1' ORDER BY visit").fetchall()
+    assert [(r["step"], r["visit"], r["outcome"]) for r in rows] == [
+        (1, 0, "RUN"), (2, 1, "DONE"), (3, 2, "DONE"), (1, 3, "SKIP")]
+    assert conn.execute("SELECT count(*) AS n FROM interp.subject_state WHERE workflow_id = 35 "
+                        "AND status = 'done'").fetchone()["n"] == 5

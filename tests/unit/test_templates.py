@@ -68,3 +68,12 @@ def test_template_problems_clean_and_syntax():
     assert template_problems("{{ title }} {{ out[1]['city'] }}", {"title"},
                              {1: {"properties": {"city": {}}}}) == []
     assert "syntax error" in template_problems("{{ title ", {"title"}, {})[0]
+
+
+def test_dict_methods_on_outputs_are_not_fields():
+    from interpreter.templates import template_problems
+
+    schema = {"type": "object", "properties": {"reason": {"type": "string"}}}
+    body = "{{ out[4].get('reason', 'none') }} {{ out[4].items() | list }} {{ out[4].nope }}"
+    problems = template_problems(body, {"title"}, {4: schema})
+    assert len(problems) == 1 and "nope" in problems[0]
