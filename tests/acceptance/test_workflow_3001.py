@@ -157,22 +157,18 @@ def test_end_to_end_with_smollm2(cli, dsn, smollm2):
     assert _q(dsn, "SELECT count(*) AS n FROM public.postings")[0]["n"] == len(postings)
     assert postings["9003"]["title"] == HOSTILE[2][1]
 
-    # A second run does no model work: the gates skip everything.
-    # Deleting subject_state alone is not enough today: the re-admitted subjects
-    # start again at visit 0 and their checkpoints collide with the first run's
-    # on the checkpoints' unique key, failing `interp run` (reported on issue 5).
-    # So the first run's ledger is archived away first.
+    # A second run does no model work: the gates skip everything. Ops re-run
+    # subjects by deleting their state; the first run's checkpoints stay.
     models_before = _q(dsn, "SELECT count(*) AS n FROM interp.checkpoints "
                             "WHERE workflow_id = 3001 AND model IS NOT NULL")[0]["n"]
     assert models_before > 0
-    _q(dsn, "CREATE TABLE public.checkpoints_run1 AS SELECT * FROM interp.checkpoints "
-            "WHERE workflow_id = 3001")
-    _q(dsn, "DELETE FROM interp.checkpoints WHERE workflow_id = 3001")
+    last_before = _q(dsn, "SELECT max(checkpoint_id) AS m FROM interp.checkpoints")[0]["m"]
     _q(dsn, "DELETE FROM interp.subject_state WHERE workflow_id = 3001")
     events_before = _q(dsn, "SELECT count(*) AS n FROM interp.model_events")[0]["n"]
     cli("run", "--workflow", "3001", "--until-idle", timeout=300)
     second = _q(dsn, "SELECT subject_id, step, outcome, model FROM interp.checkpoints "
-                     "WHERE workflow_id = 3001 AND ok ORDER BY subject_id, visit")
+                     "WHERE workflow_id = 3001 AND ok AND checkpoint_id > %s "
+                     "ORDER BY subject_id, visit", (last_before,))
     assert [c for c in second if c["model"] is not None] == []
     assert _q(dsn, "SELECT count(*) AS n FROM interp.model_events")[0]["n"] == events_before
     by_subject: dict[str, list[tuple[int, str]]] = {}
