@@ -186,9 +186,12 @@ class Runner:
             query = sql.SQL(Q["admit"]).format(admit=sql.SQL(ep.admit_sql))  # type: ignore[arg-type]
 
             def do(c: psycopg.Connection[Any], query=query, ep=ep, limit=limit) -> int:
-                cur = c.execute(query, {"workflow_id": self.wf.id, "entry_point": ep.name,
-                                        "first_step": ep.first_step, "limit": limit})
-                return cur.rowcount
+                ids = [r["subject_id"] for r in c.execute(query, {
+                    "workflow_id": self.wf.id, "entry_point": ep.name,
+                    "first_step": ep.first_step, "limit": limit})]
+                if ids:
+                    c.execute(Q["continue_visits"], {"workflow_id": self.wf.id, "ids": ids})
+                return len(ids)
 
             try:
                 n = self.db.run(do)

@@ -6,20 +6,28 @@
 -- name: admit
 -- Admits what the entry point's query returns and is not admitted yet.
 -- {admit} is the entry point's query, written by the workflow author.
--- A subject admitted again (ops deleted its state to re-run it) goes on
--- counting visits after its last checkpoint, so the old checkpoints stay and
--- the new ones never collide with them.
-INSERT INTO interp.subject_state (workflow_id, subject_id, entry_point, step, status, visits)
-SELECT %(workflow_id)s, a.subject_id, %(entry_point)s, %(first_step)s, 'ready',
-       coalesce((SELECT max(c.visit) + 1 FROM interp.checkpoints c
-                  WHERE c.workflow_id = %(workflow_id)s AND c.subject_id = a.subject_id), 0)
-  FROM (SELECT sub.subject_id
-          FROM (SELECT DISTINCT q.subject_id::text AS subject_id FROM ({admit}) AS q) AS sub
-         WHERE NOT EXISTS (SELECT 1 FROM interp.subject_state s
-                            WHERE s.workflow_id = %(workflow_id)s
-                              AND s.subject_id = sub.subject_id)
-         LIMIT %(limit)s) AS a
+INSERT INTO interp.subject_state (workflow_id, subject_id, entry_point, step, status)
+SELECT %(workflow_id)s, a.subject_id, %(entry_point)s, %(first_step)s, 'ready'
+  FROM (SELECT DISTINCT q.subject_id::text AS subject_id FROM ({admit}) AS q) AS a
+ WHERE NOT EXISTS (SELECT 1 FROM interp.subject_state s
+                    WHERE s.workflow_id = %(workflow_id)s AND s.subject_id = a.subject_id)
+ LIMIT %(limit)s
 ON CONFLICT DO NOTHING
+RETURNING subject_id
+
+-- name: continue_visits
+-- A subject admitted again (ops deleted its state to re-run it) goes on
+-- counting visits after its last checkpoint, so its old checkpoints stay and
+-- the new ones never collide with them. One set-based statement over the
+-- admitted ids: a correlated lookup per admitted row was quadratic when
+-- interp.checkpoints had no statistics.
+UPDATE interp.subject_state s
+   SET visits = prev.next_visit
+  FROM (SELECT c.subject_id, max(c.visit) + 1 AS next_visit
+          FROM interp.checkpoints c
+         WHERE c.workflow_id = %(workflow_id)s AND c.subject_id = ANY(%(ids)s)
+         GROUP BY c.subject_id) AS prev
+ WHERE s.workflow_id = %(workflow_id)s AND s.subject_id = prev.subject_id
 
 -- name: control
 SELECT paused, version FROM interp.workflows WHERE workflow_id = %(workflow_id)s
