@@ -35,7 +35,7 @@ def describe_target(dsn: str) -> str:
     host = params.get("host") or os.environ.get("PGHOST") or "localhost"
     port = params.get("port") or os.environ.get("PGPORT") or "5432"
     db = params.get("dbname") or os.environ.get("PGDATABASE") or ""
-    where = f"socket {host} (port {port})" if host.startswith("/") else f"{host}:{port}"
+    where = f"socket {host} (port {port})" if str(host).startswith("/") else f"{host}:{port}"
     return f"{where}/{db}" if db else where
 
 

@@ -250,17 +250,24 @@ class Runner:
         state = self._breakers.get(step.actor)
         if not state or state["state"] == "closed":
             return None
-        actor = self.wf.actors.get(step.actor)
-        cooldown = float((actor.params if actor else {}).get("breaker_cooldown_s",
-                                                               self.opt.breaker_cooldown_s))
-        opened = state.get("opened_at")
-        if state["state"] == "open" and opened is not None and \
-                (datetime.now(UTC) - opened).total_seconds() < cooldown:
-            return 0  # still cooling down: no need to ask the database
+        if self.breaker_cooling(step):
+            return 0  # no need to ask the database yet
         took = self.db.run(lambda c: c.execute(Q["breaker_take_probe"], {
-            "actor": step.actor, "worker_id": self.worker_id, "cooldown_s": cooldown,
-            "lease_s": self.opt.lease_s}).fetchone())
+            "actor": step.actor, "worker_id": self.worker_id,
+            "cooldown_s": self._cooldown(step), "lease_s": self.opt.lease_s}).fetchone())
         return 1 if took else 0
+
+    def _cooldown(self, step: StepDef) -> float:
+        actor = self.wf.actors.get(step.actor or "")
+        return float((actor.params if actor else {}).get("breaker_cooldown_s",
+                                                          self.opt.breaker_cooldown_s))
+
+    def breaker_cooling(self, step: StepDef) -> bool:
+        """The step's breaker is open and its cool-down has not passed (as last seen)."""
+        state = self._breakers.get(step.actor or "")
+        if not state or state["state"] != "open" or state.get("opened_at") is None:
+            return False
+        return (datetime.now(UTC) - state["opened_at"]).total_seconds() < self._cooldown(step)
 
     def _threshold(self, step: StepDef) -> int:
         actor = self.wf.actors.get(step.actor or "")

@@ -121,7 +121,7 @@ class ModelLane:
             step = wf.steps.get(number)
             if step is None or not wf.is_model_step(step) or not ready[number]:
                 continue
-            if self._breaker_open(step):
+            if self.r.breaker_cooling(step):
                 continue
             key = self.model_key(step)
             per_model[key] = per_model.get(key, 0) + ready[number]
@@ -132,32 +132,16 @@ class ModelLane:
         # Within a model, the earliest step first keeps subjects flowing to later steps.
         return steps_of[choice][0]
 
-    def _breaker_open(self, step: StepDef) -> bool:
-        state = self.r._breakers.get(step.actor or "")
-        return bool(state and state["state"] == "open" and not _cooled(state, self.r, step))
-
     def model_key(self, step: StepDef) -> str:
         """Roles that name the same file with the same settings share one loaded model,
         so the preference is by what would be loaded, not by role name."""
+        from .models import load_key
+
         m = self.r.wf.model_of(step)
-        if m is None:
-            return "?"
-        return f"{m.source}|{m.n_ctx}|{m.n_gpu_layers}|{m.chat_format}"
+        return load_key(m) if m is not None else "?"
 
     def current_model_key(self) -> str | None:
         return self.current_model
-
-
-def _cooled(state: dict[str, Any], runner: Runner, step: StepDef) -> bool:
-    from datetime import UTC, datetime
-
-    opened = state.get("opened_at")
-    if opened is None:
-        return True
-    actor = runner.wf.actors.get(step.actor or "")
-    cooldown = float((actor.params if actor else {}).get("breaker_cooldown_s",
-                                                          runner.opt.breaker_cooldown_s))
-    return (datetime.now(UTC) - opened).total_seconds() >= cooldown
 
 
 def choose_model(current: str | None, backlog: dict[str, int], switch_ratio: float) -> str:
