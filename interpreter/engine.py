@@ -9,7 +9,6 @@ it goes on with the next, prefetched, wave.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
 import os
 import socket
@@ -637,8 +636,4 @@ class Runner:
             self.stop.set()
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-__all__ = ["Runner", "RunOptions", "RunSummary", "Wave", "cf"]
+__all__ = ["Runner", "RunOptions", "RunSummary", "Wave"]

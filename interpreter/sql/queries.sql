@@ -250,7 +250,3 @@ UPDATE interp.models SET sha256 = %(sha256)s, size_bytes = %(size_bytes)s, updat
 SELECT format_type(a.atttypid, a.atttypmod) AS key_type
   FROM pg_attribute a
  WHERE a.attrelid = to_regclass(%(table)s) AND a.attname = %(key)s AND NOT a.attisdropped
-
--- name: pending_count
-SELECT count(*) AS n FROM interp.subject_state
- WHERE workflow_id = %(workflow_id)s AND status IN ('ready', 'leased')

@@ -1,4 +1,9 @@
+import re
+from pathlib import Path
+
 from interpreter.queries import parse_registry, registry
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_registry_parses_named_blocks():
@@ -6,5 +11,7 @@ def test_registry_parses_named_blocks():
     assert parse_registry(text) == {"a": "SELECT 1;", "b": "SELECT 2"}
 
 
-def test_registry_file_loads():
-    assert isinstance(registry(), dict)
+def test_every_registered_query_is_used_and_every_used_query_exists():
+    code = "\n".join(p.read_text() for p in (ROOT / "interpreter").glob("*.py"))
+    used = set(re.findall(r'Q\["([a-z0-9_]+)"\]', code))
+    assert used == set(registry())
