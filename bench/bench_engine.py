@@ -39,10 +39,12 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _common import admin_exec, log, with_dbname  # noqa: E402
 
 from interpreter.config import DatabaseChoice  # noqa: E402
 from interpreter.db import Database  # noqa: E402
@@ -92,19 +94,7 @@ CHECKPOINT_COLUMNS = ("workflow_id", "subject_id", "step", "visit", "attempt", "
                       "worker_id")
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
-
-def with_dbname(dsn: str, dbname: str) -> str:
-    params = conninfo_to_dict(dsn)
-    params["dbname"] = dbname
-    return make_conninfo(**params)
-
-
-def admin_exec(admin_dsn: str, statement: sql.Composable | str) -> None:
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(statement)
 
 
 def server_facts(dsn: str) -> dict[str, Any]:

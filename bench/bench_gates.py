@@ -36,10 +36,11 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _common import admin_exec, log, with_dbname  # noqa: E402
 
 from interpreter.migrations import migrate  # noqa: E402
 
@@ -101,19 +102,7 @@ VALUES (%(workflow_id)s, %(subject_id)s, %(step)s, 0, 1, true, %(outcome)s, %(st
 """
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
-
-def with_dbname(dsn: str, dbname: str) -> str:
-    params = conninfo_to_dict(dsn)
-    params["dbname"] = dbname
-    return make_conninfo(**params)
-
-
-def admin_exec(admin_dsn: str, statement: sql.Composable) -> None:
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(statement)
 
 
 def reset(conn: psycopg.Connection[Any]) -> None:

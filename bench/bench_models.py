@@ -56,10 +56,11 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _common import admin_exec, log, with_dbname  # noqa: E402
 
 import interpreter.model_actor as model_actor  # noqa: E402
 from interpreter.actor_api import Subject  # noqa: E402
@@ -91,9 +92,6 @@ EXTRACT_TEMPLATE = ("Job posting.\nTitle: {{ title }}\n"
 TINY_TEMPLATE = "{{ title[:40] }}. One word:"
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
 
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
@@ -105,15 +103,6 @@ def smol_path() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def with_dbname(dsn: str, dbname: str) -> str:
-    params = conninfo_to_dict(dsn)
-    params["dbname"] = dbname
-    return make_conninfo(**params)
-
-
-def admin_exec(admin_dsn: str, statement: sql.Composable) -> None:
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(statement)
 
 
 class WaveClock:

@@ -1,0 +1,30 @@
+"""Helpers the benchmarks share: scratch databases on an admin DSN, and logging.
+
+Benchmarks run as scripts (`python bench/bench_x.py`), so this module is
+imported by its plain name from the bench/ folder.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    """The same server and credentials as dsn, another database."""
+    params = conninfo_to_dict(dsn)
+    params["dbname"] = dbname
+    return make_conninfo(**params)
+
+
+def admin_exec(admin_dsn: str, statement: sql.Composable | str) -> None:
+    """CREATE/DROP DATABASE and the like, which cannot run in a transaction."""
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(statement)  # type: ignore[arg-type]
