@@ -2,6 +2,10 @@
 
 Code names the query it wants (``Q["claim_wave"]``), so the SQL can be read,
 reviewed and golden-tested in one place, as procrastinate does.
+
+A block headed ``-- fragment: x`` is not a query of its own: a line
+``-- include: x`` inside a query is replaced by its text, so two queries that
+end the same way (the wave commit) share one copy of that SQL.
 """
 
 from __future__ import annotations
@@ -11,22 +15,35 @@ from functools import cache
 from pathlib import Path
 
 _SQL_FILE = Path(__file__).parent / "sql" / "queries.sql"
-_NAME = re.compile(r"^--\s*name:\s*([a-z0-9_]+)\s*$")
+_HEAD = re.compile(r"^--\s*(name|fragment):\s*([a-z0-9_]+)\s*$")
+_INCLUDE = re.compile(r"^--\s*include:\s*([a-z0-9_]+)\s*$")
 
 
 def parse_registry(text: str) -> dict[str, str]:
-    queries: dict[str, list[str]] = {}
-    current: str | None = None
+    blocks: dict[tuple[str, str], list[str]] = {}
+    current: tuple[str, str] | None = None
     for line in text.splitlines():
-        m = _NAME.match(line)
+        m = _HEAD.match(line)
         if m:
-            current = m.group(1)
-            if current in queries:
-                raise ValueError(f"query {current!r} defined twice")
-            queries[current] = []
+            current = (m.group(1), m.group(2))
+            if any(name == current[1] for _, name in blocks):
+                raise ValueError(f"query {current[1]!r} defined twice")
+            blocks[current] = []
         elif current is not None:
-            queries[current].append(line)
-    return {name: "\n".join(lines).strip() for name, lines in queries.items()}
+            blocks[current].append(line)
+    fragments = {name: "\n".join(lines).strip()
+                 for (kind, name), lines in blocks.items() if kind == "fragment"}
+
+    def expand(line: str) -> str:
+        m = _INCLUDE.match(line)
+        if not m:
+            return line
+        if m.group(1) not in fragments:
+            raise ValueError(f"include of unknown fragment {m.group(1)!r}")
+        return fragments[m.group(1)]
+
+    return {name: "\n".join(expand(line) for line in lines).strip()
+            for (kind, name), lines in blocks.items() if kind == "name"}
 
 
 @cache
