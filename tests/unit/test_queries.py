@@ -1,6 +1,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 from interpreter.queries import parse_registry, registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,3 +17,14 @@ def test_every_registered_query_is_used_and_every_used_query_exists():
     code = "\n".join(p.read_text() for p in (ROOT / "interpreter").glob("*.py"))
     used = set(re.findall(r'Q\["([a-z0-9_]+)"\]', code))
     assert used == set(registry())
+
+
+def test_fragments_are_included_and_are_not_queries():
+    text = ("-- name: a\nWITH v AS (SELECT 1)\n-- include: tail\n\n"
+            "-- fragment: tail\nSELECT * FROM v\n")
+    assert parse_registry(text) == {"a": "WITH v AS (SELECT 1)\nSELECT * FROM v"}
+
+
+def test_including_an_unknown_fragment_is_an_error():
+    with pytest.raises(ValueError, match="unknown fragment 'nope'"):
+        parse_registry("-- name: a\nSELECT 1\n-- include: nope\n")
