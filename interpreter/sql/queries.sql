@@ -155,10 +155,13 @@ WITH v AS (
 -- fragment: apply_results
 -- The tail of a wave's commit, after a CTE v with one row per subject
 -- (the columns of commit_results' unnest): the checkpoints and the
--- subject_state moves in one statement, so they commit together. The
--- `= ANY(ids)` is for the planner: v is a CTE it cannot see into, and without
--- an index condition it hash-joined v against a scan of the whole queue
--- (15 ms per wave at 50k subjects, growing with the queue).
+-- subject_state moves in one statement, so they commit together.
+-- Planner note, measured (docs/benchmarks.md): after five waves psycopg
+-- prepares these statements, and PostgreSQL's generic plan looks each subject
+-- up by the primary key, which stays linear in the wave. Adding
+-- `s.subject_id = ANY(ids)` here looked better in a one-off EXPLAIN but made
+-- the generic plan test the whole array per row: a wave of 5,000 went from
+-- 0.1 s to 1.3 s. Keep the join on the key alone.
 cp AS (
     INSERT INTO interp.checkpoints
         (workflow_id, subject_id, step, visit, attempt, ok, outcome, output, error,
@@ -180,8 +183,7 @@ UPDATE interp.subject_state s
        next_attempt_at = now() + make_interval(secs => v.delay_s),
        lease_owner = NULL, lease_expires = NULL, wave_id = NULL, updated_at = now()
   FROM v
- WHERE s.workflow_id = %(workflow_id)s AND s.subject_id = ANY(%(ids)s::text[])
-   AND s.subject_id = v.subject_id
+ WHERE s.workflow_id = %(workflow_id)s AND s.subject_id = v.subject_id
 
 -- name: gate_wave
 -- A gate's whole wave in one statement: the gate, its outcomes, the
