@@ -26,7 +26,7 @@ into a scratch copy of that table (same indexes, no ops triggers), so those
 figures are about the gate pattern, not the rest of the engine. Everything
 happens in a scratch database (interp_bench_gates_<pid>) dropped at the end.
 
-    .venv/bin/python bench/bench_gates.py            # 100,000 postings (~1.5 min)
+    .venv/bin/python bench/bench_gates.py            # 100,000 postings, 3 rounds (~40 s)
     .venv/bin/python bench/bench_gates.py --quick    # 20,000 postings, 1,000 sampled
 """
 
