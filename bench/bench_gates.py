@@ -38,6 +38,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -154,38 +155,40 @@ def count_outcomes(conn: psycopg.Connection[Any]) -> dict[str, int]:
                              " GROUP BY 1 ORDER BY 1").fetchall())
 
 
-def set_based(conn: psycopg.Connection[Any], ids: list[int], batch: int) -> dict[str, Any]:
+def timed_waves(conn: psycopg.Connection[Any], ids: list[int], batch: int,
+                run_wave: Callable[[int, list[int]], None]) -> dict[str, Any]:
+    """Runs run_wave(wave_number, ids) over the ids in waves, one transaction each."""
     reset(conn)
     t0 = time.perf_counter()
     for w, start in enumerate(range(0, len(ids), batch)):
-        wave = ids[start:start + batch]
         with conn.transaction():
-            conn.execute(GATE_WAVE, {"workflow_id": WORKFLOW_ID, "step": STEP, "wave_id": w,
-                                     "started": datetime.now(UTC), "ids": wave,
-                                     "sids": [str(i) for i in wave]})
+            run_wave(w, ids[start:start + batch])
     wall = time.perf_counter() - t0
     return {"subjects": len(ids), "batch_size": batch, "wall_s": round(wall, 3),
             "subjects_per_s": round(len(ids) / wall, 1), "outcomes": count_outcomes(conn)}
+
+
+def set_based(conn: psycopg.Connection[Any], ids: list[int], batch: int) -> dict[str, Any]:
+    def one_statement(w: int, wave: list[int]) -> None:
+        conn.execute(GATE_WAVE, {"workflow_id": WORKFLOW_ID, "step": STEP, "wave_id": w,
+                                 "started": datetime.now(UTC), "ids": wave,
+                                 "sids": [str(i) for i in wave]})
+
+    return timed_waves(conn, ids, batch, one_statement)
 
 
 def set_based_through_client(conn: psycopg.Connection[Any], ids: list[int],
                              batch: int) -> dict[str, Any]:
-    reset(conn)
-    t0 = time.perf_counter()
-    for w, start in enumerate(range(0, len(ids), batch)):
-        wave = ids[start:start + batch]
+    def gate_then_insert(w: int, wave: list[int]) -> None:
         started = datetime.now(UTC)
-        with conn.transaction():
-            rows = conn.execute(GATE_SET, {"ids": wave}).fetchall()
-            outcome = {sid: o for sid, o in rows}
-            sids = [str(i) for i in wave]
-            # A subject the gate did not return (no such posting) gets the default, RUN.
-            conn.execute(INSERT_MANY, {"workflow_id": WORKFLOW_ID, "step": STEP,
-                                       "started": started, "wave_id": w, "ids": sids,
-                                       "outcomes": [outcome.get(s, "RUN") for s in sids]})
-    wall = time.perf_counter() - t0
-    return {"subjects": len(ids), "batch_size": batch, "wall_s": round(wall, 3),
-            "subjects_per_s": round(len(ids) / wall, 1), "outcomes": count_outcomes(conn)}
+        outcome = dict(conn.execute(GATE_SET, {"ids": wave}).fetchall())
+        sids = [str(i) for i in wave]
+        # A subject the gate did not return (no such posting) gets the default, RUN.
+        conn.execute(INSERT_MANY, {"workflow_id": WORKFLOW_ID, "step": STEP,
+                                   "started": started, "wave_id": w, "ids": sids,
+                                   "outcomes": [outcome.get(s, "RUN") for s in sids]})
+
+    return timed_waves(conn, ids, batch, gate_then_insert)
 
 
 def per_subject(conn: psycopg.Connection[Any], ids: list[int], *,
