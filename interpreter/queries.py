@@ -1,4 +1,8 @@
-"""The query registry: every engine query lives in interpreter/sql/queries.sql, by name.
+"""The query registry: every query lives in a file under interpreter/sql/, by name.
+
+The files split the queries by concern (``queries.sql`` for the engine, others
+for definitions and ops); a name is unique across all of them, so code only
+says which query it wants, not where it lives.
 
 Code names the query it wants (``Q["claim_wave"]``), so the SQL can be read,
 reviewed and golden-tested in one place, as procrastinate does.
@@ -12,9 +16,8 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from pathlib import Path
+from importlib import resources
 
-_SQL_FILE = Path(__file__).parent / "sql" / "queries.sql"
 _HEAD = re.compile(r"^--\s*(name|fragment):\s*([a-z0-9_]+)\s*$")
 _INCLUDE = re.compile(r"^--\s*include:\s*([a-z0-9_]+)\s*$")
 
@@ -46,9 +49,23 @@ def parse_registry(text: str) -> dict[str, str]:
             for (kind, name), lines in blocks.items() if kind == "name"}
 
 
+def registry_files() -> list[str]:
+    """The registry's file names, read from the installed package (not the checkout)."""
+    folder = resources.files(__package__) / "sql"
+    return sorted(f.name for f in folder.iterdir() if f.name.endswith(".sql"))
+
+
 @cache
 def registry() -> dict[str, str]:
-    return parse_registry(_SQL_FILE.read_text())
+    merged: dict[str, str] = {}
+    folder = resources.files(__package__) / "sql"
+    for name in registry_files():
+        # Fragments are local to their file; query names are global.
+        for query, text in parse_registry((folder / name).read_text(encoding="utf-8")).items():
+            if query in merged:
+                raise ValueError(f"query {query!r} defined twice (again in sql/{name})")
+            merged[query] = text
+    return merged
 
 
 class _Q:

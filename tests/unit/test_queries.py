@@ -14,7 +14,7 @@ def test_registry_parses_named_blocks():
 
 
 def test_every_registered_query_is_used_and_every_used_query_exists():
-    code = "\n".join(p.read_text() for p in (ROOT / "interpreter").glob("*.py"))
+    code = "\n".join(p.read_text() for p in (ROOT / "interpreter").rglob("*.py"))
     used = set(re.findall(r'Q\["([a-z0-9_]+)"\]', code))
     assert used == set(registry())
 
