@@ -7,11 +7,20 @@ breaker; an actor kind only computes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 DEFAULT_OUTCOME = "DONE"
+# An outcome label: upper case, digits and underscores. \Z, not $: Python's $ also
+# matches before a trailing newline, and 'PASS\n' is not a label.
+OUTCOME_PATTERN = re.compile(r"[A-Z][A-Z0-9_]*\Z")
+
+
+def is_outcome(label: str | None) -> bool:
+    """Whether a string is a valid outcome label (the whole string, no trailing newline)."""
+    return bool(label) and OUTCOME_PATTERN.match(label or "") is not None
 
 
 def utcnow() -> datetime:

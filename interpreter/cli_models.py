@@ -32,8 +32,7 @@ def _read_models(db: Any, names: tuple[str, ...] = ()) -> list[dict[str, Any]]:
 
 
 def _model_def(row: dict[str, Any]) -> ModelDef:
-    return ModelDef(row["name"], row["source"], row["n_gpu_layers"], row["n_ctx"],
-                    row["n_threads"], row["chat_format"], row["sampling"] or {}, row["sha256"])
+    return ModelDef.from_row(row)
 
 
 def _where(source: str) -> tuple[str, str]:

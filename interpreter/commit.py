@@ -13,13 +13,12 @@ from typing import Any
 
 import jsonschema
 
-from .actor_api import StepResult
+from .actor_api import StepResult, is_outcome
 from .definitions import StepDef, Workflow
 
 DEFAULT_MAX_OUTPUT_BYTES = 2 * 1024 * 1024
 DEFAULT_MAX_VISITS = 1000
 _NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
-_OUTCOME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
 @dataclass
@@ -53,7 +52,7 @@ def check_result(step: StepDef, result: StepResult) -> StepResult:
     """Validates a successful result against the step's contract; turns a breach into an error."""
     if not result.ok:
         return result
-    if not _OUTCOME.match(result.outcome or ""):
+    if not is_outcome(result.outcome):
         return StepResult.failure(result.subject_id, f"invalid outcome {result.outcome!r}",
                                   started_at=result.started_at)
     if step.output_schema and step.kind == "actor" and not result.audit.get("model"):

@@ -118,6 +118,3 @@ def psycopg_pool_timeout() -> type[Exception]:
     return PoolTimeout
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__

@@ -21,6 +21,12 @@ class ModelDef:
     sampling: dict[str, Any] = field(default_factory=dict)
     sha256: str | None = None
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ModelDef:
+        """A model from its interp.models row (the one place that maps the columns)."""
+        return cls(row["name"], row["source"], row["n_gpu_layers"], row["n_ctx"],
+                   row["n_threads"], row["chat_format"], row["sampling"] or {}, row["sha256"])
+
 
 @dataclass(frozen=True)
 class ActorDef:
@@ -48,6 +54,12 @@ class StepDef:
     @property
     def label(self) -> str:
         return f"Step {self.number:2d} {self.name}"
+
+
+def merged_params(actor: ActorDef | None, step: StepDef) -> dict[str, Any]:
+    """A step's parameters: its actor's params overlaid by the step's own (the one
+    merge rule that the engine, script actors and model actors all use)."""
+    return {**(actor.params if actor else {}), **(step.params or {})}
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,10 @@ class Workflow:
 
     def actor_of(self, step: StepDef) -> ActorDef | None:
         return self.actors.get(step.actor) if step.actor else None
+
+    def params_of(self, step: StepDef) -> dict[str, Any]:
+        """The step's parameters (see merged_params)."""
+        return merged_params(self.actor_of(step), step)
 
     def model_of(self, step: StepDef) -> ModelDef | None:
         actor = self.actor_of(step)
@@ -135,8 +151,7 @@ def load_workflow(conn: psycopg.Connection[Any], workflow_id: int) -> Workflow:
     }
     model_names = sorted({a.target for a in actors.values() if a.kind == "model"})
     models = {
-        r["name"]: ModelDef(r["name"], r["source"], r["n_gpu_layers"], r["n_ctx"], r["n_threads"],
-                            r["chat_format"], r["sampling"], r["sha256"])
+        r["name"]: ModelDef.from_row(r)
         for r in conn.execute("SELECT * FROM interp.models WHERE name = ANY(%s)", (model_names,))
     }
     template_names = sorted({s.template for s in steps.values() if s.template})

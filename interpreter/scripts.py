@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .actor_api import DEFAULT_OUTCOME, Result, StepResult, Subject, utcnow
-from .definitions import ActorDef, StepDef
+from .definitions import ActorDef, StepDef, merged_params
 from .errors import DefinitionError
 
 DEFAULT_ALLOWED_PREFIXES = ("actors.",)
@@ -74,7 +74,7 @@ class ScriptRunner:
             func = load_target(actor.target)
         except DefinitionError as exc:
             return [StepResult.failure(s.id, str(exc), started_at=started) for s in subjects]
-        params = {**actor.params, **step.params}
+        params = merged_params(actor, step)
         try:
             items = self._call(func, subjects, params, step.timeout_s)
         except cf.TimeoutError:

@@ -7,7 +7,8 @@ from typing import Any
 
 import psycopg
 
-from .db import Database, first_line
+from .db import Database
+from .errors import first_line
 from .errors import InterpError
 
 

@@ -12,7 +12,7 @@ import psycopg
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from .db import first_line
+from .errors import first_line
 from .definitions import Workflow
 from .errors import DefinitionError
 from .scripts import check_target
