@@ -8,8 +8,7 @@ from typing import Any
 import psycopg
 
 from .db import Database
-from .errors import first_line
-from .errors import InterpError
+from .errors import InterpError, first_line
 
 
 def expand_paths(paths: list[str]) -> list[Path]:

@@ -12,9 +12,8 @@ import psycopg
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from .errors import first_line
 from .definitions import Workflow
-from .errors import DefinitionError
+from .errors import DefinitionError, first_line
 from .scripts import check_target
 
 
