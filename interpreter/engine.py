@@ -24,7 +24,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from .actor_api import StepResult, Subject, utcnow
-from .commit import DEFAULT_MAX_VISITS, Claimed, build_commit
+from .wave_rules import DEFAULT_MAX_VISITS, Claimed, build_commit
 from .db import Database, one
 from .definitions import StepDef, Workflow, load_workflow
 from .errors import DatabaseUnreachable, DefinitionError, InterpError, first_line

@@ -1,7 +1,9 @@
-"""Turning a wave's results into checkpoint rows and subject_state moves.
+"""The rules that decide what a wave's results do to its subjects.
 
-Pure functions, so the rules (transitions, retries, backoff, output limits)
-are unit-tested without a database.
+Each result is checked against the step's contract, then routed along the
+transitions, retried with backoff or dead-lettered, and turned into the column
+arrays that the wave store writes with commit_results. Pure functions (no
+database), so the rules are unit-tested alone; nothing here commits.
 """
 
 from __future__ import annotations
