@@ -74,15 +74,51 @@ def backoff_seconds(step: StepDef, failed_attempts: int) -> float:
     return min(cap, base * (2 ** max(0, failed_attempts - 1)))
 
 
+@dataclass
+class Move:
+    """Where a result sends its subject: the subject_state columns the commit sets."""
+
+    status: str              # ready | done | dead
+    next_step: int | None    # None: the end of the workflow
+    attempts: int            # failed attempts at the step it will be at
+    delay_s: float = 0.0     # before it may be claimed again (a retry's backoff)
+    visit_inc: int = 0       # 1 when it moved along a transition
+
+
+def route(wf: Workflow, step: StepDef, c: Claimed, r: StepResult,
+          max_visits: int) -> tuple[StepResult, Move]:
+    """The move for a checked result: along its transition, or a retry with backoff,
+    or a dead letter. A success that cannot move (no transition, the visit limit)
+    becomes an error result, dead-lettered at once since retrying cannot help."""
+    if not r.ok:
+        failed = c.attempts + 1
+        if failed >= step.max_attempts:
+            return r, Move("dead", step.number, failed)
+        return r, Move("ready", step.number, failed, delay_s=backoff_seconds(step, failed))
+    found, nxt = wf.next_step(step.number, r.outcome)
+    if not found:
+        error = f"no transition from step {step.number} for outcome {r.outcome}"
+    elif c.visits + 1 >= max_visits:
+        error = f"subject took {max_visits} transitions: a cycle with no exit?"
+    else:
+        return r, Move("done" if nxt is None else "ready", nxt, 0, visit_inc=1)
+    dead = StepResult(r.subject_id, False, "ERROR", error=error, started_at=r.started_at,
+                      finished_at=r.finished_at, audit=r.audit)
+    return dead, Move("dead", step.number, c.attempts + 1)
+
+
+COMMIT_COLUMNS = (
+    "ids", "visit", "attempt", "ok", "outcome", "output", "error", "started", "finished",
+    "model", "model_sha256", "seed", "sampling", "prompt_tokens", "completion_tokens",
+    "gen_ms", "next_step", "status", "attempts", "visit_inc", "delay_s")
+
+
 def build_commit(wf: Workflow, step: StepDef, claimed: dict[str, Claimed],
                  results: list[StepResult]) -> dict[str, list[Any]]:
     """Column arrays for the commit_results query, one element per subject."""
     limit = int(step.params.get("max_output_bytes", DEFAULT_MAX_OUTPUT_BYTES))
     max_visits = int(step.params.get("max_visits", DEFAULT_MAX_VISITS))
-    cols: dict[str, list[Any]] = {k: [] for k in (
-        "ids", "visit", "attempt", "ok", "outcome", "output", "error", "started", "finished",
-        "model", "model_sha256", "seed", "sampling", "prompt_tokens", "completion_tokens",
-        "gen_ms", "next_step", "status", "attempts", "visit_inc", "delay_s")}
+    cols: dict[str, list[Any]] = {k: [] for k in COMMIT_COLUMNS}
     for r in results:
         c = claimed[r.subject_id]
         r = check_result(step, r)
@@ -90,52 +126,34 @@ def build_commit(wf: Workflow, step: StepDef, claimed: dict[str, Claimed],
         if output_error:
             r = StepResult.failure(r.subject_id, output_error, started_at=r.started_at)
             output_text = None
-        audit = r.audit
-        if r.ok:
-            found, nxt = wf.next_step(step.number, r.outcome)
-            if not found:
-                r = StepResult(r.subject_id, False, "ERROR", error=(
-                    f"no transition from step {step.number} for outcome {r.outcome}"),
-                    started_at=r.started_at, finished_at=r.finished_at, audit=audit)
-                # A definition error: retrying cannot help, so dead-letter now.
-                status, next_step, attempts, delay, inc = ("dead", step.number, c.attempts + 1,
-                                                           0.0, 0)
-            elif c.visits + 1 >= max_visits:
-                r = StepResult(r.subject_id, False, "ERROR", error=(
-                    f"subject took {max_visits} transitions: a cycle with no exit?"),
-                    started_at=r.started_at, finished_at=r.finished_at, audit=audit)
-                status, next_step, attempts, delay, inc = "dead", step.number, c.attempts + 1, 0, 0
-            elif nxt is None:
-                status, next_step, attempts, delay, inc = "done", None, 0, 0, 1
-            else:
-                status, next_step, attempts, delay, inc = "ready", nxt, 0, 0, 1
-        else:
-            failed = c.attempts + 1
-            if failed >= step.max_attempts:
-                status, next_step, attempts, delay, inc = "dead", step.number, failed, 0.0, 0
-            else:
-                status, next_step = "ready", step.number
-                attempts, delay, inc = failed, backoff_seconds(step, failed), 0
-        sampling = audit.get("sampling")
-        cols["ids"].append(r.subject_id)
-        cols["visit"].append(c.visits)
-        cols["attempt"].append(c.attempts + 1)
-        cols["ok"].append(r.ok)
-        cols["outcome"].append(r.outcome)
-        cols["output"].append(output_text)
-        cols["error"].append(r.error)
-        cols["started"].append(r.started_at)
-        cols["finished"].append(r.finished_at)
-        cols["model"].append(audit.get("model"))
-        cols["model_sha256"].append(audit.get("model_sha256"))
-        cols["seed"].append(audit.get("seed"))
-        cols["sampling"].append(json.dumps(sampling) if sampling is not None else None)
-        cols["prompt_tokens"].append(audit.get("prompt_tokens"))
-        cols["completion_tokens"].append(audit.get("completion_tokens"))
-        cols["gen_ms"].append(audit.get("gen_ms"))
-        cols["next_step"].append(next_step)
-        cols["status"].append(status)
-        cols["attempts"].append(attempts)
-        cols["visit_inc"].append(inc)
-        cols["delay_s"].append(float(delay))
+        r, move = route(wf, step, c, r, max_visits)
+        append_row(cols, c, r, output_text, move)
     return cols
+
+
+def append_row(cols: dict[str, list[Any]], c: Claimed, r: StepResult,
+               output_text: str | None, move: Move) -> None:
+    """Adds one subject's values to the commit_results column arrays."""
+    audit = r.audit
+    sampling = audit.get("sampling")
+    cols["ids"].append(r.subject_id)
+    cols["visit"].append(c.visits)
+    cols["attempt"].append(c.attempts + 1)
+    cols["ok"].append(r.ok)
+    cols["outcome"].append(r.outcome)
+    cols["output"].append(output_text)
+    cols["error"].append(r.error)
+    cols["started"].append(r.started_at)
+    cols["finished"].append(r.finished_at)
+    cols["model"].append(audit.get("model"))
+    cols["model_sha256"].append(audit.get("model_sha256"))
+    cols["seed"].append(audit.get("seed"))
+    cols["sampling"].append(json.dumps(sampling) if sampling is not None else None)
+    cols["prompt_tokens"].append(audit.get("prompt_tokens"))
+    cols["completion_tokens"].append(audit.get("completion_tokens"))
+    cols["gen_ms"].append(audit.get("gen_ms"))
+    cols["next_step"].append(move.next_step)
+    cols["status"].append(move.status)
+    cols["attempts"].append(move.attempts)
+    cols["visit_inc"].append(move.visit_inc)
+    cols["delay_s"].append(float(move.delay_s))
