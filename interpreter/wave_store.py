@@ -1,5 +1,6 @@
-"""The wave store: the only code that reads and writes the work queue
-(interp.subject_state) and the checkpoints (interp.checkpoints).
+"""The wave store: the run loop's only code that reads and writes the work
+queue (interp.subject_state) and the checkpoints (interp.checkpoints). Ops
+code (monitor) only reads them, and prunes the checkpoints of ended subjects.
 
 Everything a lane does to a subject goes through its public methods:
 
