@@ -109,16 +109,20 @@ def server_facts(dsn: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- interp
 
 class PhaseTimer:
-    """Wraps a few Runner methods (on the instance, not the class) to time each phase."""
+    """Wraps a few public methods of a Runner's rooms (on the instances, not the
+    classes) to time each phase. control.paused includes the breaker refresh and
+    the reap, which are also timed on their own."""
 
-    PHASES = ("admit", "_refresh_control", "_reap", "_refresh_breakers", "_ready_steps",
-              "_anything_pending", "_run_inline_wave", "_claim", "_commit_leased")
+    PHASES = (("store", "admit"), ("control", "paused"), ("store", "reap_expired_leases"),
+              ("breaker", "refresh"), ("store", "ready_steps"), ("store", "anything_pending"),
+              ("store", "run_inline"), ("store", "claim"), ("store", "commit"))
 
     def __init__(self, runner: Runner):
         self.total: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
-        for name in self.PHASES:
-            setattr(runner, name, self._wrap(name, getattr(runner, name)))
+        for room_name, method in self.PHASES:
+            room = getattr(runner, room_name)
+            setattr(room, method, self._wrap(f"{room_name}.{method}", getattr(room, method)))
         scripts = runner.scripts
         scripts.run_wave = self._wrap("script_actor_call", scripts.run_wave)  # type: ignore
 

@@ -4,7 +4,8 @@ It prefers waves for the model already loaded, and switches only when that
 model has no work left or another model's backlog is `switch_ratio` times
 larger. While it generates, a DB thread commits the previous wave and claims
 the next one, so generation does not wait on PostgreSQL, and no connection is
-held during a generation.
+held during a generation. Like the cheap lane, it claims and commits through
+the wave store and asks the breaker before it claims.
 """
 
 from __future__ import annotations
@@ -12,12 +13,17 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import Any
 
+from .breaker import Breaker
 from .definitions import StepDef
-
-if TYPE_CHECKING:
-    from .engine import Runner, Wave
+from .errors import first_line
+from .model_actor import run_model_wave
+from .models import ModelPool, load_key
+from .queries import Q
+from .run_context import RunContext
+from .wave_store import Wave, WaveStore
 
 log = logging.getLogger(__name__)
 
@@ -27,117 +33,127 @@ MODEL_BACKLOG_CAP = 100_000
 
 
 class ModelLane:
-    def __init__(self, runner: Runner):
-        self.r = runner
+    def __init__(self, ctx: RunContext, store: WaveStore, breaker: Breaker):
+        self.ctx = ctx
+        self.store = store
+        self.breaker = breaker
         self.current_model: str | None = None
         self.events: list[dict[str, Any]] = []
         self.recorded_sha: set[str] = set()
 
     def on_event(self, event: dict[str, Any]) -> None:
-        from datetime import UTC, datetime
-
         self.events.append({"event": event.get("event"), "model": event.get("model"),
                             "from_model": event.get("from_model"),
                             "duration_ms": event.get("duration_ms"),
                             "detail": event.get("detail"), "at": datetime.now(UTC)})
 
-    def run(self) -> None:
-        from .model_actor import run_model_wave
-        from .models import ModelPool
+    def main(self) -> None:
+        """The lane thread's body: a failure stops the run and is raised by the Runner."""
+        try:
+            self.run()
+        except BaseException as exc:  # noqa: BLE001 - surfaced by Runner.run()
+            log.error("model lane failed: %s", first_line(exc))
+            self.ctx.model_error = exc
+            self.ctx.stop.set()
 
-        r = self.r
-        pool = ModelPool(r.opt.model_memory_mb * 1024 * 1024, on_event=self.on_event)
+    def run(self) -> None:
+        ctx = self.ctx
+        pool = ModelPool(ctx.opt.model_memory_mb * 1024 * 1024, on_event=self.on_event)
         db_lane = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-db")
         commits: list[cf.Future[int]] = []
         try:
             nxt: cf.Future[Wave | None] = db_lane.submit(self.claim_next)
-            while not r.stop.is_set():
+            while not ctx.stop.is_set():
                 wave = nxt.result()
                 if wave is None:
-                    r._model_busy.clear()
-                    r.stop.wait(min(r.opt.poll_s, 0.2))
+                    ctx.model_busy.clear()
+                    ctx.stop.wait(min(ctx.opt.poll_s, 0.2))
                     nxt = db_lane.submit(self.claim_next)
                     continue
-                r._model_busy.set()
+                ctx.model_busy.set()
                 self.current_model = self.model_key(wave.step)
                 # Claim the next wave while this one generates.
                 nxt = db_lane.submit(self.claim_next)
                 t0 = time.monotonic()
-                results = run_model_wave(pool, r.wf, wave.step, wave.subjects,
-                                         should_stop=r.stop.is_set)
+                results = run_model_wave(pool, ctx.wf, wave.step, wave.subjects,
+                                         should_stop=ctx.stop.is_set)
                 busy_ms = (time.monotonic() - t0) * 1000
                 events, self.events = self.events, []
-                commits.append(db_lane.submit(r._commit_leased, wave, results, busy_ms, events))
+                commits.append(db_lane.submit(self.store.commit, wave, results, busy_ms, events))
                 self._record_files(db_lane, results)
-                for f in [f for f in commits if f.done()]:
-                    f.result()  # surface a failed commit now
-                commits = [f for f in commits if not f.done()]
+                commits = self._surface_failed_commits(commits)
             # Stopping: give back a prefetched wave nobody will run.
             wave = nxt.result()
             if wave is not None:
-                db_lane.submit(r.release, wave).result()
+                db_lane.submit(self.store.release, wave).result()
             for f in commits:
                 f.result()
         finally:
-            r._model_busy.clear()
-            if r.summary is not None:
-                r.summary.model_loads = getattr(pool, "loads", 0)
-                r.summary.model_switches = getattr(pool, "switches", 0)
+            ctx.model_busy.clear()
+            if ctx.summary is not None:
+                ctx.summary.model_loads = getattr(pool, "loads", 0)
+                ctx.summary.model_switches = getattr(pool, "switches", 0)
             pool.close()
             db_lane.shutdown(wait=True)
 
-    def _record_files(self, db_lane: cf.ThreadPoolExecutor, results: list[Any]) -> None:
-        from .queries import Q
+    @staticmethod
+    def _surface_failed_commits(commits: list[cf.Future[int]]) -> list[cf.Future[int]]:
+        """Raises a finished commit's error now; returns the commits still running."""
+        for f in [f for f in commits if f.done()]:
+            f.result()
+        return [f for f in commits if not f.done()]
 
+    def _record_files(self, db_lane: cf.ThreadPoolExecutor, results: list[Any]) -> None:
         for res in results:
             name, sha = res.audit.get("model"), res.audit.get("model_sha256")
             if name and sha and name not in self.recorded_sha:
                 self.recorded_sha.add(name)
-                db_lane.submit(self.r.db.run, lambda c, n=name, s=sha: c.execute(
+                db_lane.submit(self.ctx.db.run, lambda c, n=name, s=sha: c.execute(
                     Q["record_model_file"], {"name": n, "sha256": s, "size_bytes": None}))
 
     # ---------------------------------------------------------------- choice
 
     def claim_next(self) -> Wave | None:
-        r = self.r
-        if r.stop.is_set():
+        """Claims the next model wave (None: none to run now)."""
+        ctx = self.ctx
+        if ctx.stop.is_set():
             return None
-        step = self.pick_step(r._ready_steps(cap=MODEL_BACKLOG_CAP))
+        step = self.pick_step(self.store.ready_steps(cap=MODEL_BACKLOG_CAP))
         if step is None:
             return None
-        allowance = r._breaker_allows(step)
+        allowance = self.breaker.allows(step)
         if allowance == 0:
             return None
-        size = int(step.params.get("batch_size", min(r.opt.model_batch_size, r.opt.batch_size)))
-        model = r.wf.model_of(step)
-        return r._claim(step, allowance or size, with_rows=True,
-                        model=model.name if model else None)
+        size = int(step.params.get("batch_size",
+                                   min(ctx.opt.model_batch_size, ctx.opt.batch_size)))
+        model = ctx.wf.model_of(step)
+        return self.store.claim(step, allowance or size, with_rows=True,
+                                model=model.name if model else None)
 
     def pick_step(self, ready: dict[int, int]) -> StepDef | None:
-        wf = self.r.wf
+        """The model step to claim from: the chosen model's earliest step with work."""
+        wf = self.ctx.wf
         per_model: dict[str, int] = {}
         steps_of: dict[str, list[StepDef]] = {}
         for number in sorted(ready):
             step = wf.steps.get(number)
             if step is None or not wf.is_model_step(step) or not ready[number]:
                 continue
-            if self.r.breaker_cooling(step):
+            if self.breaker.cooling(step):
                 continue
             key = self.model_key(step)
             per_model[key] = per_model.get(key, 0) + ready[number]
             steps_of.setdefault(key, []).append(step)
         if not per_model:
             return None
-        choice = choose_model(self.current_model_key(), per_model, self.r.opt.switch_ratio)
+        choice = choose_model(self.current_model_key(), per_model, self.ctx.opt.switch_ratio)
         # Within a model, the earliest step first keeps subjects flowing to later steps.
         return steps_of[choice][0]
 
     def model_key(self, step: StepDef) -> str:
         """Roles that name the same file with the same settings share one loaded model,
         so the preference is by what would be loaded, not by role name."""
-        from .models import load_key
-
-        m = self.r.wf.model_of(step)
+        m = self.ctx.wf.model_of(step)
         return load_key(m) if m is not None else "?"
 
     def current_model_key(self) -> str | None:

@@ -195,7 +195,7 @@ UPDATE interp.subject_state s
 -- most, a valid outcome with a transition, under the visit limit. Otherwise
 -- it writes nothing (0 rows) and the engine runs the wave the general way
 -- (gate, then commit_results), so the rules for odd cases live in one place,
--- interpreter/commit.py.
+-- interpreter/wave_rules.py.
 WITH g AS MATERIALIZED (
 {gate}
 ), r AS (

@@ -242,14 +242,14 @@ def test_zombie_with_expired_lease_commits_nothing(db, conn):
     runner = Runner(db, 24, RunOptions(lease_s=1))
     runner.run_id = None  # no run row: waves record NULL
     runner.admit(None)
-    runner._run_inline_wave(runner.wf.steps[1], 100)  # gate: all go to step 2
-    wave = runner._claim(runner.wf.steps[2], 100, with_rows=True)
+    runner.cheap_lane.run_wave(runner.wf.steps[1], 100)  # gate: all go to step 2
+    wave = runner.store.claim(runner.wf.steps[2], 100, with_rows=True)
     assert wave is not None
     results = runner.scripts.run_wave(runner.wf.actor_of(runner.wf.steps[2]), wave.step,
                                       wave.subjects)
     conn.execute("UPDATE interp.subject_state SET lease_expires = now() - interval '1 second' "
                  "WHERE workflow_id = 24")
-    assert runner._commit_leased(wave, results, 0.0) == 0
+    assert runner.store.commit(wave, results, 0.0) == 0
     assert conn.execute("SELECT count(*) AS n FROM interp.checkpoints WHERE workflow_id = 24 "
                         "AND step = 2").fetchone()["n"] == 0
     # another worker reclaims and finishes; the zombie's wave never lands

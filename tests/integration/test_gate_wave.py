@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from interpreter.engine import Runner, RunOptions
+from interpreter.wave_store import WaveStore
 from tests.helpers import add_items, check_invariants, make_workflow
 
 # Outcomes of every shape a gate may give: plain, lower case, NULL, empty, a
@@ -31,14 +32,14 @@ NOOP = {"name": "noop_gate_test", "kind": "sql", "target": "SELECT 1 WHERE false
 def roads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Records what every gate wave's fast road returned."""
     taken: list[bool] = []
-    fast = Runner._gate_wave
+    fast = WaveStore.commit_gate_wave
 
-    def spy(self: Runner, *args: Any) -> bool:
+    def spy(self: WaveStore, *args: Any) -> bool:
         ok = fast(self, *args)
         taken.append(ok)
         return ok
 
-    monkeypatch.setattr(Runner, "_gate_wave", spy)
+    monkeypatch.setattr(WaveStore, "commit_gate_wave", spy)
     return taken
 
 
@@ -66,7 +67,7 @@ def state(conn, wf: int) -> dict[str, Any]:
 
 
 def general_road_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Runner, "_gate_wave", lambda self, *args: False)
+    monkeypatch.setattr(WaveStore, "commit_gate_wave", lambda self, *args: False)
 
 
 def test_fast_road_commits_what_the_general_road_commits(db, conn, roads, monkeypatch):

@@ -1,0 +1,79 @@
+"""What every room of a run shares: its options, its identity, its current
+definition, its stop signal and its tally.
+
+The run loop's parts (wave store, breaker, run control, the two lanes) each
+hold the same RunContext rather than a reference to the Runner, so none of
+them depends on the class that composes them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from .db import Database
+from .definitions import Workflow
+
+
+@dataclass
+class RunOptions:
+    batch_size: int = 100
+    model_batch_size: int = 8
+    limit: int | None = None
+    until_idle: bool = False
+    worker_id: str | None = None
+    lease_s: float = 60.0
+    poll_s: float = 1.0
+    switch_ratio: float = 4.0       # switch models only for a backlog this many times larger
+    breaker_threshold: int = 5
+    breaker_cooldown_s: float = 30.0
+    model_memory_mb: int = 4096
+    validate: bool = True
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    worker_id: str
+    waves: int = 0
+    checkpoints: int = 0
+    admitted: int = 0
+    status: str = "finished"
+    by_step: dict[int, int] = field(default_factory=dict)
+    model_loads: int = 0
+    model_switches: int = 0
+
+
+@dataclass
+class RunContext:
+    db: Database
+    wf: Workflow                      # replaced when the definition changes during the run
+    opt: RunOptions
+    worker_id: str
+    stop: threading.Event
+    run_id: int | None = 0            # 0 until the run is recorded
+    summary: RunSummary | None = None
+    # Set while the model lane holds a wave, so the cheap lane does not call the
+    # run idle while a model generates.
+    model_busy: threading.Event = field(default_factory=threading.Event)
+    model_error: BaseException | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_wave(self, step: int, checkpoints: int) -> None:
+        """Adds a committed wave to the summary (both lanes commit, from different threads)."""
+        if self.summary is None:
+            return
+        with self._lock:
+            self.summary.waves += 1
+            self.summary.checkpoints += checkpoints
+            self.summary.by_step[step] = self.summary.by_step.get(step, 0) + checkpoints
+
+    def count_admitted(self, n: int) -> None:
+        if self.summary is not None:
+            self.summary.admitted += n
+
+    def admission_left(self) -> int | None:
+        """How many more subjects --limit lets this run admit (None: no limit)."""
+        if self.opt.limit is None:
+            return None
+        return max(0, self.opt.limit - (self.summary.admitted if self.summary else 0))

@@ -1,0 +1,361 @@
+"""The wave store: the run loop's only code that reads and writes the work
+queue (interp.subject_state) and the checkpoints (interp.checkpoints). Ops
+code (monitor) only reads them, and prunes the checkpoints of ended subjects.
+
+Everything a lane does to a subject goes through its public methods:
+
+- `admit` puts new subjects in the queue;
+- `ready_steps` and `anything_pending` say where work waits;
+- `claim` takes a leased wave, `commit` fences and writes it, `release` gives
+  it back, and `renew_leases` keeps its leases alive;
+- `run_inline` locks, computes and commits a wave in one transaction, and
+  `commit_gate_wave` is a gate's fast road inside it;
+- `reap_expired_leases` returns the subjects of dead workers to the queue.
+
+What a result does to its subject (transitions, retries, dead letters) is
+decided by the pure rules in wave_rules; this module only moves rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from .actor_api import StepResult, Subject, utcnow
+from .breaker import Breaker
+from .db import one
+from .definitions import StepDef
+from .errors import DefinitionError, first_line
+from .queries import Q
+from .run_context import RunContext
+from .wave_rules import DEFAULT_MAX_VISITS, Claimed, build_commit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Wave:
+    """A leased wave: claimed in one transaction, committed in another."""
+
+    step: StepDef
+    wave_id: int
+    claimed: dict[str, Claimed]
+    subjects: list[Subject]
+    model: str | None = None
+    claimed_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class InlineWave:
+    """A wave locked by the transaction that will commit it: the row locks are its lease."""
+
+    step: StepDef
+    workflow_id: int
+    wave_id: int
+    claimed: dict[str, Claimed]
+    outputs: dict[str, dict[str, Any]]   # earlier steps' outputs (empty for a gate)
+    started: datetime
+    t0: float = field(default_factory=time.monotonic)
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.claimed)
+
+    def params(self) -> dict[str, Any]:
+        """The parameters a gate or SQL actor statement is given for this wave."""
+        return {"ids": self.ids, "workflow_id": self.workflow_id, "step": self.step.number}
+
+
+# Computes an inline wave's results inside its transaction (a gate, a SQL actor,
+# a quick script).
+InlineWork = Callable[[psycopg.Connection[Any], InlineWave], list[StepResult]]
+
+
+class _PartialGateWave(Exception):
+    """gate_wave moved some subjects of the wave but not all: never expected, since the
+    ids are locked, but if it happens the wave is rolled back and redone."""
+
+
+def gate_body(gate_sql: str) -> str:
+    """A gate's SQL as the body of a CTE: without the trailing semicolons that
+    end a statement but cannot end a subquery."""
+    return gate_sql.strip().rstrip(";").rstrip()
+
+
+class WaveStore:
+    def __init__(self, ctx: RunContext, breaker: Breaker):
+        self.ctx = ctx
+        # Every commit reports its results to the breaker in the same transaction.
+        self.breaker = breaker
+        self.key_type = self._key_type()
+        self._lock = threading.Lock()
+        self._active_waves: set[int] = set()
+
+    # ------------------------------------------------------------ the queue
+
+    def admit(self, limit: int | None) -> int:
+        """Runs the enabled entry points; returns how many new subjects they admitted."""
+        total = 0
+        for ep in self.ctx.wf.entry_points:
+            if not ep.enabled:
+                continue
+            n = self._admit_entry_point(ep.name, ep.admit_sql, ep.first_step, limit)
+            total += n
+            if limit is not None:
+                limit -= n
+                if limit <= 0:
+                    break
+        if total:
+            log.info("admitted %d subjects", total)
+        return total
+
+    def _admit_entry_point(self, name: str, admit_sql: str, first_step: int,
+                           limit: int | None) -> int:
+        wf_id = self.ctx.wf.id
+        query = sql.SQL(Q["admit"]).format(admit=sql.SQL(admit_sql))  # type: ignore[arg-type]
+
+        def do(c: psycopg.Connection[Any]) -> int:
+            ids = [r["subject_id"] for r in c.execute(query, {
+                "workflow_id": wf_id, "entry_point": name, "first_step": first_step,
+                "limit": limit})]
+            if ids:
+                c.execute(Q["continue_visits"], {"workflow_id": wf_id, "ids": ids})
+            return len(ids)
+
+        try:
+            return self.ctx.db.run(do)
+        except psycopg.Error as exc:
+            raise DefinitionError(
+                f"entry point {name!r} of workflow {wf_id} failed: {first_line(exc)}"
+            ) from exc
+
+    def ready_steps(self, cap: int) -> dict[int, int]:
+        """Ready subjects per step, each counted up to cap."""
+        rows = self.ctx.db.run(lambda c: c.execute(Q["ready_steps"], {
+            "workflow_id": self.ctx.wf.id, "cap": cap}).fetchall())
+        return {r["step"]: r["ready"] for r in rows}
+
+    def anything_pending(self) -> bool:
+        """Whether any subject is still on its way (ready now or later, or leased)."""
+        return bool(self.ctx.db.run(lambda c: one(c.execute(Q["anything_pending"], {
+            "workflow_id": self.ctx.wf.id}))["pending"]))
+
+    def reap_expired_leases(self) -> int:
+        n = self.ctx.db.run(lambda c: c.execute(Q["reap_expired_leases"],
+                                                {"workflow_id": self.ctx.wf.id}).rowcount)
+        if n:
+            log.warning("returned %d subjects with expired leases to the queue", n)
+        return int(n)
+
+    # ------------------------------------------------------------ leased waves
+
+    def claim(self, step: StepDef, limit: int, *, with_rows: bool,
+              model: str | None = None) -> Wave | None:
+        """Leases up to limit ready subjects of a step, with their subject rows."""
+        ctx = self.ctx
+
+        def do(c: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+            return c.execute(self._with_subject_table(Q["claim_wave"]), {
+                "workflow_id": ctx.wf.id, "step": step.number, "limit": limit,
+                "worker_id": ctx.worker_id, "lease_s": ctx.opt.lease_s, "run_id": ctx.run_id,
+                "model": model, "with_rows": with_rows}).fetchall()
+
+        rows = ctx.db.run(do)
+        if not rows:
+            return None
+        wave_id = rows[0]["wave_id"]
+        with self._lock:
+            self._active_waves.add(wave_id)
+        claimed = {r["subject_id"]: Claimed(r["subject_id"], r["attempts"], r["visits"])
+                   for r in rows}
+        subjects = [Subject(r["subject_id"], r["row"] or {}, r["outputs"] or {},
+                            r["attempts"] + 1) for r in rows]
+        return Wave(step, wave_id, claimed, subjects, model)
+
+    def commit(self, wave: Wave, results: list[StepResult], busy_ms: float,
+               events: list[dict[str, Any]] | None = None) -> int:
+        """Writes a leased wave's results whose lease this worker still holds, and
+        gives back the subjects that have no result. Returns the checkpoints written."""
+        ctx, step = self.ctx, wave.step
+        ids = [r.subject_id for r in results if r.subject_id in wave.claimed]
+        leftover = [i for i in wave.claimed if i not in set(ids)]
+
+        def do(c: psycopg.Connection[Any]) -> int:
+            kept = self._fence(c, wave, ids, results)
+            if kept:
+                self._write_results(c, step, wave.wave_id, wave.claimed, kept)
+                self.breaker.record(c, step, kept)
+            if leftover:
+                c.execute(Q["release_wave"], {"workflow_id": ctx.wf.id, "wave_id": wave.wave_id,
+                                              "worker_id": ctx.worker_id})
+            for e in events or []:
+                c.execute(Q["model_event"], {"run_id": ctx.run_id, "worker_id": ctx.worker_id,
+                                             **e})
+            c.execute(Q["finish_wave"], {"wave_id": wave.wave_id, "started": None,
+                                         "committed": len(kept), "busy_ms": busy_ms})
+            return len(kept)
+
+        try:
+            n = ctx.db.run(do)
+        finally:
+            self._forget(wave.wave_id)
+        if n:
+            ctx.count_wave(step.number, n)
+        return n
+
+    def _fence(self, c: psycopg.Connection[Any], wave: Wave, ids: list[str],
+               results: list[StepResult]) -> list[StepResult]:
+        """The results whose lease is still this worker's, locked until commit: a
+        subject reclaimed by another worker (our lease expired) is dropped."""
+        fenced = {r["subject_id"] for r in c.execute(Q["fence_wave"], {
+            "workflow_id": self.ctx.wf.id, "ids": ids, "worker_id": self.ctx.worker_id,
+            "wave_id": wave.wave_id}).fetchall()}
+        kept = [r for r in results if r.subject_id in fenced]
+        if len(kept) < len(results):
+            log.warning("wave %s: %d result(s) dropped, their lease was lost", wave.wave_id,
+                        len(results) - len(kept))
+        return kept
+
+    def release(self, wave: Wave) -> None:
+        """Gives back a claimed wave that will not run (stop, or a prefetched wave)."""
+        try:
+            self.ctx.db.run(lambda c: c.execute(Q["release_wave"], {
+                "workflow_id": self.ctx.wf.id, "wave_id": wave.wave_id,
+                "worker_id": self.ctx.worker_id}))
+        finally:
+            self._forget(wave.wave_id)
+
+    def active_wave_ids(self) -> list[int]:
+        """Leased waves claimed and not yet committed or released."""
+        with self._lock:
+            return list(self._active_waves)
+
+    def renew_leases(self, c: psycopg.Connection[Any], wave_ids: list[int]) -> None:
+        """Extends the leases of these waves, in the caller's transaction (the heartbeat's)."""
+        c.execute(Q["renew_leases"], {
+            "workflow_id": self.ctx.wf.id, "wave_ids": wave_ids,
+            "worker_id": self.ctx.worker_id, "lease_s": self.ctx.opt.lease_s})
+
+    def _forget(self, wave_id: int) -> None:
+        with self._lock:
+            self._active_waves.discard(wave_id)
+
+    # ------------------------------------------------------------ inline waves
+
+    def run_inline(self, step: StepDef, limit: int, work: InlineWork) -> int:
+        """Locks a wave, computes it with work and commits it, in one transaction
+        (the row locks are the lease; a crash rolls it all back). A gate wave tries
+        the fast road first. Returns the checkpoints written."""
+
+        def do(c: psycopg.Connection[Any]) -> int:
+            wave = self._lock_inline_wave(c, step, limit)
+            if wave is None:
+                return 0
+            if step.kind == "gate" and self.commit_gate_wave(c, wave):
+                n = len(wave.claimed)
+            else:
+                results = work(c, wave)
+                self._write_results(c, step, wave.wave_id, wave.claimed, results)
+                self.breaker.record(c, step, results)
+                n = len(results)
+            self._record_inline_wave(c, wave, n)
+            return n
+
+        n = self.ctx.db.run(do)
+        if n:
+            self.ctx.count_wave(step.number, n)
+        return n
+
+    def _lock_inline_wave(self, c: psycopg.Connection[Any], step: StepDef,
+                          limit: int) -> InlineWave | None:
+        rows = c.execute(Q["lock_inline_wave"], {
+            "workflow_id": self.ctx.wf.id, "step": step.number, "limit": limit,
+            "with_outputs": step.kind != "gate"}).fetchall()
+        if not rows:
+            return None
+        claimed = {r["subject_id"]: Claimed(r["subject_id"], r["attempts"], r["visits"])
+                   for r in rows}
+        wave_id = one(c.execute(Q["next_wave_id"]))["wave_id"]
+        return InlineWave(step, self.ctx.wf.id, wave_id, claimed,
+                          outputs={r["subject_id"]: r["outputs"] or {} for r in rows},
+                          started=utcnow())
+
+    def _record_inline_wave(self, c: psycopg.Connection[Any], wave: InlineWave, n: int) -> None:
+        c.execute(Q["record_inline_wave"], {
+            "wave_id": wave.wave_id, "workflow_id": self.ctx.wf.id, "step": wave.step.number,
+            "run_id": self.ctx.run_id, "size": n, "started": wave.started, "committed": n,
+            "busy_ms": (time.monotonic() - wave.t0) * 1000})
+
+    def commit_gate_wave(self, c: psycopg.Connection[Any], wave: InlineWave) -> bool:
+        """The fast road for a gate wave: one statement runs the gate and commits the
+        wave on the server (gate_wave). False when it wrote nothing, because a
+        subject needs the general road (an odd outcome, a broken gate...)."""
+        ctx, step = self.ctx, wave.step
+        table = ctx.wf.transitions.get(step.number, {})
+        ids, claimed = wave.ids, wave.claimed
+        query = sql.SQL(Q["gate_wave"]).format(  # type: ignore[arg-type]
+            gate=sql.SQL(gate_body(step.gate_sql or "")))  # type: ignore[arg-type]
+        params = {**wave.params(),
+                  "visit": [claimed[i].visits for i in ids],
+                  "attempt": [claimed[i].attempts + 1 for i in ids],
+                  "t_outcome": list(table), "t_next": list(table.values()),
+                  "default_outcome": str(step.params.get("default_outcome", "RUN")),
+                  "max_visits": int(step.params.get("max_visits", DEFAULT_MAX_VISITS)),
+                  "started": wave.started, "wave_id": wave.wave_id, "run_id": ctx.run_id,
+                  "worker_id": ctx.worker_id}
+        try:
+            with c.transaction():  # a savepoint: the general road starts from a clean slate
+                moved = c.execute(query, params).rowcount
+                if moved not in (0, len(ids)):
+                    raise _PartialGateWave(moved)
+        except (psycopg.Error, _PartialGateWave) as exc:
+            log.debug("gate wave of step %d takes the general road: %s", step.number, exc)
+            return False
+        return moved == len(ids)
+
+    def subjects_of(self, c: psycopg.Connection[Any], wave: InlineWave) -> list[Subject]:
+        """The wave's subjects with their subject-table rows, as a script actor sees them."""
+        found = {r["subject_id"]: r["row"] for r in c.execute(
+            self._with_subject_table(Q["subject_rows"]), {"ids": wave.ids})}
+        return [Subject(i, found.get(i) or {}, wave.outputs.get(i) or {},
+                        wave.claimed[i].attempts + 1) for i in wave.ids]
+
+    # ------------------------------------------------------------ writing
+
+    def _write_results(self, c: psycopg.Connection[Any], step: StepDef, wave_id: int,
+                       claimed: dict[str, Claimed], results: list[StepResult]) -> None:
+        """The one place checkpoints are written from results (gate_wave is the other
+        road, for gates only): every checkpoint and state move in one statement."""
+        ctx = self.ctx
+        cols = build_commit(ctx.wf, step, claimed, results)
+        c.execute(Q["commit_results"], {**cols, "workflow_id": ctx.wf.id, "step": step.number,
+                                        "wave_id": wave_id, "run_id": ctx.run_id,
+                                        "worker_id": ctx.worker_id})
+
+    # ------------------------------------------------------------ the subject table
+
+    def _key_type(self) -> str:
+        wf = self.ctx.wf
+        row = self.ctx.db.run(lambda c: c.execute(Q["key_type"], {
+            "table": wf.subject_table, "key": wf.subject_key}).fetchone())
+        if not row or not row["key_type"]:
+            raise DefinitionError(
+                f"workflow {wf.id}: subject table {wf.subject_table} has no column "
+                f"{wf.subject_key}")
+        return str(row["key_type"])
+
+    def _with_subject_table(self, query: str) -> sql.Composed:
+        """A query with the workflow's subject table, key and key type filled in
+        (identifiers from the definition, never subject data)."""
+        wf = self.ctx.wf
+        return sql.SQL(query).format(  # type: ignore[arg-type]
+            subject_table=sql.Identifier(*wf.subject_table.split(".")),
+            subject_key=sql.Identifier(wf.subject_key), key_type=sql.SQL(self.key_type))
