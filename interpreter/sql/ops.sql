@@ -1,5 +1,10 @@
--- The ops queries (status, trace, velocity, prune), by name. Code asks for
--- them with Q["name"]. Placeholders are psycopg's %(name)s.
+-- The ops queries (status, trace, velocity, prune) and the statements of a
+-- workflow export, by name. Code asks for them with Q["name"]. Placeholders
+-- are psycopg's %(name)s; {braces} are filled with psycopg.sql composition.
+--
+-- The export_* blocks are not run here: they are the text of an exported
+-- definition file, filled with psycopg.sql.Literal values and written out as
+-- they stand, so they carry no comments of their own.
 
 -- name: monitor_workflow
 SELECT workflow_id, name, paused, version, subject_table, subject_key
@@ -148,3 +153,54 @@ SELECT (SELECT count(*) FROM subj) AS subjects,
 
 -- name: compact_ops_rollups
 SELECT interp.compact_ops_rollups()
+
+-- name: export_begin
+BEGIN;
+
+-- name: export_workflow
+INSERT INTO interp.workflows (workflow_id, name, description, subject_table, subject_key)
+VALUES ({workflow_id}, {name}, {description}, {subject_table}, {subject_key})
+ON CONFLICT (workflow_id) DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description,
+  subject_table = EXCLUDED.subject_table, subject_key = EXCLUDED.subject_key;
+
+-- name: export_model
+INSERT INTO interp.models (name, source, n_gpu_layers, n_ctx, n_threads, chat_format, sampling)
+VALUES ({name}, {source}, {n_gpu_layers}, {n_ctx}, {n_threads}, {chat_format}, {sampling})
+ON CONFLICT (name) DO UPDATE SET source = EXCLUDED.source, n_gpu_layers = EXCLUDED.n_gpu_layers,
+  n_ctx = EXCLUDED.n_ctx, n_threads = EXCLUDED.n_threads, chat_format = EXCLUDED.chat_format, sampling = EXCLUDED.sampling;
+
+-- name: export_actor
+INSERT INTO interp.actors (name, kind, target, params)
+VALUES ({name}, {kind}, {target}, {params})
+ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, target = EXCLUDED.target, params = EXCLUDED.params;
+
+-- name: export_template
+INSERT INTO interp.prompt_templates (name, version, body)
+VALUES ({name}, {version}, {body})
+ON CONFLICT (name, version) DO UPDATE SET body = EXCLUDED.body;
+
+-- name: export_drop_other_steps
+DELETE FROM interp.steps WHERE workflow_id = {workflow_id} AND execution_order NOT IN ({keep});
+
+-- name: export_step
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES ({workflow_id}, {number}, {name}, {kind}, {actor}, {template}, {gate_sql}, {output_schema}, {outcome_field}, {max_attempts}, {timeout_s}, {params})
+ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
+  max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
+
+-- name: export_drop_transitions
+DELETE FROM interp.step_transitions WHERE workflow_id = {workflow_id};
+
+-- name: export_transition
+INSERT INTO interp.step_transitions (workflow_id, from_step, outcome, to_step) VALUES ({workflow_id}, {from_step}, {outcome}, {to_step});
+
+-- name: export_entry_point
+INSERT INTO interp.entry_points (workflow_id, name, admit_sql, first_step, enabled)
+VALUES ({workflow_id}, {name}, {admit_sql}, {first_step}, {enabled})
+ON CONFLICT (workflow_id, name) DO UPDATE SET admit_sql = EXCLUDED.admit_sql,
+  first_step = EXCLUDED.first_step, enabled = EXCLUDED.enabled;
+
+-- name: export_commit
+COMMIT;
