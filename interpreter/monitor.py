@@ -60,16 +60,16 @@ def status_data(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s:
     if stall_window_s <= 0 or velocity_window_s <= 0:
         raise InterpError("the stall and velocity windows must be positive")
     wf = workflow_row(conn, workflow_id)
-    now = one(conn.execute(Q["db_now"]))["now"]
+    now = one(conn.execute(Q["monitor_now"]))["now"]
     by_wf = {"workflow_id": workflow_id}
     steps = _step_rows(conn, workflow_id, stall_window_s, velocity_window_s)
-    counts = one(conn.execute(Q["subject_totals"], by_wf))
-    checkpoints = one(conn.execute(Q["checkpoint_totals"], by_wf))
-    rate = float(one(conn.execute(Q["completion_rate"], {
+    counts = one(conn.execute(Q["monitor_subject_totals"], by_wf))
+    checkpoints = one(conn.execute(Q["monitor_checkpoint_totals"], by_wf))
+    rate = float(one(conn.execute(Q["monitor_completion_rate"], {
         **by_wf, "velocity_s": velocity_window_s}))["rate"] or 0)
     active = counts["waiting"] + counts["leased"]
-    breakers = [_clean(r) for r in conn.execute(Q["workflow_breakers"], by_wf)]
-    runs = [_clean(r) for r in conn.execute(Q["recent_runs"], by_wf)]
+    breakers = [_clean(r) for r in conn.execute(Q["monitor_breakers"], by_wf)]
+    runs = [_clean(r) for r in conn.execute(Q["monitor_runs"], by_wf)]
     open_breakers = [b["actor"] for b in breakers if b["state"] == "open"]
     alerts = _alerts(steps, open_breakers, counts["dead"], stall_window_s)
     return {
@@ -100,7 +100,7 @@ def status_data(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s:
 
 def _step_rows(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s: float,
                velocity_window_s: float) -> list[dict[str, Any]]:
-    steps = [_clean(r) for r in conn.execute(Q["step_status"], {
+    steps = [_clean(r) for r in conn.execute(Q["monitor_step_status"], {
         "workflow_id": workflow_id, "stall_s": stall_window_s, "velocity_s": velocity_window_s})]
     for s in steps:
         s.pop("workflow_id", None)
@@ -125,8 +125,8 @@ def _model_lane(conn: psycopg.Connection[Any], workflow_id: int,
     running = [r["run_id"] for r in runs if r["status"] == "running"]
     lane_runs = running or [r["run_id"] for r in runs[:1]]
     lanes = [_rounded_lane(_clean(r))
-             for r in conn.execute(Q["model_lanes"], {"run_ids": lane_runs})]
-    events = [_clean(r) for r in conn.execute(Q["recent_model_events"],
+             for r in conn.execute(Q["monitor_model_lanes"], {"run_ids": lane_runs})]
+    events = [_clean(r) for r in conn.execute(Q["monitor_model_events"],
                                               {"workflow_id": workflow_id})]
     return {
         "loaded_model": next((ln["loaded_model"] for ln in lanes
@@ -166,7 +166,7 @@ def velocity_series(conn: psycopg.Connection[Any], workflow_id: int,
     rows = conn.execute(Q["velocity_counts"],
                         {"workflow_id": workflow_id, "since": axis[0]}).fetchall()
     names = {r["execution_order"]: r["name"]
-             for r in conn.execute(Q["step_names"], {"workflow_id": workflow_id})}
+             for r in conn.execute(Q["velocity_step_names"], {"workflow_id": workflow_id})}
     index = {m: i for i, m in enumerate(axis)}
     series = {step: [0] * len(axis) for step in names}
     for r in rows:
@@ -180,7 +180,7 @@ def trace_data(conn: psycopg.Connection[Any], workflow_id: int, subject_id: str)
     """Every checkpoint of one subject, in order, and where it stands now."""
     workflow_row(conn, workflow_id)
     subject = {"workflow_id": workflow_id, "subject_id": subject_id}
-    state = conn.execute(Q["trace_state"], subject).fetchone()
+    state = conn.execute(Q["trace_subject_state"], subject).fetchone()
     rows = conn.execute(Q["trace_checkpoints"], subject).fetchall()
     if state is None and not rows:
         raise NotFound(f"no subject {subject_id!r} in workflow {workflow_id}")
@@ -323,7 +323,7 @@ def prune(db: Any, workflow_id: int, older_than: dt.timedelta, batch_size: int =
         if pause_s:
             time.sleep(pause_s)
     if not dry_run and totals["deleted"]:
-        db.run(lambda conn: conn.execute(Q["compact_ops_rollups"]))
+        db.run(lambda conn: conn.execute(Q["prune_compact_rollups"]))
     totals["seconds"] = round(time.monotonic() - started, 3)
     totals["rows_per_s"] = (round(totals["candidates"] / totals["seconds"])
                             if totals["seconds"] > 0 else None)

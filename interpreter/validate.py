@@ -162,7 +162,7 @@ def _try(conn: psycopg.Connection[Any], query: str | sql.Composed,
 
 
 def _templates(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
-    columns = {r["attname"] for r in conn.execute(Q["subject_columns"],
+    columns = {r["attname"] for r in conn.execute(Q["validate_subject_columns"],
                                                   {"table": wf.subject_table})}
     out: list[str] = []
     before = _steps_before(wf)

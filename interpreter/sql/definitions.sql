@@ -34,7 +34,7 @@ SELECT DISTINCT ON (name) name, version, body FROM interp.prompt_templates
 -- Plans and runs an entry point's query without returning a row.
 SELECT subject_id FROM ({admit}) AS q LIMIT 0
 
--- name: subject_columns
+-- name: validate_subject_columns
 -- The columns of the subject table (none when it does not exist).
 SELECT attname FROM pg_attribute
  WHERE attrelid = to_regclass(%(table)s) AND attnum > 0 AND NOT attisdropped

@@ -17,15 +17,15 @@ SELECT w.workflow_id, w.name, w.paused, w.version,
                   WHERE c.workflow_id = w.workflow_id), 0)::bigint AS subjects
   FROM interp.workflows w ORDER BY w.workflow_id
 
--- name: db_now
+-- name: monitor_now
 SELECT now() AS now
 
--- name: step_status
+-- name: monitor_step_status
 -- The per-step figures: the SQL function reads the trigger-maintained rollups.
 SELECT * FROM interp.step_status(%(workflow_id)s, make_interval(secs => %(stall_s)s),
                                  make_interval(secs => %(velocity_s)s))
 
--- name: subject_totals
+-- name: monitor_subject_totals
 SELECT coalesce(sum(n), 0)::bigint AS subjects,
        coalesce(sum(n) FILTER (WHERE status = 'done'), 0)::bigint AS done,
        coalesce(sum(n) FILTER (WHERE status = 'ready'), 0)::bigint AS waiting,
@@ -33,12 +33,12 @@ SELECT coalesce(sum(n), 0)::bigint AS subjects,
        coalesce(sum(n) FILTER (WHERE status = 'dead'), 0)::bigint AS dead
   FROM interp.subject_counts WHERE workflow_id = %(workflow_id)s
 
--- name: checkpoint_totals
+-- name: monitor_checkpoint_totals
 SELECT coalesce(sum(n), 0)::bigint AS n,
        coalesce(sum(n) FILTER (WHERE NOT ok), 0)::bigint AS errors
   FROM interp.checkpoint_totals WHERE workflow_id = %(workflow_id)s
 
--- name: completion_rate
+-- name: monitor_completion_rate
 -- Subjects finishing per minute: ok checkpoints in the velocity window whose
 -- (step, outcome) leads to the end (an explicit NULL transition, the '*'
 -- fallback to NULL, or no transition at all).
@@ -64,24 +64,24 @@ SELECT coalesce(sum(r.n) FILTER (WHERE
   LEFT JOIN interp.step_transitions a ON a.workflow_id = %(workflow_id)s
        AND a.from_step = r.step AND a.outcome = '*'
 
--- name: workflow_breakers
+-- name: monitor_breakers
 SELECT h.actor, h.state, h.consecutive_failures, h.opened_at, h.last_error
   FROM interp.actor_health h
  WHERE h.actor IN (SELECT actor FROM interp.steps WHERE workflow_id = %(workflow_id)s)
  ORDER BY h.actor
 
--- name: recent_runs
+-- name: monitor_runs
 SELECT run_id, worker_id, host, pid, status, started_at, heartbeat_at, finished_at,
        extract(epoch FROM now() - heartbeat_at) AS heartbeat_age_s
   FROM interp.runs WHERE workflow_id = %(workflow_id)s
  ORDER BY (status = 'running') DESC, run_id DESC LIMIT 10
 
--- name: model_lanes
+-- name: monitor_model_lanes
 SELECT run_id, worker_id, status, loaded_model, wall_ms, busy_ms, model_waves,
        duty_cycle, switches, loads, load_ms
   FROM interp.model_lane WHERE run_id = ANY(%(run_ids)s) ORDER BY run_id DESC
 
--- name: recent_model_events
+-- name: monitor_model_events
 SELECT e.event_id, e.run_id, e.event, e.from_model, e.model, e.duration_ms, e.at
   FROM interp.model_events e
  WHERE e.run_id IN (SELECT run_id FROM interp.runs WHERE workflow_id = %(workflow_id)s)
@@ -96,11 +96,11 @@ SELECT generate_series(date_trunc('minute', now()) - make_interval(mins => %(min
 SELECT step, minute, sum(n)::bigint AS n FROM interp.checkpoint_minutes
  WHERE workflow_id = %(workflow_id)s AND ok AND minute >= %(since)s GROUP BY 1, 2
 
--- name: step_names
+-- name: velocity_step_names
 SELECT execution_order, name FROM interp.steps WHERE workflow_id = %(workflow_id)s
  ORDER BY execution_order
 
--- name: trace_state
+-- name: trace_subject_state
 SELECT s.subject_id, s.entry_point, s.step, st.name AS step_name, s.status, s.attempts,
        s.visits, s.last_outcome, s.last_error, s.next_attempt_at, s.lease_owner,
        s.lease_expires, s.admitted_at, s.updated_at
@@ -151,7 +151,7 @@ SELECT (SELECT count(*) FROM subj) AS subjects,
        (SELECT count(*) FROM doomed) AS candidates,
        (SELECT count(*) FROM gone) AS deleted
 
--- name: compact_ops_rollups
+-- name: prune_compact_rollups
 SELECT interp.compact_ops_rollups()
 
 -- name: export_begin
