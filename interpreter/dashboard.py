@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from .errors import InterpError, NotFound
+from .monitor import list_workflows, status_data, velocity_series, workflow_row
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger(__name__)
@@ -33,74 +34,89 @@ class PortInUse(InterpError):
     exit_code = 1
 
 
+class DashboardHandler(BaseHTTPRequestHandler):
+    """The page, its static files and the JSON API over one database.
+
+    `make_handler` makes a subclass bound to a database and a default workflow,
+    because the standard library's server builds a handler per request from a class.
+    """
+
+    server_version = "interp-dashboard"
+    db: Any = None
+    default_workflow: int | None = None
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        log.info("%s " + fmt, self.address_string(), *args)
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        url = urlparse(self.path)
+        try:
+            self._route(url.path, parse_qs(url.query))
+        except NotFound as exc:
+            self._json(404, {"error": str(exc)})
+        except (ValueError, InterpError) as exc:
+            self._json(400, {"error": str(exc)})
+        except Exception as exc:  # keep serving; say what broke
+            log.exception("dashboard request failed")
+            self._json(500, {"error": f"{exc.__class__.__name__}: {exc}".splitlines()[0]})
+
+    def _route(self, path: str, query: dict[str, list[str]]) -> None:
+        if path in ("/", "/index.html"):
+            self._static("dashboard.html")
+        elif path.startswith("/static/"):
+            self._static(path[len("/static/"):])
+        elif path == "/api/workflows":
+            self._json(200, {"default": self.default_workflow,
+                             "workflows": self.db.run(list_workflows)})
+        elif path == "/api/status":
+            self._json(200, self._status(query))
+        elif path == "/api/velocity":
+            self._json(200, self._velocity(query))
+        else:
+            self._json(404, {"error": "not found"})
+
+    def _status(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        wf = self._workflow(query)
+        stall = float((query.get("stall_window") or ["600"])[0])
+        return self.db.run(lambda conn: status_data(conn, wf, stall))
+
+    def _velocity(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        wf = self._workflow(query)
+        minutes = int((query.get("minutes") or ["60"])[0])
+        return self.db.run(lambda conn: velocity_series(conn, wf, minutes))
+
+    def _workflow(self, query: dict[str, list[str]]) -> int:
+        values = query.get("workflow")
+        if not values:
+            if self.default_workflow is not None:
+                return self.default_workflow
+            raise ValueError("workflow=ID is required")
+        return int(values[0])
+
+    def _static(self, name: str) -> None:
+        path = (STATIC / name).resolve()
+        if STATIC.resolve() not in path.parents or not path.is_file():
+            self._json(404, {"error": "not found"})
+            return
+        self._send(200, path.read_bytes(), _TYPES.get(path.suffix, "application/octet-stream"))
+
+    def _json(self, code: int, data: Any) -> None:
+        self._send(code, json.dumps(data, default=str).encode(), "application/json")
+
+    def _send(self, code: int, body: bytes, ctype: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", _CSP)
+        self.end_headers()
+        self.wfile.write(body)
+
+
 def make_handler(db: Any, default_workflow: int | None) -> type[BaseHTTPRequestHandler]:
-    from .monitor import list_workflows, status_data, velocity_series
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "interp-dashboard"
-
-        def log_message(self, fmt: str, *args: Any) -> None:
-            log.info("%s " + fmt, self.address_string(), *args)
-
-        def _send(self, code: int, body: bytes, ctype: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Content-Security-Policy", _CSP)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, code: int, data: Any) -> None:
-            self._send(code, json.dumps(data, default=str).encode(), "application/json")
-
-        def _workflow(self, query: dict[str, list[str]]) -> int:
-            values = query.get("workflow")
-            raw = values[0] if values else None
-            if raw is None:
-                if default_workflow is not None:
-                    return default_workflow
-                raise ValueError("workflow=ID is required")
-            return int(raw)
-
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-            url = urlparse(self.path)
-            query = parse_qs(url.query)
-            try:
-                if url.path in ("/", "/index.html"):
-                    self._static("dashboard.html")
-                elif url.path.startswith("/static/"):
-                    self._static(url.path[len("/static/"):])
-                elif url.path == "/api/workflows":
-                    self._json(200, {"default": default_workflow,
-                                     "workflows": db.run(list_workflows)})
-                elif url.path == "/api/status":
-                    wf = self._workflow(query)
-                    stall = float((query.get("stall_window") or ["600"])[0])
-                    self._json(200, db.run(lambda conn: status_data(conn, wf, stall)))
-                elif url.path == "/api/velocity":
-                    wf = self._workflow(query)
-                    minutes = int((query.get("minutes") or ["60"])[0])
-                    self._json(200, db.run(lambda conn: velocity_series(conn, wf, minutes)))
-                else:
-                    self._json(404, {"error": "not found"})
-            except NotFound as exc:
-                self._json(404, {"error": str(exc)})
-            except (ValueError, InterpError) as exc:
-                self._json(400, {"error": str(exc)})
-            except Exception as exc:  # keep serving; say what broke
-                log.exception("dashboard request failed")
-                self._json(500, {"error": f"{exc.__class__.__name__}: {exc}".splitlines()[0]})
-
-        def _static(self, name: str) -> None:
-            path = (STATIC / name).resolve()
-            if STATIC.resolve() not in path.parents or not path.is_file():
-                self._json(404, {"error": "not found"})
-                return
-            self._send(200, path.read_bytes(), _TYPES.get(path.suffix, "application/octet-stream"))
-
-    return Handler
+    """A handler class that serves `db`, with `default_workflow` when a request names none."""
+    return type("Handler", (DashboardHandler,), {"db": db, "default_workflow": default_workflow})
 
 
 def make_server(db: Any, host: str = "127.0.0.1", port: int = 8765,
@@ -119,8 +135,6 @@ def make_server(db: Any, host: str = "127.0.0.1", port: int = 8765,
 def serve(db: Any, host: str = "127.0.0.1", port: int = 8765, workflow_id: int | None = None,
           announce: Any = None) -> None:
     if workflow_id is not None:
-        from .monitor import workflow_row
-
         db.run(lambda conn: workflow_row(conn, workflow_id))
     server = make_server(db, host, port, workflow_id)
     h, p = str(server.server_address[0]), server.server_address[1]

@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 
 from .errors import NotFound
+from .queries import Q
 
 
 @dataclass(frozen=True)
@@ -115,15 +116,12 @@ class Workflow:
 
 
 def list_workflows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-    return conn.execute(
-        """SELECT w.workflow_id, w.name, w.subject_table, w.subject_key, w.paused, w.version,
-                  (SELECT count(*) FROM interp.steps s WHERE s.workflow_id = w.workflow_id) AS steps
-             FROM interp.workflows w ORDER BY w.workflow_id""").fetchall()
+    return conn.execute(Q["definition_workflows"]).fetchall()
 
 
 def load_workflow(conn: psycopg.Connection[Any], workflow_id: int) -> Workflow:
-    w = conn.execute("SELECT * FROM interp.workflows WHERE workflow_id = %s",
-                     (workflow_id,)).fetchone()
+    by_wf = {"workflow_id": workflow_id}
+    w = conn.execute(Q["definition_workflow"], by_wf).fetchone()
     if w is None:
         raise NotFound(f"workflow {workflow_id} does not exist (see `interp workflow list`)")
     steps = {
@@ -132,38 +130,34 @@ def load_workflow(conn: psycopg.Connection[Any], workflow_id: int) -> Workflow:
             actor=r["actor"], template=r["template"], gate_sql=r["gate_sql"],
             output_schema=r["output_schema"], outcome_field=r["outcome_field"],
             max_attempts=r["max_attempts"], timeout_s=float(r["timeout_s"]), params=r["params"])
-        for r in conn.execute("SELECT * FROM interp.steps WHERE workflow_id = %s "
-                              "ORDER BY execution_order", (workflow_id,))
+        for r in conn.execute(Q["definition_steps"], by_wf)
     }
     transitions: dict[int, dict[str, int | None]] = {}
-    for r in conn.execute("SELECT * FROM interp.step_transitions WHERE workflow_id = %s",
-                          (workflow_id,)):
+    for r in conn.execute(Q["definition_transitions"], by_wf):
         transitions.setdefault(r["from_step"], {})[r["outcome"]] = r["to_step"]
-    entry_points = [
-        EntryPoint(r["name"], r["admit_sql"], r["first_step"], r["enabled"])
-        for r in conn.execute("SELECT * FROM interp.entry_points WHERE workflow_id = %s "
-                              "ORDER BY name", (workflow_id,))
-    ]
+    entry_points = [EntryPoint(r["name"], r["admit_sql"], r["first_step"], r["enabled"])
+                    for r in conn.execute(Q["definition_entry_points"], by_wf)]
     actor_names = sorted({s.actor for s in steps.values() if s.actor})
-    actors = {
-        r["name"]: ActorDef(r["name"], r["kind"], r["target"], r["params"])
-        for r in conn.execute("SELECT * FROM interp.actors WHERE name = ANY(%s)", (actor_names,))
-    }
+    actors = {r["name"]: ActorDef(r["name"], r["kind"], r["target"], r["params"])
+              for r in conn.execute(Q["definition_actors"], {"names": actor_names})}
     model_names = sorted({a.target for a in actors.values() if a.kind == "model"})
-    models = {
-        r["name"]: ModelDef.from_row(r)
-        for r in conn.execute("SELECT * FROM interp.models WHERE name = ANY(%s)", (model_names,))
-    }
-    template_names = sorted({s.template for s in steps.values() if s.template})
-    templates: dict[str, str] = {}
-    versions: dict[str, int] = {}
-    for r in conn.execute(
-            "SELECT DISTINCT ON (name) name, version, body FROM interp.prompt_templates "
-            "WHERE name = ANY(%s) ORDER BY name, version DESC", (template_names,)):
-        templates[r["name"]] = r["body"]
-        versions[r["name"]] = r["version"]
+    models = {r["name"]: ModelDef.from_row(r)
+              for r in conn.execute(Q["definition_models"], {"names": model_names})}
+    templates, versions = _newest_templates(
+        conn, sorted({s.template for s in steps.values() if s.template}))
     return Workflow(
         id=w["workflow_id"], name=w["name"], description=w["description"],
         subject_table=w["subject_table"], subject_key=w["subject_key"], paused=w["paused"],
         version=w["version"], steps=steps, transitions=transitions, entry_points=entry_points,
         actors=actors, models=models, templates=templates, template_versions=versions)
+
+
+def _newest_templates(conn: psycopg.Connection[Any],
+                      names: list[str]) -> tuple[dict[str, str], dict[str, int]]:
+    """The body and the version number of the newest version of each named template."""
+    bodies: dict[str, str] = {}
+    versions: dict[str, int] = {}
+    for r in conn.execute(Q["definition_templates"], {"names": names}):
+        bodies[r["name"]] = r["body"]
+        versions[r["name"]] = r["version"]
+    return bodies, versions

@@ -4,87 +4,79 @@ definition, and diagrams (Mermaid, Graphviz dot) drawn from the rows."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
 
-from .db import one
 from .definitions import Workflow
+from .queries import Q
 
-
-def lit(value: Any) -> str:
-    """An SQL literal. Definitions are author-written, but quoting is still exact:
-    standard_conforming_strings is on, so doubling quotes is the whole rule."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, dict | list):
-        return lit(json.dumps(value, sort_keys=True, ensure_ascii=False)) + "::jsonb"
-    return "'" + str(value).replace("'", "''") + "'"
+# Sorted keys: the same definition always exports to the same text.
+_json_text = partial(json.dumps, sort_keys=True, ensure_ascii=False)
 
 
 def export_workflow(conn: psycopg.Connection[Any], wf: Workflow) -> str:
-    out = [f"-- Workflow {wf.id}: {wf.name}",
-           "-- Exported by `interp workflow export`; loading it again changes nothing.",
-           "BEGIN;", ""]
-    w = one(conn.execute("SELECT * FROM interp.workflows WHERE workflow_id = %s", (wf.id,)))
-    out.append(
-        "INSERT INTO interp.workflows (workflow_id, name, description, subject_table, "
-        "subject_key)\nVALUES ({}, {}, {}, {}, {})\nON CONFLICT (workflow_id) DO UPDATE SET "
-        "name = EXCLUDED.name, description = EXCLUDED.description,\n  subject_table = "
-        "EXCLUDED.subject_table, subject_key = EXCLUDED.subject_key;".format(
-            wf.id, lit(w["name"]), lit(w["description"]), lit(w["subject_table"]),
-            lit(w["subject_key"])))
-    out.append("")
-    for m in sorted(wf.models.values(), key=lambda m: m.name):
-        out.append(
-            "INSERT INTO interp.models (name, source, n_gpu_layers, n_ctx, n_threads, "
-            f"chat_format, sampling)\nVALUES ({lit(m.name)}, {lit(m.source)}, {m.n_gpu_layers}, {m.n_ctx}, {lit(m.n_threads)}, {lit(m.chat_format)}, {lit(m.sampling)})\nON CONFLICT (name) DO "
-            "UPDATE SET source = EXCLUDED.source, n_gpu_layers = EXCLUDED.n_gpu_layers,\n  "
-            "n_ctx = EXCLUDED.n_ctx, n_threads = EXCLUDED.n_threads, chat_format = "
-            "EXCLUDED.chat_format, sampling = EXCLUDED.sampling;")
-    for a in sorted(wf.actors.values(), key=lambda a: a.name):
-        out.append(
-            f"INSERT INTO interp.actors (name, kind, target, params)\nVALUES ({lit(a.name)}, {lit(a.kind)}, {lit(a.target)}, {lit(a.params)})\n"
-            "ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, target = EXCLUDED.target, "
-            "params = EXCLUDED.params;")
-    for name in sorted(wf.templates):
-        out.append(
-            f"INSERT INTO interp.prompt_templates (name, version, body)\nVALUES ({lit(name)}, {wf.template_versions.get(name, 1)}, {lit(wf.templates[name])})\n"
-            "ON CONFLICT (name, version) DO UPDATE SET body = EXCLUDED.body;")
+    """The definition as an SQL file that loads back to the same definition.
+
+    Every value is quoted by psycopg (``sql.Literal``) for this connection, so
+    any text an author wrote, quotes and backslashes included, loads back as it was.
+    """
+    def statement(query: str, **values: Any) -> str:
+        return _statement(conn, query, workflow_id=wf.id, **values)
+
+    # The name goes into a comment line: a line break in it must not end the comment.
+    title = " ".join(f"Workflow {wf.id}: {wf.name}".splitlines())
+    out = [f"-- {title}", "-- Exported by `interp workflow export`; loading it again changes nothing.",
+           statement(Q["export_begin"]), "",
+           statement(Q["export_workflow"], name=wf.name, description=wf.description,
+                     subject_table=wf.subject_table, subject_key=wf.subject_key), ""]
+    out += [statement(Q["export_model"], name=m.name, source=m.source, n_gpu_layers=m.n_gpu_layers,
+                      n_ctx=m.n_ctx, n_threads=m.n_threads, chat_format=m.chat_format,
+                      sampling=m.sampling)
+            for m in sorted(wf.models.values(), key=lambda m: m.name)]
+    out += [statement(Q["export_actor"], name=a.name, kind=a.kind, target=a.target, params=a.params)
+            for a in sorted(wf.actors.values(), key=lambda a: a.name)]
+    out += [statement(Q["export_template"], name=name, version=wf.template_versions.get(name, 1),
+                      body=wf.templates[name])
+            for name in sorted(wf.templates)]
     out.append("")
     # Replace the steps as a set, so a step removed in the file is removed here too.
-    keep = ", ".join(str(n) for n in sorted(wf.steps)) or "NULL"
-    out.append(f"DELETE FROM interp.steps WHERE workflow_id = {wf.id} "
-               f"AND execution_order NOT IN ({keep});")
-    for s in sorted(wf.steps.values(), key=lambda s: s.number):
-        out.append(
-            "INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, "
-            "gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)\n"
-            f"VALUES ({wf.id}, {s.number}, {lit(s.name)}, {lit(s.kind)}, {lit(s.actor)}, {lit(s.template)}, {lit(s.gate_sql)}, {lit(s.output_schema)}, {lit(s.outcome_field)}, {s.max_attempts}, {lit(float(s.timeout_s))}, {lit(s.params)})\n"
-            "ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, "
-            "kind = EXCLUDED.kind,\n  actor = EXCLUDED.actor, template = EXCLUDED.template, "
-            "gate_sql = EXCLUDED.gate_sql,\n  output_schema = EXCLUDED.output_schema, "
-            "outcome_field = EXCLUDED.outcome_field,\n  max_attempts = EXCLUDED.max_attempts, "
-            "timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;")
+    keep = (sql.SQL(", ").join(sql.Literal(n) for n in sorted(wf.steps)) if wf.steps
+            else sql.SQL("NULL"))
+    out.append(statement(Q["export_drop_other_steps"], keep=keep))
+    out += [statement(Q["export_step"], number=s.number, name=s.name, kind=s.kind, actor=s.actor,
+                      template=s.template, gate_sql=s.gate_sql, output_schema=s.output_schema,
+                      outcome_field=s.outcome_field, max_attempts=s.max_attempts,
+                      timeout_s=float(s.timeout_s), params=s.params)
+            for s in sorted(wf.steps.values(), key=lambda s: s.number)]
+    out += ["", statement(Q["export_drop_transitions"])]
+    out += [statement(Q["export_transition"], from_step=frm, outcome=outcome, to_step=to)
+            for frm in sorted(wf.transitions)
+            for outcome, to in sorted(wf.transitions[frm].items())]
     out.append("")
-    out.append(f"DELETE FROM interp.step_transitions WHERE workflow_id = {wf.id};")
-    for frm in sorted(wf.transitions):
-        for outcome, to in sorted(wf.transitions[frm].items()):
-            out.append("INSERT INTO interp.step_transitions (workflow_id, from_step, outcome, "
-                       f"to_step) VALUES ({wf.id}, {frm}, {lit(outcome)}, {lit(to)});")
-    out.append("")
-    for ep in wf.entry_points:
-        out.append(
-            "INSERT INTO interp.entry_points (workflow_id, name, admit_sql, first_step, enabled)\n"
-            f"VALUES ({wf.id}, {lit(ep.name)}, {lit(ep.admit_sql)}, {ep.first_step}, {lit(ep.enabled)})\nON CONFLICT (workflow_id, name) DO UPDATE SET "
-            "admit_sql = EXCLUDED.admit_sql,\n  first_step = EXCLUDED.first_step, enabled = "
-            "EXCLUDED.enabled;")
-    out += ["", "COMMIT;", ""]
+    out += [statement(Q["export_entry_point"], name=ep.name, admit_sql=ep.admit_sql,
+                      first_step=ep.first_step, enabled=ep.enabled)
+            for ep in wf.entry_points]
+    out += ["", statement(Q["export_commit"]), ""]
     return "\n".join(out)
+
+
+def _statement(conn: psycopg.Connection[Any], query: str, **values: Any) -> str:
+    """An export statement of the registry with its {placeholders} filled: values
+    as literals, pieces of SQL composed here as they are (values it has no
+    placeholder for are left out)."""
+    def literal(value: Any) -> sql.Composable:
+        if isinstance(value, sql.Composable):
+            return value
+        if isinstance(value, dict | list):
+            return sql.Literal(Jsonb(value, dumps=_json_text))
+        return sql.Literal(value)
+
+    template = sql.SQL(query)  # type: ignore[arg-type]
+    return template.format(**{k: literal(v) for k, v in values.items()}).as_string(conn)
 
 
 def _node_label(wf: Workflow, n: int) -> str:

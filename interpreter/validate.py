@@ -11,10 +11,13 @@ from typing import Any
 import psycopg
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from psycopg import sql
 
 from .definitions import Workflow
 from .errors import DefinitionError, first_line
-from .scripts import check_target
+from .queries import Q
+from .scripts import check_target, load_target
+from .templates import template_problems
 
 
 def validate_workflow(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
@@ -77,8 +80,6 @@ def _actors(wf: Workflow) -> list[str]:
         elif actor.kind == "script":
             try:
                 check_target(actor.target)
-                from .scripts import load_target
-
                 load_target(actor.target)
             except DefinitionError as exc:
                 out.append(f"step {number} ({step.name}): {exc}")
@@ -136,8 +137,9 @@ def _queries(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
     is rolled back, with no subjects (an empty id list), so nothing changes."""
     out: list[str] = []
     for ep in wf.entry_points:
-        err = _try(conn, f"SELECT subject_id FROM ({ep.admit_sql}) AS q LIMIT 0",
-                   {"workflow_id": wf.id})
+        probe = sql.SQL(Q["validate_admit_query"]).format(  # type: ignore[arg-type]
+            admit=sql.SQL(ep.admit_sql))  # type: ignore[arg-type]
+        err = _try(conn, probe, {"workflow_id": wf.id})
         if err:
             out.append(f"entry point {ep.name!r}: query does not run: {err}")
     for number, step in sorted(wf.steps.items()):
@@ -149,7 +151,8 @@ def _queries(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
     return out
 
 
-def _try(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> str | None:
+def _try(conn: psycopg.Connection[Any], query: str | sql.Composed,
+         params: dict[str, Any]) -> str | None:
     try:
         with conn.transaction(force_rollback=True):
             conn.execute(query, params)
@@ -159,13 +162,8 @@ def _try(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> s
 
 
 def _templates(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
-    try:
-        from .templates import template_problems
-    except ImportError:
-        return []
-    columns = {r["attname"] for r in conn.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
-        "AND NOT attisdropped", (wf.subject_table,))}
+    columns = {r["attname"] for r in conn.execute(Q["validate_subject_columns"],
+                                                  {"table": wf.subject_table})}
     out: list[str] = []
     before = _steps_before(wf)
     for number, step in sorted(wf.steps.items()):
@@ -178,9 +176,10 @@ def _templates(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
 
 
 def _steps_before(wf: Workflow) -> dict[int, set[int]]:
-    """For each step, the steps that are surely behind a subject when it gets there?
-    A subject may arrive by several paths; an output is 'available' when some path
-    passes it (a template guards optional outputs with `out.get(N)`)."""
+    """For each step, the steps a subject may have passed before it gets there (every
+    step with a path to it). A subject may arrive by several paths; an output is
+    'available' when some path passes it (a template guards optional outputs with
+    `out.get(N)`)."""
     preds: dict[int, set[int]] = {n: set() for n in wf.steps}
     for n, table in wf.transitions.items():
         for t in table.values():

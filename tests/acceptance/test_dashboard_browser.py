@@ -155,6 +155,16 @@ def test_api_endpoints(dashboard):
         assert exc.code == 404
     with urllib.request.urlopen(dashboard) as r:
         assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+    with urllib.request.urlopen(dashboard + "api/status") as r:  # the default workflow
+        assert json.load(r)["workflow"]["id"] == WF
+    for path, code in [("api/status?workflow=abc", 400), ("api/nope", 404),
+                       ("static/..%2F..%2Fdashboard.py", 404), ("static/../dashboard.py", 404)]:
+        try:
+            urllib.request.urlopen(dashboard + path)
+            raise AssertionError(f"expected {code} for {path}")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == code, path
+            assert "error" in json.load(exc)
 
 
 def test_port_in_use_is_one_clear_line(cli, conn):

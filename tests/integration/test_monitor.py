@@ -36,6 +36,13 @@ def make_workflow(conn, wf: int = WF, *, dead: int = 2, stale_step10: bool = Tru
     stale_step10 is False).
     """
     ago10 = "30 minutes" if stale_step10 else "1 minute"
+    add_definition(conn, wf)
+    add_subject_state(conn, wf, dead, ago10)
+    add_checkpoints(conn, wf, dead, ago10)
+
+
+def add_definition(conn, wf: int) -> None:
+    """Steps 1 (gate), 2 (model) and 10 (SQL, with a name that is markup)."""
     conn.execute("""
         INSERT INTO interp.actors (name, kind, target) VALUES
             ('mon_gate', 'sql', 'SELECT 1'), ('mon_model', 'model', 'm1'),
@@ -52,8 +59,11 @@ def make_workflow(conn, wf: int = WF, *, dead: int = 2, stale_step10: bool = Tru
         INSERT INTO interp.step_transitions (workflow_id, from_step, outcome, to_step) VALUES
             (%(wf)s, 1, 'RUN', 2), (%(wf)s, 1, 'SKIP', NULL),
             (%(wf)s, 2, '*', 10), (%(wf)s, 10, '*', NULL)""", {"wf": wf})
-    # subject_state, as the engine leaves it
-    conn.execute(f"""
+
+
+def add_subject_state(conn, wf: int, dead: int, ago10: str) -> None:
+    """subject_state as the engine leaves it (who is where: see make_workflow)."""
+    conn.execute("""
         INSERT INTO interp.subject_state
                (workflow_id, subject_id, step, status, attempts, lease_owner, lease_expires,
                 next_attempt_at, last_error)
@@ -65,10 +75,14 @@ def make_workflow(conn, wf: int = WF, *, dead: int = 2, stale_step10: bool = Tru
                CASE WHEN i >= 99 AND %(dead)s > 0 THEN 3 ELSE 0 END,
                CASE WHEN i BETWEEN 96 AND 98 THEN 'w1' END,
                CASE WHEN i BETWEEN 96 AND 98 THEN now() + interval '5 minutes' END,
-               CASE WHEN i BETWEEN 61 AND 80 THEN now() - interval '{ago10}'
+               CASE WHEN i BETWEEN 61 AND 80 THEN now() - %(ago10)s::interval
                     ELSE now() - interval '1 minute' END,
                CASE WHEN i >= 99 AND %(dead)s > 0 THEN 'boom' END
-          FROM generate_series(1, 100) i""", {"wf": wf, "dead": dead})
+          FROM generate_series(1, 100) i""", {"wf": wf, "dead": dead, "ago10": ago10})
+
+
+def add_checkpoints(conn, wf: int, dead: int, ago10: str) -> None:
+    """The checkpoints that put the subjects where they are (times: see make_workflow)."""
     # step 1: everyone; half long ago, half in the last 4 minutes
     conn.execute("""
         INSERT INTO interp.checkpoints (workflow_id, subject_id, step, visit, attempt, ok,
@@ -103,12 +117,12 @@ def make_workflow(conn, wf: int = WF, *, dead: int = 2, stale_step10: bool = Tru
                    now() - interval '50 minutes' + a * interval '1 minute' + interval '1 s'
               FROM generate_series(99, 100) i, generate_series(1, 3) a""", {"wf": wf})
     # step 10: s021-s060 DONE, 30 minutes ago (or 1 minute)
-    conn.execute(f"""
+    conn.execute("""
         INSERT INTO interp.checkpoints (workflow_id, subject_id, step, visit, attempt, ok,
                outcome, started_at, finished_at)
         SELECT %(wf)s, 's' || lpad(i::text, 3, '0'), 10, 1, 1, true, 'DONE',
-               now() - interval '{ago10}' - interval '1 s', now() - interval '{ago10}'
-          FROM generate_series(21, 60) i""", {"wf": wf})
+               now() - %(ago10)s::interval - interval '1 s', now() - %(ago10)s::interval
+          FROM generate_series(21, 60) i""", {"wf": wf, "ago10": ago10})
 
 
 def steps_by_number(data):
