@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .definitions import ModelDef
 from .errors import InterpError, first_line
@@ -167,8 +167,96 @@ def estimate_bytes(model: ModelDef) -> int:
 
 # ---------------------------------------------------------------- backends
 
+Messages = list[dict[str, str]]
+
+
+class Backend(Protocol):
+    """What the model actor needs from a loaded model, wherever it runs.
+
+    Implemented by `LlamaBackend` (a GGUF in this process) and `RemoteBackend`
+    (an OpenAI-compatible server); a batched backend is a third implementation.
+    One backend is used from one thread.
+    """
+
+    # Read-only for callers (properties here, so that an implementation may narrow
+    # the types: LlamaBackend's sha256 is always a str).
+    @property
+    def name(self) -> str: ...
+    @property
+    def sha256(self) -> str | None: ...
+    @property
+    def size_bytes(self) -> int:
+        """Memory it takes in this process (0 for a server)."""
+        ...
+    @property
+    def n_ctx(self) -> int: ...
+    @property
+    def load_ms(self) -> float: ...
+
+    def generate(self, messages_or_prompt: Messages | str, *, schema: dict[str, Any] | None,
+                 sampling: dict[str, Any], seed: int, max_tokens: int,
+                 deadline: float | None) -> Generation:
+        """One completion of the chat; with a schema, the text is constrained to it."""
+        ...
+
+    def count_prompt(self, messages: Messages) -> int | None:
+        """Prompt tokens after the chat format, or None when this side cannot tell."""
+        ...
+
+    def truncate_middle(self, text: str, max_tokens: int, marker: str = "\n[...]\n") -> str:
+        """text cut in the middle to about max_tokens tokens (unchanged if it cannot tell)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
 class _Counted(Exception):
     pass
+
+
+class _CompletionWatch:
+    """Sees the prompt tokens of one completion, refuses a prompt that does not fit
+    n_ctx, and stops generation at the deadline."""
+
+    def __init__(self, n_ctx: int, deadline: float | None):
+        self.n_ctx = n_ctx
+        self.deadline = deadline
+        self.timed_out = False
+        self.prompt_len = 0
+
+    def past_deadline(self, _ids: Any, _logits: Any) -> bool:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.timed_out = True
+        return self.timed_out
+
+    def wrap(self, inner: Callable[..., Any]) -> Callable[..., Any]:
+        from llama_cpp import StoppingCriteriaList
+
+        def create_completion(*args: Any, **kwargs: Any) -> Any:
+            prompt = kwargs.get("prompt", args[0] if args else "")
+            self.prompt_len = len(prompt) if isinstance(prompt, list) else 0
+            if self.prompt_len and self.prompt_len >= self.n_ctx:
+                raise PromptTooLong(f"prompt has {self.prompt_len} tokens; the context "
+                                    f"window (n_ctx) is {self.n_ctx}")
+            criteria = list(kwargs.get("stopping_criteria") or [])
+            if self.deadline is not None:
+                criteria.append(self.past_deadline)
+            kwargs["stopping_criteria"] = StoppingCriteriaList(criteria) if criteria else None
+            return inner(*args, **kwargs)
+
+        return create_completion
+
+    def generation(self, resp: Any, gen_ms: float) -> Generation:
+        choice = resp["choices"][0]
+        usage = resp.get("usage") or {}
+        return Generation(
+            text=choice["message"].get("content") or "",
+            finish_reason="timeout" if self.timed_out else (choice.get("finish_reason")
+                                                            or "stop"),
+            prompt_tokens=int(usage.get("prompt_tokens", self.prompt_len)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            gen_ms=gen_ms)
 
 
 class LlamaBackend:
@@ -201,7 +289,7 @@ class LlamaBackend:
     def count_tokens(self, text: str) -> int:
         return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
-    def count_prompt(self, messages: list[dict[str, str]]) -> int:
+    def count_prompt(self, messages: Messages) -> int:
         """Exact prompt tokens for messages after the chat template, without generating."""
         llama = self.llama
         seen: list[int] = []
@@ -244,48 +332,17 @@ class LlamaBackend:
             self._grammars[key] = grammar
         return grammar
 
-    def generate(self, messages_or_prompt: list[dict[str, str]] | str, *,
+    def generate(self, messages_or_prompt: Messages | str, *,
                  schema: dict[str, Any] | None, sampling: dict[str, Any], seed: int,
                  max_tokens: int, deadline: float | None) -> Generation:
         messages = _as_messages(messages_or_prompt)
-        from llama_cpp import StoppingCriteriaList
-
-        timed_out = False
-        prompt_len = 0
-
-        def past_deadline(_ids: Any, _logits: Any) -> bool:
-            nonlocal timed_out
-            if deadline is not None and time.monotonic() >= deadline:
-                timed_out = True
-            return timed_out
-
-        llama = self.llama
-        inner = llama.create_completion
-
-        # The chat handler formats the messages and calls llama.create_completion;
-        # we wrap it for this one call to add the deadline and see the prompt tokens.
-        def create_completion(*args: Any, **kwargs: Any) -> Any:
-            nonlocal prompt_len
-            prompt = kwargs.get("prompt", args[0] if args else "")
-            prompt_len = len(prompt) if isinstance(prompt, list) else 0
-            if prompt_len and prompt_len >= self.n_ctx:
-                raise PromptTooLong(f"prompt has {prompt_len} tokens; the context window "
-                                    f"(n_ctx) is {self.n_ctx}")
-            criteria = list(kwargs.get("stopping_criteria") or [])
-            if deadline is not None:
-                criteria.append(past_deadline)
-            kwargs["stopping_criteria"] = StoppingCriteriaList(criteria) if criteria else None
-            return inner(*args, **kwargs)
-
+        watch = _CompletionWatch(self.n_ctx, deadline)
         opts = {k: sampling[k] for k in SAMPLING_KEYS if k in sampling}
         grammar = self._grammar(schema) if schema is not None else None
         started = time.perf_counter()
-        llama.create_completion = create_completion  # type: ignore[method-assign]
         try:
-            # Not streaming, so the response is one dict (the stubs allow an iterator).
-            resp: Any = llama.create_chat_completion(
-                messages=messages, seed=seed,  # type: ignore[arg-type]
-                max_tokens=max_tokens, grammar=grammar, **opts)
+            resp = self._chat_completion(watch, messages=messages, seed=seed,
+                                         max_tokens=max_tokens, grammar=grammar, **opts)
         except PromptTooLong:
             raise
         except ValueError as exc:
@@ -294,17 +351,18 @@ class LlamaBackend:
             raise GenerationError(f"{self.name}: {first_line(exc)}") from exc
         except Exception as exc:  # noqa: BLE001
             raise GenerationError(f"{self.name}: {first_line(exc)}") from exc
+        return watch.generation(resp, (time.perf_counter() - started) * 1000)
+
+    def _chat_completion(self, watch: _CompletionWatch, **kwargs: Any) -> Any:
+        """create_chat_completion with the watch wrapped around the completion that the
+        chat handler calls after formatting the messages."""
+        llama = self.llama
+        llama.create_completion = watch.wrap(llama.create_completion)  # type: ignore[method-assign]
+        try:
+            # Not streaming, so the response is one dict (the stubs allow an iterator).
+            return llama.create_chat_completion(**kwargs)
         finally:
             del llama.create_completion
-        gen_ms = (time.perf_counter() - started) * 1000
-        choice = resp["choices"][0]
-        usage = resp.get("usage") or {}
-        return Generation(
-            text=choice["message"].get("content") or "",
-            finish_reason="timeout" if timed_out else (choice.get("finish_reason") or "stop"),
-            prompt_tokens=int(usage.get("prompt_tokens", prompt_len)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-            gen_ms=gen_ms)
 
     def close(self) -> None:
         llama = getattr(self, "llama", None)
@@ -357,7 +415,7 @@ class RemoteBackend:
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise GenerationError(f"{self.base}{path}: {first_line(exc)}") from exc
 
-    def generate(self, messages_or_prompt: list[dict[str, str]] | str, *,
+    def generate(self, messages_or_prompt: Messages | str, *,
                  schema: dict[str, Any] | None, sampling: dict[str, Any], seed: int,
                  max_tokens: int, deadline: float | None) -> Generation:
         body: dict[str, Any] = {"messages": _as_messages(messages_or_prompt), "seed": seed,
@@ -389,7 +447,7 @@ class RemoteBackend:
     def count_tokens(self, text: str) -> int | None:
         return None   # the server's tokenizer is not ours; it refuses long prompts itself
 
-    def count_prompt(self, messages: list[dict[str, str]]) -> int | None:
+    def count_prompt(self, messages: Messages) -> int | None:
         return None
 
     def truncate_middle(self, text: str, max_tokens: int, marker: str = "\n[...]\n") -> str:
@@ -399,10 +457,7 @@ class RemoteBackend:
         pass
 
 
-Backend = LlamaBackend | RemoteBackend
-
-
-def _as_messages(messages_or_prompt: list[dict[str, str]] | str) -> list[dict[str, str]]:
+def _as_messages(messages_or_prompt: Messages | str) -> Messages:
     if isinstance(messages_or_prompt, str):
         return [{"role": "user", "content": messages_or_prompt}]
     return list(messages_or_prompt)
@@ -541,7 +596,7 @@ class ModelPool:
         self._current_name = model.name
         return entry[1]
 
-    def generate(self, model: ModelDef, messages_or_prompt: list[dict[str, str]] | str,
+    def generate(self, model: ModelDef, messages_or_prompt: Messages | str,
                  **kwargs: Any) -> Generation:
         return self.acquire(model).generate(messages_or_prompt, **kwargs)
 
