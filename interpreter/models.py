@@ -63,10 +63,13 @@ class PromptTooLong(GenerationError):
 @dataclass
 class Generation:
     text: str
-    finish_reason: str          # stop | length | timeout
+    finish_reason: str          # stop | length | timeout | aborted
     prompt_tokens: int
     completion_tokens: int
     gen_ms: float
+    prompt_ms: float = 0.0          # of gen_ms, the time spent on the prompt (local models)
+    grammar_rejections: int = 0     # sampled tokens the output schema's grammar refused
+    full_vocab_masks: int = 0       # of those, the ones that needed the whole vocabulary
 
 
 # ---------------------------------------------------------------- sources
@@ -211,56 +214,21 @@ class Backend(Protocol):
         ...
 
 
-class _Counted(Exception):
-    pass
+class _Captured(Exception):
+    """Raised from inside create_completion to take the chat handler's prompt and stop."""
 
-
-class _CompletionWatch:
-    """Sees the prompt tokens of one completion, refuses a prompt that does not fit
-    n_ctx, and stops generation at the deadline."""
-
-    def __init__(self, n_ctx: int, deadline: float | None):
-        self.n_ctx = n_ctx
-        self.deadline = deadline
-        self.timed_out = False
-        self.prompt_len = 0
-
-    def past_deadline(self, _ids: Any, _logits: Any) -> bool:
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            self.timed_out = True
-        return self.timed_out
-
-    def wrap(self, inner: Callable[..., Any]) -> Callable[..., Any]:
-        from llama_cpp import StoppingCriteriaList
-
-        def create_completion(*args: Any, **kwargs: Any) -> Any:
-            prompt = kwargs.get("prompt", args[0] if args else "")
-            self.prompt_len = len(prompt) if isinstance(prompt, list) else 0
-            if self.prompt_len and self.prompt_len >= self.n_ctx:
-                raise PromptTooLong(f"prompt has {self.prompt_len} tokens; the context "
-                                    f"window (n_ctx) is {self.n_ctx}")
-            criteria = list(kwargs.get("stopping_criteria") or [])
-            if self.deadline is not None:
-                criteria.append(self.past_deadline)
-            kwargs["stopping_criteria"] = StoppingCriteriaList(criteria) if criteria else None
-            return inner(*args, **kwargs)
-
-        return create_completion
-
-    def generation(self, resp: Any, gen_ms: float) -> Generation:
-        choice = resp["choices"][0]
-        usage = resp.get("usage") or {}
-        return Generation(
-            text=choice["message"].get("content") or "",
-            finish_reason="timeout" if self.timed_out else (choice.get("finish_reason")
-                                                            or "stop"),
-            prompt_tokens=int(usage.get("prompt_tokens", self.prompt_len)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-            gen_ms=gen_ms)
+    def __init__(self, prompt: Any, stop: Any):
+        super().__init__("captured")
+        self.prompt = prompt
+        self.stop = stop
 
 
 class LlamaBackend:
-    """One GGUF file loaded in process with llama-cpp-python. Use from one thread only."""
+    """One GGUF file loaded in process with llama-cpp-python. Use from one thread only.
+
+    Generation runs token by token through `llama_decode.LlamaDecoder`: the grammar
+    of an output schema only checks the sampled token (see that module).
+    """
 
     def __init__(self, model: ModelDef, *, n_threads: int | None = None):
         self.model = model
@@ -270,9 +238,11 @@ class LlamaBackend:
         self.size_bytes = path.stat().st_size
         self.sha256 = check_sha256(model, path)
         self.n_ctx = model.n_ctx
-        self._grammars: dict[str, Any] = {}
+        self._grammars: dict[str, str] = {}
         try:
             from llama_cpp import Llama
+
+            from .llama_decode import LlamaDecoder
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ModelLoadError(f"llama-cpp-python is not installed: {first_line(exc)}") from exc
         threads = model.n_threads or n_threads or min(os.cpu_count() or 1, 8)
@@ -284,30 +254,34 @@ class LlamaBackend:
         except Exception as exc:  # noqa: BLE001 - ValueError (corrupt), MemoryError, RuntimeError
             raise ModelLoadError(f"model {model.name!r} failed to load from {path}: "
                                  f"{first_line(exc)}") from exc
+        self.decoder = LlamaDecoder(self.llama, gpu=model.n_gpu_layers != 0)
         self.load_ms = (time.perf_counter() - started) * 1000
 
     def count_tokens(self, text: str) -> int:
         return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
-    def count_prompt(self, messages: Messages) -> int:
-        """Exact prompt tokens for messages after the chat template, without generating."""
+    def prompt_tokens(self, messages: Messages) -> tuple[list[int], list[str]]:
+        """The prompt's tokens after the chat format, and the format's stop strings."""
         llama = self.llama
-        seen: list[int] = []
 
         def capture(*args: Any, **kwargs: Any) -> Any:
-            prompt = kwargs.get("prompt", args[0] if args else "")
-            seen.append(len(prompt) if isinstance(prompt, list) else
-                        len(llama.tokenize(str(prompt).encode("utf-8"))))
-            raise _Counted()
+            raise _Captured(kwargs.get("prompt", args[0] if args else ""), kwargs.get("stop"))
 
         llama.create_completion = capture  # type: ignore[method-assign]
         try:
             llama.create_chat_completion(messages=messages, max_tokens=1)  # type: ignore[arg-type]
-        except _Counted:
-            pass
+        except _Captured as got:
+            prompt, stop = got.prompt, got.stop
         finally:
             del llama.create_completion
-        return seen[0] if seen else 0
+        tokens = prompt if isinstance(prompt, list) else \
+            llama.tokenize(str(prompt).encode("utf-8"), special=True)
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        return [int(t) for t in tokens], stops
+
+    def count_prompt(self, messages: Messages) -> int:
+        """Exact prompt tokens for messages after the chat format, without generating."""
+        return len(self.prompt_tokens(messages)[0])
 
     def truncate_middle(self, text: str, max_tokens: int, marker: str = "\n[...]\n") -> str:
         """Keep the start and the end of text within max_tokens tokens."""
@@ -322,47 +296,45 @@ class LlamaBackend:
         end = detok(tokens[len(tokens) - tail:]).decode("utf-8", "ignore") if tail else ""
         return start + marker + end
 
-    def _grammar(self, schema: dict[str, Any]) -> Any:
+    def grammar_for(self, schema: dict[str, Any]) -> str:
+        """The GBNF grammar of a JSON schema (llama-cpp-python's converter), cached."""
         key = json.dumps(schema, sort_keys=True)
-        grammar = self._grammars.get(key)
-        if grammar is None:
-            from llama_cpp import LlamaGrammar
+        gbnf = self._grammars.get(key)
+        if gbnf is None:
+            from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-            grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-            self._grammars[key] = grammar
-        return grammar
+            gbnf = self._grammars[key] = json_schema_to_gbnf(json.dumps(schema))
+        return gbnf
 
     def generate(self, messages_or_prompt: Messages | str, *,
                  schema: dict[str, Any] | None, sampling: dict[str, Any], seed: int,
-                 max_tokens: int, deadline: float | None) -> Generation:
-        messages = _as_messages(messages_or_prompt)
-        watch = _CompletionWatch(self.n_ctx, deadline)
-        opts = {k: sampling[k] for k in SAMPLING_KEYS if k in sampling}
-        grammar = self._grammar(schema) if schema is not None else None
+                 max_tokens: int, deadline: float | None,
+                 should_stop: Callable[[], bool] | None = None) -> Generation:
+        prompt, stop = self.prompt_tokens(_as_messages(messages_or_prompt))
+        if len(prompt) >= self.n_ctx:
+            raise PromptTooLong(f"prompt has {len(prompt)} tokens; the context window "
+                                f"(n_ctx) is {self.n_ctx}")
+        from .llama_decode import TokenSampler
+
         started = time.perf_counter()
         try:
-            resp = self._chat_completion(watch, messages=messages, seed=seed,
-                                         max_tokens=max_tokens, grammar=grammar, **opts)
-        except PromptTooLong:
-            raise
-        except ValueError as exc:
-            if "exceed context window" in str(exc):
-                raise PromptTooLong(first_line(exc)) from exc
+            sampler = TokenSampler(self.llama, sampling, seed,
+                                   self.grammar_for(schema) if schema is not None else None)
+            try:
+                decoded = self.decoder.generate(prompt, sampler, max_tokens=max_tokens,
+                                                stop=stop, deadline=deadline,
+                                                should_stop=should_stop)
+            finally:
+                sampler.close()
+        except Exception as exc:  # noqa: BLE001 - llama.cpp errors surface as many types
             raise GenerationError(f"{self.name}: {first_line(exc)}") from exc
-        except Exception as exc:  # noqa: BLE001
-            raise GenerationError(f"{self.name}: {first_line(exc)}") from exc
-        return watch.generation(resp, (time.perf_counter() - started) * 1000)
-
-    def _chat_completion(self, watch: _CompletionWatch, **kwargs: Any) -> Any:
-        """create_chat_completion with the watch wrapped around the completion that the
-        chat handler calls after formatting the messages."""
-        llama = self.llama
-        llama.create_completion = watch.wrap(llama.create_completion)  # type: ignore[method-assign]
-        try:
-            # Not streaming, so the response is one dict (the stubs allow an iterator).
-            return llama.create_chat_completion(**kwargs)
-        finally:
-            del llama.create_completion
+        return Generation(text=decoded.text, finish_reason=decoded.finish_reason,
+                          prompt_tokens=decoded.prompt_tokens,
+                          completion_tokens=len(decoded.tokens),
+                          gen_ms=(time.perf_counter() - started) * 1000,
+                          prompt_ms=decoded.prompt_ms,
+                          grammar_rejections=decoded.grammar_rejections,
+                          full_vocab_masks=decoded.full_vocab_masks)
 
     def close(self) -> None:
         llama = getattr(self, "llama", None)

@@ -246,6 +246,38 @@ def test_temperature_zero_is_deterministic_and_seeded_sampling_repeats(smollm2):
     assert once(hot) == once(hot)
 
 
+def test_check_then_mask_equals_the_grammar_first_path_at_temperature_zero(smollm2):
+    """The grammar only checks the sampled token, yet greedy outputs are exactly those
+    of llama-cpp-python's own path, whose grammar masks the vocabulary every token."""
+    from llama_cpp import LlamaGrammar
+
+    from interpreter.models import LlamaBackend
+
+    grammar = LlamaGrammar.from_json_schema(json.dumps(SCHEMA), verbose=False)
+    backend = LlamaBackend(smol())
+    try:
+        for _, title, body in POSTINGS[:4]:
+            messages = [{"role": "user", "content": f"{title}: {body} Answer in JSON."}]
+            prompt, stop = backend.prompt_tokens(messages)
+            backend.llama.reset()
+            old = backend.llama.create_completion(prompt=prompt, max_tokens=48, temperature=0.0,
+                                                  grammar=grammar, stop=stop, seed=1)
+            new = backend.generate(messages, schema=SCHEMA, sampling={"temperature": 0.0},
+                                   seed=1, max_tokens=48, deadline=None)
+            assert new.text == old["choices"][0]["text"]
+            assert new.completion_tokens == old["usage"]["completion_tokens"]
+            jsonschema.validate(json.loads(new.text), SCHEMA)
+            # The grammar was consulted: small models pick tokens it refuses.
+            assert new.grammar_rejections > 0
+            hot = [backend.generate(messages, schema=SCHEMA, seed=7, max_tokens=96,
+                                    sampling={"temperature": 0.9}, deadline=None).text
+                   for _ in range(2)]
+            assert hot[0] == hot[1]
+            jsonschema.validate(json.loads(hot[0]), SCHEMA)
+    finally:
+        backend.close()
+
+
 def test_prompt_longer_than_context_is_truncated_or_refused(pool):
     long_body = "We need a developer. " * 200 + "END OF POSTING."
     rows = [("long", "Dev", long_body)]
