@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .chat_format import ChatFormat, ChatFormatError, Messages, choose_format
 from .definitions import ModelDef
 from .errors import InterpError, first_line
 
@@ -170,9 +171,6 @@ def estimate_bytes(model: ModelDef) -> int:
 
 # ---------------------------------------------------------------- backends
 
-Messages = list[dict[str, str]]
-
-
 class Backend(Protocol):
     """What the model actor needs from a loaded model, wherever it runs.
 
@@ -210,17 +208,12 @@ class Backend(Protocol):
         """text cut in the middle to about max_tokens tokens (unchanged if it cannot tell)."""
         ...
 
-    def close(self) -> None:
+    def describe(self) -> dict[str, Any]:
+        """How the model runs (chat format, threads...), for `interp models check`."""
         ...
 
-
-class _Captured(Exception):
-    """Raised from inside create_completion to take the chat handler's prompt and stop."""
-
-    def __init__(self, prompt: Any, stop: Any):
-        super().__init__("captured")
-        self.prompt = prompt
-        self.stop = stop
+    def close(self) -> None:
+        ...
 
 
 class LlamaBackend:
@@ -250,34 +243,56 @@ class LlamaBackend:
         try:
             self.llama = Llama(model_path=str(path), n_gpu_layers=model.n_gpu_layers,
                                n_ctx=model.n_ctx, n_threads=threads, n_threads_batch=threads,
-                               chat_format=model.chat_format, verbose=False, seed=0)
+                               verbose=False, seed=0)
         except Exception as exc:  # noqa: BLE001 - ValueError (corrupt), MemoryError, RuntimeError
             raise ModelLoadError(f"model {model.name!r} failed to load from {path}: "
                                  f"{first_line(exc)}") from exc
+        try:
+            self.chat_format = self._choose_chat_format()
+        except ChatFormatError as exc:
+            self.close()
+            raise ModelLoadError(str(exc)) from exc
+        self._bos = self.llama.tokenize(b"", add_bos=True, special=True)
         self.decoder = LlamaDecoder(self.llama, gpu=model.n_gpu_layers != 0)
         self.load_ms = (time.perf_counter() - started) * 1000
+
+    def _choose_chat_format(self) -> ChatFormat:
+        llama = self.llama
+
+        def token_text(token: int) -> str:
+            if token < 0:
+                return ""
+            return llama.detokenize([token], special=True).decode("utf-8", "replace")
+
+        return choose_format(model_name=self.name, requested=self.model.chat_format,
+                             metadata=dict(llama.metadata),
+                             eos_token=token_text(llama.token_eos()),
+                             bos_token=token_text(llama.token_bos()))
 
     def count_tokens(self, text: str) -> int:
         return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def prompt_tokens(self, messages: Messages) -> tuple[list[int], list[str]]:
-        """The prompt's tokens after the chat format, and the format's stop strings."""
-        llama = self.llama
+        """The prompt's tokens in the model's chat format, and the format's stop strings.
 
-        def capture(*args: Any, **kwargs: Any) -> Any:
-            raise _Captured(kwargs.get("prompt", args[0] if args else ""), kwargs.get("stop"))
+        Special tokens are parsed only in the format's own text; message contents
+        are plain text, so subject data cannot open or close a turn.
+        """
+        pieces, shape = self.chat_format.pieces(messages)
+        tokens = list(self._bos) if shape.add_bos else []
+        for text, is_format in pieces:
+            tokens += self.llama.tokenize(text.encode("utf-8"), add_bos=False,
+                                          special=is_format)
+        return tokens, list(shape.stop)
 
-        llama.create_completion = capture  # type: ignore[method-assign]
-        try:
-            llama.create_chat_completion(messages=messages, max_tokens=1)  # type: ignore[arg-type]
-        except _Captured as got:
-            prompt, stop = got.prompt, got.stop
-        finally:
-            del llama.create_completion
-        tokens = prompt if isinstance(prompt, list) else \
-            llama.tokenize(str(prompt).encode("utf-8"), special=True)
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        return [int(t) for t in tokens], stops
+    def render_prompt(self, messages: Messages) -> str:
+        """The prompt as text, in the model's chat format (for people: ops, tests)."""
+        return self.chat_format.text(messages)
+
+    def describe(self) -> dict[str, Any]:
+        """How this model runs here, for `interp models check`."""
+        return {"chat_format": self.chat_format.name,
+                "chat_format_chosen_by": self.chat_format.chosen_by}
 
     def count_prompt(self, messages: Messages) -> int:
         """Exact prompt tokens for messages after the chat format, without generating."""
@@ -424,6 +439,9 @@ class RemoteBackend:
 
     def truncate_middle(self, text: str, max_tokens: int, marker: str = "\n[...]\n") -> str:
         return text
+
+    def describe(self) -> dict[str, Any]:
+        return {"chat_format": "the server's", "chat_format_chosen_by": self.base}
 
     def close(self) -> None:
         pass
