@@ -100,26 +100,35 @@ class ModelCall:
     max_tokens: int
     reask: int
     on_overflow: str             # truncate | refuse
+    should_stop: Callable[[], bool] = lambda: False
 
 
 def run_model_wave(pool: ModelPool, workflow: Workflow, step: StepDef, subjects: list[Subject],
                    should_stop: Callable[[], bool] = lambda: False) -> list[StepResult]:
-    """Run one model step over a wave; one StepResult per processed subject.
+    """Run one model step over a wave; one StepResult per subject that ran.
 
-    Returns early (results only for the subjects processed) when should_stop()
-    turns true between subjects.
+    should_stop() is read between subjects and between the tokens of a
+    generation: when it turns true, the generation in flight is abandoned within
+    one decode step (or one prompt chunk), and the results of the subjects that
+    finished are returned. A subject that is absent from the list did not run:
+    it was stopped before or during its generation, has no result, and is to be
+    released without counting an attempt (the run loop gives back every claimed
+    subject that has no result).
     """
     if not subjects:
         return []
     try:
-        call = prepare_call(pool, workflow, step)
+        call = prepare_call(pool, workflow, step, should_stop=should_stop)
     except WaveFailure as exc:
         return [StepResult.failure(s.id, str(exc), actor_failure=True) for s in subjects]
     results: list[StepResult] = []
     for subject in subjects:
         if should_stop():
             break
-        results.append(run_subject_guarded(call, subject))
+        result = run_subject_guarded(call, subject)
+        if isinstance(result, NotRun):
+            break
+        results.append(result)
     return results
 
 
@@ -128,7 +137,8 @@ class WaveFailure(Exception):
     every subject of the wave fails with this one-line message, as an actor failure."""
 
 
-def prepare_call(pool: ModelPool, workflow: Workflow, step: StepDef) -> ModelCall:
+def prepare_call(pool: ModelPool, workflow: Workflow, step: StepDef, *,
+                 should_stop: Callable[[], bool] = lambda: False) -> ModelCall:
     """The wave's shared settings with its model loaded; raises WaveFailure."""
     model = workflow.model_of(step)
     if model is None:
@@ -150,7 +160,7 @@ def prepare_call(pool: ModelPool, workflow: Workflow, step: StepDef) -> ModelCal
     system = params.get("system")
     return ModelCall(backend, workflow, step, body, str(system) if system else None,
                      effective_sampling(workflow, step), max_tokens, reask,
-                     str(params.get("on_overflow", "truncate")))
+                     str(params.get("on_overflow", "truncate")), should_stop)
 
 
 def _why_no_model(workflow: Workflow, step: StepDef) -> str:
@@ -162,7 +172,17 @@ def _why_no_model(workflow: Workflow, step: StepDef) -> str:
     return f"model {actor.target!r} is not in interp.models"
 
 
-def run_subject_guarded(call: ModelCall, subject: Subject) -> StepResult:
+class NotRun:
+    """The marker for a subject whose generation was stopped: no result, no attempt."""
+
+    def __repr__(self) -> str:
+        return "NOT_RUN"
+
+
+NOT_RUN = NotRun()
+
+
+def run_subject_guarded(call: ModelCall, subject: Subject) -> StepResult | NotRun:
     """One subject; an unexpected exception fails that subject only, never the wave."""
     started_at = utcnow()
     try:
@@ -224,7 +244,7 @@ def new_audit(call: ModelCall, seed: int) -> dict[str, Any]:
     }
 
 
-def run_subject(call: ModelCall, subject: Subject) -> StepResult:
+def run_subject(call: ModelCall, subject: Subject) -> StepResult | NotRun:
     run = SubjectRun(call, subject)
     step = call.step
     try:
@@ -274,9 +294,11 @@ def fit_to_context(run: SubjectRun, system: str | None, user: str) -> str | Step
     return cut
 
 
-def generate_until_valid(run: SubjectRun, messages: list[dict[str, str]]) -> StepResult:
+def generate_until_valid(run: SubjectRun,
+                         messages: list[dict[str, str]]) -> StepResult | NotRun:
     """Generate, validate against the output schema, and re-ask with the reason up to
-    `reask` times; FAIL (a well-formed outcome) when no answer is valid."""
+    `reask` times; FAIL (a well-formed outcome) when no answer is valid; NOT_RUN
+    when the run is stopped during a generation."""
     call, step = run.call, run.call.step
     schema = step.output_schema
     first_turns = len(messages)
@@ -285,7 +307,8 @@ def generate_until_valid(run: SubjectRun, messages: list[dict[str, str]]) -> Ste
         try:
             gen = call.backend.generate(messages, schema=schema, sampling=call.sampling,
                                         seed=(run.seed + attempt) & 0x7FFFFFFF,
-                                        max_tokens=call.max_tokens, deadline=run.deadline)
+                                        max_tokens=call.max_tokens, deadline=run.deadline,
+                                        should_stop=call.should_stop)
         except PromptTooLong as exc:
             if attempt == 0:
                 return run.failure(f"{step.label}: prompt for subject {run.subject.id} is too "
@@ -293,6 +316,8 @@ def generate_until_valid(run: SubjectRun, messages: list[dict[str, str]]) -> Ste
             break   # the re-ask conversation outgrew the context: settle with FAIL below
         except GenerationError as exc:
             return run.failure(f"{step.label}: generation failed: {exc}", actor_failure=True)
+        if gen.finish_reason == "aborted":
+            return NOT_RUN
         run.record(attempt, gen)
         text = gen.text
         if gen.finish_reason == "timeout":

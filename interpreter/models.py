@@ -25,6 +25,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -196,8 +197,14 @@ class Backend(Protocol):
 
     def generate(self, messages_or_prompt: Messages | str, *, schema: dict[str, Any] | None,
                  sampling: dict[str, Any], seed: int, max_tokens: int,
-                 deadline: float | None) -> Generation:
-        """One completion of the chat; with a schema, the text is constrained to it."""
+                 deadline: float | None,
+                 should_stop: Callable[[], bool] | None = None) -> Generation:
+        """One completion of the chat; with a schema, the text is constrained to it.
+
+        Ends with finish_reason "timeout" at the deadline (monotonic clock) and
+        "aborted" soon after should_stop() turns true (within one decode step or
+        prompt chunk locally; within 0.1 s for a server, whose request is
+        abandoned)."""
         ...
 
     def count_prompt(self, messages: Messages) -> int | None:
@@ -404,7 +411,8 @@ class RemoteBackend:
 
     def generate(self, messages_or_prompt: Messages | str, *,
                  schema: dict[str, Any] | None, sampling: dict[str, Any], seed: int,
-                 max_tokens: int, deadline: float | None) -> Generation:
+                 max_tokens: int, deadline: float | None,
+                 should_stop: Callable[[], bool] | None = None) -> Generation:
         body: dict[str, Any] = {"messages": _as_messages(messages_or_prompt), "seed": seed,
                                 "max_tokens": max_tokens}
         if self.remote_id:
@@ -417,12 +425,14 @@ class RemoteBackend:
             return Generation("", "timeout", 0, 0, 0.0)
         started = time.perf_counter()
         try:
-            resp = self._request("POST", "/v1/chat/completions", body, timeout)
+            resp = self._request_unless_stopped(body, timeout, should_stop)
         except GenerationError:
             if deadline is not None and time.monotonic() >= deadline:
                 return Generation("", "timeout", 0, 0, (time.perf_counter() - started) * 1000)
             raise
         gen_ms = (time.perf_counter() - started) * 1000
+        if resp is None:
+            return Generation("", "aborted", 0, 0, gen_ms)
         choice = resp["choices"][0]
         usage = resp.get("usage") or {}
         return Generation(text=(choice.get("message") or {}).get("content") or "",
@@ -430,6 +440,31 @@ class RemoteBackend:
                           prompt_tokens=int(usage.get("prompt_tokens", 0)),
                           completion_tokens=int(usage.get("completion_tokens", 0)),
                           gen_ms=gen_ms)
+
+    def _request_unless_stopped(self, body: dict[str, Any], timeout: float,
+                                should_stop: Callable[[], bool] | None) -> dict[str, Any] | None:
+        """The completion request; None when should_stop() turned true first (the
+        request is abandoned on its thread: the server finishes it alone)."""
+        if should_stop is None:
+            return self._request("POST", "/v1/chat/completions", body, timeout)
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def request() -> None:
+            try:
+                box["resp"] = self._request("POST", "/v1/chat/completions", body, timeout)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=request, name="remote-generate", daemon=True).start()
+        while not done.wait(0.1):
+            if should_stop():
+                return None
+        if "error" in box:
+            raise box["error"]
+        return box["resp"]
 
     def count_tokens(self, text: str) -> int | None:
         return None   # the server's tokenizer is not ours; it refuses long prompts itself

@@ -370,12 +370,46 @@ def test_prompt_longer_than_context_is_truncated_or_refused(pool):
 def test_timeout_and_should_stop(pool):
     s = step(params={"max_tokens": 200}, timeout_s=0.05)
     wf = workflow([s], [smol()], {"t": "Write a long story about {{ title }}."})
-    pool.acquire(smol())  # load outside the deadline
-    calls = iter([False, True])
-    results = run_model_wave(pool, wf, s, subjects(), should_stop=lambda: next(calls))
-    assert len(results) == 1
+    backend = pool.acquire(smol())  # load outside the deadline
+    # Stop once the first subject's generation has ended (should_stop is also read
+    # inside generations, so a fixed sequence of answers no longer fits).
+    ended: list = []
+    generate = backend.generate
+    backend.generate = lambda *a, **kw: ended.append(generate(*a, **kw)) or ended[-1]
+    results = run_model_wave(pool, wf, s, subjects(), should_stop=lambda: bool(ended))
+    assert len(results) == 1 and ended[0].finish_reason == "timeout"
     [r] = results
     assert not r.ok and r.actor_failure and "timed out" in r.error
+
+
+def test_stop_aborts_the_generation_in_flight_and_keeps_finished_subjects(pool):
+    s = step(params={"max_tokens": 600}, timeout_s=600)
+    wf = workflow([s], [smol()], {"t": "Write a very long story about a {{ title }}."})
+    pool.acquire(smol())
+    calls = {"n": 0, "stop_at": None, "after": 0}
+    stopped_at: list[float] = []
+    # The first subject runs with a generous budget of should_stop calls; the
+    # second one is stopped mid-generation once it has made 20 of its own.
+    first = run_model_wave(pool, wf, s, subjects()[:1])
+    assert first[0].ok and first[0].audit["completion_tokens"] > 30
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        if calls["stop_at"] is None and calls["n"] > first[0].audit["completion_tokens"] + 40:
+            calls["stop_at"] = calls["n"]
+            stopped_at.append(time.monotonic())
+        if calls["stop_at"] is not None:
+            calls["after"] += 1
+        return calls["stop_at"] is not None
+
+    results = run_model_wave(pool, wf, s, subjects()[:3], should_stop=should_stop)
+    returned = time.monotonic()
+    # p1 finished and is returned; p2 was stopped mid-generation: no result, so the
+    # run loop releases it without an attempt; p3 never started.
+    assert [r.subject_id for r in results] == ["p1"]
+    assert results[0].ok and results[0].output == first[0].output
+    assert calls["after"] == 1            # nothing more ran once the flag was seen
+    assert returned - stopped_at[0] < 1.0
 
 
 def _free_port() -> int:
