@@ -25,6 +25,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import sys
 import threading
 import time
 import urllib.error
@@ -170,6 +171,64 @@ def estimate_bytes(model: ModelDef) -> int:
         return 0
 
 
+# ---------------------------------------------------------------- threads
+
+_OMP_SET_BY: str | None = None
+
+
+def prepare_llama_import() -> None:
+    """Sets OMP_WAIT_POLICY=passive before llama.cpp's OpenMP runtime loads, unless the
+    user set it. With the default (active) policy, llama.cpp's idle OpenMP workers
+    spin: on a shared 2-core machine a prompt took 6.7-9.0 s with the defaults and
+    2.1 s with the passive policy. The runtime reads the variable once, when it
+    loads, so this must run before the first ``import llama_cpp``."""
+    global _OMP_SET_BY
+    if _OMP_SET_BY is not None:
+        return
+    if "OMP_WAIT_POLICY" in os.environ:
+        _OMP_SET_BY = "the environment"
+    elif "llama_cpp" in sys.modules:
+        _OMP_SET_BY = "nobody: llama_cpp was imported before interp could set it"
+    else:
+        os.environ["OMP_WAIT_POLICY"] = "passive"
+        _OMP_SET_BY = "interp (default)"
+
+
+def omp_wait_policy() -> dict[str, str | None]:
+    """The OpenMP wait policy llama.cpp runs with, and who chose it."""
+    return {"omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "omp_wait_policy_set_by": _OMP_SET_BY or "not decided yet (no model loaded)"}
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):   # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    n_threads: int           # generation (one token per step: memory-bound)
+    n_threads_batch: int     # prompt processing (many tokens per step: compute-bound)
+    chosen_by: str
+
+
+def choose_threads(model: ModelDef, n_threads: int | None = None) -> ThreadChoice:
+    """Threads for a local model: the row's n_threads (for both), else the caller's,
+    else the default rule: generation on half the usable CPUs (at most 8; it is
+    bound by memory bandwidth, and more threads only wait on each other), prompt
+    processing on all but one (at most 16), leaving a core to PostgreSQL and the
+    run loop. On 2 CPUs that is 1 and 1; on 16 it is 8 and 15."""
+    if model.n_threads:
+        return ThreadChoice(model.n_threads, model.n_threads, "interp.models.n_threads")
+    if n_threads:
+        return ThreadChoice(n_threads, n_threads, "the caller (n_threads)")
+    cpus = usable_cpus()
+    return ThreadChoice(max(1, min(8, cpus // 2)), max(1, min(16, cpus - 1)),
+                        f"default rule for {cpus} usable CPUs")
+
+
 # ---------------------------------------------------------------- backends
 
 class Backend(Protocol):
@@ -239,17 +298,19 @@ class LlamaBackend:
         self.sha256 = check_sha256(model, path)
         self.n_ctx = model.n_ctx
         self._grammars: dict[str, str] = {}
+        prepare_llama_import()
         try:
             from llama_cpp import Llama
 
             from .llama_decode import LlamaDecoder
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ModelLoadError(f"llama-cpp-python is not installed: {first_line(exc)}") from exc
-        threads = model.n_threads or n_threads or min(os.cpu_count() or 1, 8)
+        self.threads = choose_threads(model, n_threads)
         started = time.perf_counter()
         try:
             self.llama = Llama(model_path=str(path), n_gpu_layers=model.n_gpu_layers,
-                               n_ctx=model.n_ctx, n_threads=threads, n_threads_batch=threads,
+                               n_ctx=model.n_ctx, n_threads=self.threads.n_threads,
+                               n_threads_batch=self.threads.n_threads_batch,
                                verbose=False, seed=0)
         except Exception as exc:  # noqa: BLE001 - ValueError (corrupt), MemoryError, RuntimeError
             raise ModelLoadError(f"model {model.name!r} failed to load from {path}: "
@@ -299,7 +360,10 @@ class LlamaBackend:
     def describe(self) -> dict[str, Any]:
         """How this model runs here, for `interp models check`."""
         return {"chat_format": self.chat_format.name,
-                "chat_format_chosen_by": self.chat_format.chosen_by}
+                "chat_format_chosen_by": self.chat_format.chosen_by,
+                "n_threads": self.threads.n_threads,
+                "n_threads_batch": self.threads.n_threads_batch,
+                "threads_chosen_by": self.threads.chosen_by, **omp_wait_policy()}
 
     def count_prompt(self, messages: Messages) -> int:
         """Exact prompt tokens for messages after the chat format, without generating."""

@@ -299,7 +299,10 @@ def test_default_models_use_their_own_turn_markers(smollm2, which):
             "assistant" if which == "smollm2" else "model")
         assert f"{start}user\n" in text and end in text
         assert "[INST]" not in text and "Answer briefly." in text
-        assert backend.describe()["chat_format"] == fmt
+        described = backend.describe()
+        assert described["chat_format"] == fmt
+        assert described["n_threads"] == described["n_threads_batch"] == THREADS
+        assert described["threads_chosen_by"] == "interp.models.n_threads"
         # The markers are the tokenizer's special tokens, not their spelling.
         [marker] = backend.llama.tokenize(start.encode(), add_bos=False, special=True)
         tokens, _ = backend.prompt_tokens(messages)
