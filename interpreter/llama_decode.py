@@ -13,9 +13,13 @@ those it allows; only when none of them is allowed does the grammar mask the
 whole vocabulary. The accepted token then advances the grammar and the chain.
 
 At temperature 0 this picks exactly the token the grammar-first chain picks: the
-most likely token that the grammar allows. At temperature > 0 it is llama.cpp's
-own scheme (common_sampler: sample, check, resample on rejection), seeded per
-call, so a rerun with the same seed repeats.
+most likely token that the grammar allows (if any of the 64 most likely tokens
+is allowed, the best allowed token is among them). At temperature > 0 it follows
+llama.cpp's common sampler (sample, check, resample on rejection), seeded per
+call so that a rerun with the same seed repeats; the one difference is that a
+resample first draws among the allowed tokens of the top 64, whose probabilities
+are then normalised over those tokens only (the chain's top_k is 40 by default,
+so the candidates rarely differ).
 
 Not thread-safe: one `LlamaDecoder` per loaded model, used from one thread.
 """
