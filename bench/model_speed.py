@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from interpreter.actor_api import Subject  # noqa: E402
+from interpreter.chat_format import FAMILY_FORMATS  # noqa: E402
 from interpreter.definitions import ActorDef, ModelDef, StepDef, Workflow  # noqa: E402
 from interpreter.model_actor import derive_seed, run_model_wave  # noqa: E402
 from interpreter.models import ModelPool, resolve  # noqa: E402
@@ -74,6 +75,11 @@ def main() -> None:
     llama = Llama(model_path=str(path), n_gpu_layers=args.n_gpu_layers, n_ctx=args.n_ctx,
                   n_threads=args.threads, n_threads_batch=args.threads, verbose=False, seed=0)
     bare_load_s = time.perf_counter() - t
+    # The same chat format as interp's: a GGUF without a template (Gemma-3-270M)
+    # would otherwise get llama-cpp-python's silent llama-2 fallback.
+    if "tokenizer.chat_template" not in llama.metadata:
+        llama.chat_format = FAMILY_FORMATS.get(llama.metadata.get("general.architecture", ""),
+                                               llama.chat_format)
     grammar = (LlamaGrammar.from_json_schema(json.dumps(SCHEMA), verbose=False)
                if args.schema else None)
 

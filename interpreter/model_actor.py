@@ -19,6 +19,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
@@ -85,166 +86,273 @@ def _outcome(step: StepDef, output: Any) -> str:
     return label if is_outcome(label) else "FAIL"
 
 
-def _fail_all(subjects: list[Subject], error: str, *, actor_failure: bool) -> list[StepResult]:
-    return [StepResult.failure(s.id, error, actor_failure=actor_failure) for s in subjects]
+@dataclass(frozen=True)
+class ModelCall:
+    """What every subject of one model wave shares: the loaded backend and the step's
+    prompt and generation settings, resolved once per wave."""
+
+    backend: Backend
+    workflow: Workflow
+    step: StepDef
+    body: str                    # the prompt template's source
+    system_body: str | None      # the optional system prompt's template source
+    sampling: dict[str, Any]
+    max_tokens: int
+    reask: int
+    on_overflow: str             # truncate | refuse
+    should_stop: Callable[[], bool] = lambda: False
 
 
 def run_model_wave(pool: ModelPool, workflow: Workflow, step: StepDef, subjects: list[Subject],
                    should_stop: Callable[[], bool] = lambda: False) -> list[StepResult]:
-    """Run one model step over a wave; one StepResult per processed subject.
+    """Run one model step over a wave; one StepResult per subject that ran.
 
-    Returns early (results only for the subjects processed) when should_stop()
-    turns true between subjects.
+    should_stop() is read between subjects and between the tokens of a
+    generation: when it turns true, the generation in flight is abandoned within
+    one decode step (or one prompt chunk), and the results of the subjects that
+    finished are returned. A subject that is absent from the list did not run:
+    it was stopped before or during its generation, has no result, and is to be
+    released without counting an attempt (the run loop gives back every claimed
+    subject that has no result).
     """
     if not subjects:
         return []
-    model = workflow.model_of(step)
-    if model is None:
-        actor = workflow.actor_of(step)
-        what = (f"actor {step.actor!r} is not a model actor" if actor and actor.kind != "model"
-                else f"model {actor.target!r} is not in interp.models" if actor
-                else f"actor {step.actor!r} does not exist")
-        return _fail_all(subjects, f"{step.label}: {what}", actor_failure=True)
-    body = workflow.templates.get(step.template or "")
-    if body is None:
-        return _fail_all(subjects, f"{step.label}: prompt template {step.template!r} does not "
-                                   f"exist in interp.prompt_templates", actor_failure=True)
-    params = workflow.params_of(step)
-    sampling = effective_sampling(workflow, step)
     try:
-        max_tokens = int(params.get("max_tokens", DEFAULT_MAX_TOKENS))
-        reask = max(0, int(params.get("reask", DEFAULT_REASK)))
-    except (TypeError, ValueError):
-        return _fail_all(subjects, f"{step.label}: max_tokens and reask must be integers",
-                         actor_failure=True)
-    on_overflow = str(params.get("on_overflow", "truncate"))
-    system_body = params.get("system")
-    try:
-        backend = pool.acquire(model)
-    except ModelLoadError as exc:
-        return _fail_all(subjects, str(exc), actor_failure=True)
-
+        call = prepare_call(pool, workflow, step, should_stop=should_stop)
+    except WaveFailure as exc:
+        return [StepResult.failure(s.id, str(exc), actor_failure=True) for s in subjects]
     results: list[StepResult] = []
     for subject in subjects:
         if should_stop():
             break
-        started_at = utcnow()
-        try:
-            results.append(_run_one(backend, workflow, step, subject, body, system_body,
-                                    sampling, max_tokens, reask, on_overflow))
-        except Exception as exc:  # noqa: BLE001 - one subject's surprise must not end the wave
-            results.append(StepResult.failure(
-                subject.id, f"{step.label}: model actor error: {exc.__class__.__name__}: "
-                            f"{' '.join(str(exc).split())[:300]}", started_at=started_at))
+        result = run_subject_guarded(call, subject)
+        if isinstance(result, NotRun):
+            break
+        results.append(result)
     return results
 
 
-def _run_one(backend: Backend, workflow: Workflow, step: StepDef, subject: Subject, body: str,
-             system_body: Any, sampling: dict[str, Any], max_tokens: int, reask: int,
-             on_overflow: str) -> StepResult:
-    started_at = utcnow()
-    deadline = time.monotonic() + step.timeout_s
-    pinned = sampling.get("seed")
-    seed = int(pinned) if isinstance(pinned, int) else derive_seed(workflow.id, subject.id,
-                                                                    step.number)
-    # The role's name, even when the backend was loaded for another role that
-    # shares the same file: ops ask "what did gemma2 say".
-    model_def = workflow.model_of(step)
-    audit: dict[str, Any] = {
-        "model": model_def.name if model_def else backend.name,
-        "model_sha256": backend.sha256, "seed": seed,
-        "sampling": {**{k: v for k, v in sampling.items() if k != "seed"},
-                     "max_tokens": max_tokens},
-        "prompt_tokens": 0, "completion_tokens": 0, "gen_ms": 0.0, "tries": 0,
-    }
+class WaveFailure(Exception):
+    """The step cannot run at all (no model, no template, bad params, load failure):
+    every subject of the wave fails with this one-line message, as an actor failure."""
 
-    def failure(error: str, actor_failure: bool, output: Any = None) -> StepResult:
-        result = StepResult.failure(subject.id, error, started_at=started_at,
+
+def prepare_call(pool: ModelPool, workflow: Workflow, step: StepDef, *,
+                 should_stop: Callable[[], bool] = lambda: False) -> ModelCall:
+    """The wave's shared settings with its model loaded; raises WaveFailure."""
+    model = workflow.model_of(step)
+    if model is None:
+        raise WaveFailure(f"{step.label}: {_why_no_model(workflow, step)}")
+    body = workflow.templates.get(step.template or "")
+    if body is None:
+        raise WaveFailure(f"{step.label}: prompt template {step.template!r} does not exist "
+                            f"in interp.prompt_templates")
+    params = workflow.params_of(step)
+    try:
+        max_tokens = int(params.get("max_tokens", DEFAULT_MAX_TOKENS))
+        reask = max(0, int(params.get("reask", DEFAULT_REASK)))
+    except (TypeError, ValueError):
+        raise WaveFailure(f"{step.label}: max_tokens and reask must be integers") from None
+    try:
+        backend = pool.acquire(model)
+    except ModelLoadError as exc:
+        raise WaveFailure(str(exc)) from exc
+    system = params.get("system")
+    return ModelCall(backend, workflow, step, body, str(system) if system else None,
+                     effective_sampling(workflow, step), max_tokens, reask,
+                     str(params.get("on_overflow", "truncate")), should_stop)
+
+
+def _why_no_model(workflow: Workflow, step: StepDef) -> str:
+    actor = workflow.actor_of(step)
+    if actor is None:
+        return f"actor {step.actor!r} does not exist"
+    if actor.kind != "model":
+        return f"actor {step.actor!r} is not a model actor"
+    return f"model {actor.target!r} is not in interp.models"
+
+
+class NotRun:
+    """The marker for a subject whose generation was stopped: no result, no attempt."""
+
+    def __repr__(self) -> str:
+        return "NOT_RUN"
+
+
+NOT_RUN = NotRun()
+
+
+def run_subject_guarded(call: ModelCall, subject: Subject) -> StepResult | NotRun:
+    """One subject; an unexpected exception fails that subject only, never the wave."""
+    started_at = utcnow()
+    try:
+        return run_subject(call, subject)
+    except Exception as exc:  # noqa: BLE001 - one subject's surprise must not end the wave
+        return StepResult.failure(
+            subject.id, f"{call.step.label}: model actor error: {exc.__class__.__name__}: "
+                        f"{' '.join(str(exc).split())[:300]}", started_at=started_at)
+
+
+class SubjectRun:
+    """One subject's way through a model step: its seed, audit and deadline."""
+
+    def __init__(self, call: ModelCall, subject: Subject):
+        self.call = call
+        self.subject = subject
+        self.started_at = utcnow()
+        self.deadline = time.monotonic() + call.step.timeout_s
+        self.seed = subject_seed(call, subject)
+        self.audit = new_audit(call, self.seed)
+
+    def failure(self, error: str, *, actor_failure: bool, output: Any = None) -> StepResult:
+        result = StepResult.failure(self.subject.id, error, started_at=self.started_at,
                                     actor_failure=actor_failure, output=output)
-        result.audit = audit
+        result.audit = self.audit
         return result
 
-    try:
-        context = build_context(subject, step)
-        user = render(body, context)
-        system = render(str(system_body), context) if system_body else None
-    except TemplateRenderError as exc:
-        return failure(f"{step.label}: prompt template {step.template!r} failed for subject "
-                       f"{subject.id}: {exc}", actor_failure=False)
+    def success(self, outcome: str, output: Any) -> StepResult:
+        return StepResult(self.subject.id, True, outcome, output=output,
+                          started_at=self.started_at, finished_at=utcnow(), audit=self.audit)
 
-    # Context budget: the whole prompt (after the chat template) within n_ctx - max_tokens.
-    budget = backend.n_ctx - max_tokens
-
-    def chat(user_text: str) -> list[dict[str, str]]:
-        head = [{"role": "system", "content": system}] if system else []
-        return head + [{"role": "user", "content": user_text}]
-
-    prompt_tokens = backend.count_prompt(chat(user))
-    if prompt_tokens is not None and prompt_tokens > budget:
-        overhead = backend.count_prompt(chat("")) or 0
-        room = budget - overhead - 2
-        if on_overflow == "refuse" or room < 16:
-            return failure(f"{step.label}: prompt for subject {subject.id} has "
-                           f"{prompt_tokens} tokens; n_ctx {backend.n_ctx} leaves {budget} "
-                           f"after max_tokens {max_tokens} (on_overflow={on_overflow})",
-                           actor_failure=False)
-        original = user
-        for _ in range(3):   # re-tokenising at the cut can differ by a token or two
-            user = backend.truncate_middle(original, room)
-            excess = (backend.count_prompt(chat(user)) or 0) - budget
-            if excess <= 0:
-                break
-            room -= excess + 2
-        audit["truncated_from_tokens"] = prompt_tokens
-
-    audit["prompt_sha256"] = hashlib.sha256(
-        json.dumps([system, user], ensure_ascii=False).encode()).hexdigest()
-    messages = chat(user)
-    schema = step.output_schema
-
-    text, error = "", None
-    for attempt in range(reask + 1):
-        try:
-            gen: Generation = backend.generate(messages, schema=schema, sampling=sampling,
-                                               seed=(seed + attempt) & 0x7FFFFFFF,
-                                               max_tokens=max_tokens, deadline=deadline)
-        except PromptTooLong as exc:
-            if attempt == 0:
-                return failure(f"{step.label}: prompt for subject {subject.id} is too long: "
-                               f"{exc}", actor_failure=False)
-            break   # the re-ask conversation outgrew the context: settle with FAIL below
-        except GenerationError as exc:
-            return failure(f"{step.label}: generation failed: {exc}", actor_failure=True)
+    def record(self, attempt: int, gen: Generation) -> None:
+        audit = self.audit
         audit["tries"] = attempt + 1
         audit["prompt_tokens"] += gen.prompt_tokens
         audit["completion_tokens"] += gen.completion_tokens
         audit["gen_ms"] = round(audit["gen_ms"] + gen.gen_ms, 3)
         audit["finish_reason"] = gen.finish_reason
+
+
+def subject_seed(call: ModelCall, subject: Subject) -> int:
+    """The sampling's pinned seed, else one derived from (workflow, subject, step)."""
+    pinned = call.sampling.get("seed")
+    if isinstance(pinned, int):
+        return pinned
+    return derive_seed(call.workflow.id, subject.id, call.step.number)
+
+
+def new_audit(call: ModelCall, seed: int) -> dict[str, Any]:
+    # The role's name, even when the backend was loaded for another role that
+    # shares the same file: ops ask "what did gemma2 say".
+    model_def = call.workflow.model_of(call.step)
+    return {
+        "model": model_def.name if model_def else call.backend.name,
+        "model_sha256": call.backend.sha256, "seed": seed,
+        "sampling": {**{k: v for k, v in call.sampling.items() if k != "seed"},
+                     "max_tokens": call.max_tokens},
+        "prompt_tokens": 0, "completion_tokens": 0, "gen_ms": 0.0, "tries": 0,
+    }
+
+
+def run_subject(call: ModelCall, subject: Subject) -> StepResult | NotRun:
+    run = SubjectRun(call, subject)
+    step = call.step
+    try:
+        context = build_context(subject, step)
+        user = render(call.body, context)
+        system = render(call.system_body, context) if call.system_body else None
+    except TemplateRenderError as exc:
+        return run.failure(f"{step.label}: prompt template {step.template!r} failed for "
+                           f"subject {subject.id}: {exc}", actor_failure=False)
+    fitted = fit_to_context(run, system, user)
+    if isinstance(fitted, StepResult):
+        return fitted
+    run.audit["prompt_sha256"] = hashlib.sha256(
+        json.dumps([system, fitted], ensure_ascii=False).encode()).hexdigest()
+    return generate_until_valid(run, chat_messages(system, fitted))
+
+
+def chat_messages(system: str | None, user: str) -> list[dict[str, str]]:
+    head = [{"role": "system", "content": system}] if system else []
+    return head + [{"role": "user", "content": user}]
+
+
+def fit_to_context(run: SubjectRun, system: str | None, user: str) -> str | StepResult:
+    """The user text, cut in the middle when the whole prompt (after the chat format)
+    would not leave max_tokens of the context window; a failure when it must be
+    refused or cannot be cut enough."""
+    call, backend = run.call, run.call.backend
+    budget = backend.n_ctx - call.max_tokens
+    prompt_tokens = backend.count_prompt(chat_messages(system, user))
+    if prompt_tokens is None or prompt_tokens <= budget:
+        return user
+    overhead = backend.count_prompt(chat_messages(system, "")) or 0
+    room = budget - overhead - 2
+    if call.on_overflow == "refuse" or room < 16:
+        return run.failure(f"{call.step.label}: prompt for subject {run.subject.id} has "
+                           f"{prompt_tokens} tokens; n_ctx {backend.n_ctx} leaves {budget} "
+                           f"after max_tokens {call.max_tokens} "
+                           f"(on_overflow={call.on_overflow})", actor_failure=False)
+    cut = user
+    for _ in range(3):   # re-tokenising at the cut can differ by a token or two
+        cut = backend.truncate_middle(user, room)
+        excess = (backend.count_prompt(chat_messages(system, cut)) or 0) - budget
+        if excess <= 0:
+            break
+        room -= excess + 2
+    run.audit["truncated_from_tokens"] = prompt_tokens
+    return cut
+
+
+def generate_until_valid(run: SubjectRun,
+                         messages: list[dict[str, str]]) -> StepResult | NotRun:
+    """Generate, validate against the output schema, and re-ask with the reason up to
+    `reask` times; FAIL (a well-formed outcome) when no answer is valid; NOT_RUN
+    when the run is stopped during a generation."""
+    call, step = run.call, run.call.step
+    schema = step.output_schema
+    first_turns = len(messages)
+    text, error = "", None
+    for attempt in range(call.reask + 1):
+        try:
+            gen = call.backend.generate(messages, schema=schema, sampling=call.sampling,
+                                        seed=(run.seed + attempt) & 0x7FFFFFFF,
+                                        max_tokens=call.max_tokens, deadline=run.deadline,
+                                        should_stop=call.should_stop)
+        except PromptTooLong as exc:
+            if attempt == 0:
+                return run.failure(f"{step.label}: prompt for subject {run.subject.id} is too "
+                                   f"long: {exc}", actor_failure=False)
+            break   # the re-ask conversation outgrew the context: settle with FAIL below
+        except GenerationError as exc:
+            return run.failure(f"{step.label}: generation failed: {exc}", actor_failure=True)
+        if gen.finish_reason == "aborted":
+            return NOT_RUN
+        run.record(attempt, gen)
         text = gen.text
         if gen.finish_reason == "timeout":
-            return failure(f"{step.label}: timed out after {step.timeout_s:g}s for subject "
-                           f"{subject.id}", actor_failure=True, output={"raw": text})
+            return run.failure(f"{step.label}: timed out after {step.timeout_s:g}s for subject "
+                               f"{run.subject.id}", actor_failure=True, output={"raw": text})
         if schema is None:
-            output: Any = {"text": text}
-            if gen.finish_reason == "length":
-                output["truncated"] = True
-            return StepResult(subject.id, True, _outcome(step, output), output=output,
-                              started_at=started_at, finished_at=utcnow(), audit=audit)
-        if gen.finish_reason == "length":
-            error = f"output truncated at max_tokens={max_tokens}"
-        else:
-            value, error = _validate(text, schema)
-            if error is None:
-                return StepResult(subject.id, True, _outcome(step, value), output=value,
-                                  started_at=started_at, finished_at=utcnow(), audit=audit)
-        if attempt < reask:
-            messages = messages[:2] if system else messages[:1]
-            messages += [
-                {"role": "assistant", "content": text[:ECHO_CHARS]},
-                {"role": "user", "content": f"That answer was rejected: {error}. Reply with "
-                                            f"only a complete JSON object that matches the "
-                                            f"required schema."},
-            ]
-    return StepResult(subject.id, True, "FAIL",
-                      output={"raw": text, "error": error or "no valid answer"},
-                      started_at=started_at, finished_at=utcnow(), audit=audit)
+            return run.success(*free_text_result(step, gen))
+        value, error = check_answer(gen, schema, call.max_tokens)
+        if error is None:
+            return run.success(_outcome(step, value), value)
+        if attempt < call.reask:
+            messages = reask_messages(messages[:first_turns], text, error)
+    return run.success("FAIL", {"raw": text, "error": error or "no valid answer"})
+
+
+def free_text_result(step: StepDef, gen: Generation) -> tuple[str, dict[str, Any]]:
+    output: dict[str, Any] = {"text": gen.text}
+    if gen.finish_reason == "length":
+        output["truncated"] = True
+    return _outcome(step, output), output
+
+
+def check_answer(gen: Generation, schema: dict[str, Any],
+                 max_tokens: int) -> tuple[Any, str | None]:
+    """The parsed answer and None, or why it is rejected."""
+    if gen.finish_reason == "length":
+        return None, f"output truncated at max_tokens={max_tokens}"
+    return _validate(gen.text, schema)
+
+
+def reask_messages(first_turns: list[dict[str, str]], answer: str,
+                   error: str) -> list[dict[str, str]]:
+    """The original turns, the rejected answer (cut to ECHO_CHARS) and why it was rejected."""
+    return first_turns + [
+        {"role": "assistant", "content": answer[:ECHO_CHARS]},
+        {"role": "user", "content": f"That answer was rejected: {error}. Reply with only a "
+                                    f"complete JSON object that matches the required schema."},
+    ]

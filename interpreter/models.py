@@ -25,6 +25,8 @@ import hashlib
 import importlib.util
 import json
 import os
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,8 +34,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from .chat_format import ChatFormat, ChatFormatError, Messages, choose_format
 from .definitions import ModelDef
 from .errors import InterpError, first_line
 
@@ -63,10 +66,13 @@ class PromptTooLong(GenerationError):
 @dataclass
 class Generation:
     text: str
-    finish_reason: str          # stop | length | timeout
+    finish_reason: str          # stop | length | timeout | aborted
     prompt_tokens: int
     completion_tokens: int
     gen_ms: float
+    prompt_ms: float = 0.0          # of gen_ms, the time spent on the prompt (local models)
+    grammar_rejections: int = 0     # sampled tokens the output schema's grammar refused
+    full_vocab_masks: int = 0       # of those, the ones that needed the whole vocabulary
 
 
 # ---------------------------------------------------------------- sources
@@ -165,14 +171,123 @@ def estimate_bytes(model: ModelDef) -> int:
         return 0
 
 
+# ---------------------------------------------------------------- threads
+
+_OMP_SET_BY: str | None = None
+
+
+def prepare_llama_import() -> None:
+    """Sets OMP_WAIT_POLICY=passive before llama.cpp's OpenMP runtime loads, unless the
+    user set it. With the default (active) policy, llama.cpp's idle OpenMP workers
+    spin: on a shared 2-core machine a prompt took 6.7-9.0 s with the defaults and
+    2.1 s with the passive policy. The runtime reads the variable once, when it
+    loads, so this must run before the first ``import llama_cpp``."""
+    global _OMP_SET_BY
+    if _OMP_SET_BY is not None:
+        return
+    if "OMP_WAIT_POLICY" in os.environ:
+        _OMP_SET_BY = "the environment"
+    elif "llama_cpp" in sys.modules:
+        _OMP_SET_BY = "nobody: llama_cpp was imported before interp could set it"
+    else:
+        os.environ["OMP_WAIT_POLICY"] = "passive"
+        _OMP_SET_BY = "interp (default)"
+
+
+def omp_wait_policy() -> dict[str, str | None]:
+    """The OpenMP wait policy llama.cpp runs with, and who chose it."""
+    return {"omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "omp_wait_policy_set_by": _OMP_SET_BY or "not decided yet (no model loaded)"}
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):   # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    n_threads: int           # generation (one token per step: memory-bound)
+    n_threads_batch: int     # prompt processing (many tokens per step: compute-bound)
+    chosen_by: str
+
+
+def choose_threads(model: ModelDef, n_threads: int | None = None) -> ThreadChoice:
+    """Threads for a local model: the row's n_threads (for both), else the caller's,
+    else the default rule: generation on half the usable CPUs (at most 8; it is
+    bound by memory bandwidth, and more threads only wait on each other), prompt
+    processing on all but one (at most 16), leaving a core to PostgreSQL and the
+    run loop. On 2 CPUs that is 1 and 1; on 16 it is 8 and 15."""
+    if model.n_threads:
+        return ThreadChoice(model.n_threads, model.n_threads, "interp.models.n_threads")
+    if n_threads:
+        return ThreadChoice(n_threads, n_threads, "the caller (n_threads)")
+    cpus = usable_cpus()
+    return ThreadChoice(max(1, min(8, cpus // 2)), max(1, min(16, cpus - 1)),
+                        f"default rule for {cpus} usable CPUs")
+
+
 # ---------------------------------------------------------------- backends
 
-class _Counted(Exception):
-    pass
+class Backend(Protocol):
+    """What the model actor needs from a loaded model, wherever it runs.
+
+    Implemented by `LlamaBackend` (a GGUF in this process) and `RemoteBackend`
+    (an OpenAI-compatible server); a batched backend is a third implementation.
+    One backend is used from one thread.
+    """
+
+    # Read-only for callers (properties here, so that an implementation may narrow
+    # the types: LlamaBackend's sha256 is always a str).
+    @property
+    def name(self) -> str: ...
+    @property
+    def sha256(self) -> str | None: ...
+    @property
+    def size_bytes(self) -> int:
+        """Memory it takes in this process (0 for a server)."""
+        ...
+    @property
+    def n_ctx(self) -> int: ...
+    @property
+    def load_ms(self) -> float: ...
+
+    def generate(self, messages_or_prompt: Messages | str, *, schema: dict[str, Any] | None,
+                 sampling: dict[str, Any], seed: int, max_tokens: int,
+                 deadline: float | None,
+                 should_stop: Callable[[], bool] | None = None) -> Generation:
+        """One completion of the chat; with a schema, the text is constrained to it.
+
+        Ends with finish_reason "timeout" at the deadline (monotonic clock) and
+        "aborted" soon after should_stop() turns true (within one decode step or
+        prompt chunk locally; within 0.1 s for a server, whose request is
+        abandoned)."""
+        ...
+
+    def count_prompt(self, messages: Messages) -> int | None:
+        """Prompt tokens after the chat format, or None when this side cannot tell."""
+        ...
+
+    def truncate_middle(self, text: str, max_tokens: int, marker: str = "\n[...]\n") -> str:
+        """text cut in the middle to about max_tokens tokens (unchanged if it cannot tell)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """How the model runs (chat format, threads...), for `interp models check`."""
+        ...
+
+    def close(self) -> None:
+        ...
 
 
 class LlamaBackend:
-    """One GGUF file loaded in process with llama-cpp-python. Use from one thread only."""
+    """One GGUF file loaded in process with llama-cpp-python. Use from one thread only.
+
+    Generation runs token by token through `llama_decode.LlamaDecoder`: the grammar
+    of an output schema only checks the sampled token (see that module).
+    """
 
     def __init__(self, model: ModelDef, *, n_threads: int | None = None):
         self.model = model
@@ -182,44 +297,77 @@ class LlamaBackend:
         self.size_bytes = path.stat().st_size
         self.sha256 = check_sha256(model, path)
         self.n_ctx = model.n_ctx
-        self._grammars: dict[str, Any] = {}
+        self._grammars: dict[str, str] = {}
+        prepare_llama_import()
         try:
             from llama_cpp import Llama
+
+            from .llama_decode import LlamaDecoder
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ModelLoadError(f"llama-cpp-python is not installed: {first_line(exc)}") from exc
-        threads = model.n_threads or n_threads or min(os.cpu_count() or 1, 8)
+        self.threads = choose_threads(model, n_threads)
         started = time.perf_counter()
         try:
             self.llama = Llama(model_path=str(path), n_gpu_layers=model.n_gpu_layers,
-                               n_ctx=model.n_ctx, n_threads=threads, n_threads_batch=threads,
-                               chat_format=model.chat_format, verbose=False, seed=0)
+                               n_ctx=model.n_ctx, n_threads=self.threads.n_threads,
+                               n_threads_batch=self.threads.n_threads_batch,
+                               verbose=False, seed=0)
         except Exception as exc:  # noqa: BLE001 - ValueError (corrupt), MemoryError, RuntimeError
             raise ModelLoadError(f"model {model.name!r} failed to load from {path}: "
                                  f"{first_line(exc)}") from exc
+        try:
+            self.chat_format = self._choose_chat_format()
+        except ChatFormatError as exc:
+            self.close()
+            raise ModelLoadError(str(exc)) from exc
+        self._bos = self.llama.tokenize(b"", add_bos=True, special=True)
+        self.decoder = LlamaDecoder(self.llama, gpu=model.n_gpu_layers != 0)
         self.load_ms = (time.perf_counter() - started) * 1000
+
+    def _choose_chat_format(self) -> ChatFormat:
+        llama = self.llama
+
+        def token_text(token: int) -> str:
+            if token < 0:
+                return ""
+            return llama.detokenize([token], special=True).decode("utf-8", "replace")
+
+        return choose_format(model_name=self.name, requested=self.model.chat_format,
+                             metadata=dict(llama.metadata),
+                             eos_token=token_text(llama.token_eos()),
+                             bos_token=token_text(llama.token_bos()))
 
     def count_tokens(self, text: str) -> int:
         return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
-    def count_prompt(self, messages: list[dict[str, str]]) -> int:
-        """Exact prompt tokens for messages after the chat template, without generating."""
-        llama = self.llama
-        seen: list[int] = []
+    def prompt_tokens(self, messages: Messages) -> tuple[list[int], list[str]]:
+        """The prompt's tokens in the model's chat format, and the format's stop strings.
 
-        def capture(*args: Any, **kwargs: Any) -> Any:
-            prompt = kwargs.get("prompt", args[0] if args else "")
-            seen.append(len(prompt) if isinstance(prompt, list) else
-                        len(llama.tokenize(str(prompt).encode("utf-8"))))
-            raise _Counted()
+        Special tokens are parsed only in the format's own text; message contents
+        are plain text, so subject data cannot open or close a turn.
+        """
+        pieces, shape = self.chat_format.pieces(messages)
+        tokens = list(self._bos) if shape.add_bos else []
+        for text, is_format in pieces:
+            tokens += self.llama.tokenize(text.encode("utf-8"), add_bos=False,
+                                          special=is_format)
+        return tokens, list(shape.stop)
 
-        llama.create_completion = capture  # type: ignore[method-assign]
-        try:
-            llama.create_chat_completion(messages=messages, max_tokens=1)  # type: ignore[arg-type]
-        except _Counted:
-            pass
-        finally:
-            del llama.create_completion
-        return seen[0] if seen else 0
+    def render_prompt(self, messages: Messages) -> str:
+        """The prompt as text, in the model's chat format (for people: ops, tests)."""
+        return self.chat_format.text(messages)
+
+    def describe(self) -> dict[str, Any]:
+        """How this model runs here, for `interp models check`."""
+        return {"chat_format": self.chat_format.name,
+                "chat_format_chosen_by": self.chat_format.chosen_by,
+                "n_threads": self.threads.n_threads,
+                "n_threads_batch": self.threads.n_threads_batch,
+                "threads_chosen_by": self.threads.chosen_by, **omp_wait_policy()}
+
+    def count_prompt(self, messages: Messages) -> int:
+        """Exact prompt tokens for messages after the chat format, without generating."""
+        return len(self.prompt_tokens(messages)[0])
 
     def truncate_middle(self, text: str, max_tokens: int, marker: str = "\n[...]\n") -> str:
         """Keep the start and the end of text within max_tokens tokens."""
@@ -234,77 +382,45 @@ class LlamaBackend:
         end = detok(tokens[len(tokens) - tail:]).decode("utf-8", "ignore") if tail else ""
         return start + marker + end
 
-    def _grammar(self, schema: dict[str, Any]) -> Any:
+    def grammar_for(self, schema: dict[str, Any]) -> str:
+        """The GBNF grammar of a JSON schema (llama-cpp-python's converter), cached."""
         key = json.dumps(schema, sort_keys=True)
-        grammar = self._grammars.get(key)
-        if grammar is None:
-            from llama_cpp import LlamaGrammar
+        gbnf = self._grammars.get(key)
+        if gbnf is None:
+            from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-            grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-            self._grammars[key] = grammar
-        return grammar
+            gbnf = self._grammars[key] = json_schema_to_gbnf(json.dumps(schema))
+        return gbnf
 
-    def generate(self, messages_or_prompt: list[dict[str, str]] | str, *,
+    def generate(self, messages_or_prompt: Messages | str, *,
                  schema: dict[str, Any] | None, sampling: dict[str, Any], seed: int,
-                 max_tokens: int, deadline: float | None) -> Generation:
-        messages = _as_messages(messages_or_prompt)
-        from llama_cpp import StoppingCriteriaList
+                 max_tokens: int, deadline: float | None,
+                 should_stop: Callable[[], bool] | None = None) -> Generation:
+        prompt, stop = self.prompt_tokens(_as_messages(messages_or_prompt))
+        if len(prompt) >= self.n_ctx:
+            raise PromptTooLong(f"prompt has {len(prompt)} tokens; the context window "
+                                f"(n_ctx) is {self.n_ctx}")
+        from .llama_decode import TokenSampler
 
-        timed_out = False
-        prompt_len = 0
-
-        def past_deadline(_ids: Any, _logits: Any) -> bool:
-            nonlocal timed_out
-            if deadline is not None and time.monotonic() >= deadline:
-                timed_out = True
-            return timed_out
-
-        llama = self.llama
-        inner = llama.create_completion
-
-        # The chat handler formats the messages and calls llama.create_completion;
-        # we wrap it for this one call to add the deadline and see the prompt tokens.
-        def create_completion(*args: Any, **kwargs: Any) -> Any:
-            nonlocal prompt_len
-            prompt = kwargs.get("prompt", args[0] if args else "")
-            prompt_len = len(prompt) if isinstance(prompt, list) else 0
-            if prompt_len and prompt_len >= self.n_ctx:
-                raise PromptTooLong(f"prompt has {prompt_len} tokens; the context window "
-                                    f"(n_ctx) is {self.n_ctx}")
-            criteria = list(kwargs.get("stopping_criteria") or [])
-            if deadline is not None:
-                criteria.append(past_deadline)
-            kwargs["stopping_criteria"] = StoppingCriteriaList(criteria) if criteria else None
-            return inner(*args, **kwargs)
-
-        opts = {k: sampling[k] for k in SAMPLING_KEYS if k in sampling}
-        grammar = self._grammar(schema) if schema is not None else None
         started = time.perf_counter()
-        llama.create_completion = create_completion  # type: ignore[method-assign]
         try:
-            # Not streaming, so the response is one dict (the stubs allow an iterator).
-            resp: Any = llama.create_chat_completion(
-                messages=messages, seed=seed,  # type: ignore[arg-type]
-                max_tokens=max_tokens, grammar=grammar, **opts)
-        except PromptTooLong:
-            raise
-        except ValueError as exc:
-            if "exceed context window" in str(exc):
-                raise PromptTooLong(first_line(exc)) from exc
+            sampler = TokenSampler(self.llama, sampling, seed,
+                                   self.grammar_for(schema) if schema is not None else None)
+            try:
+                decoded = self.decoder.generate(prompt, sampler, max_tokens=max_tokens,
+                                                stop=stop, deadline=deadline,
+                                                should_stop=should_stop)
+            finally:
+                sampler.close()
+        except Exception as exc:  # noqa: BLE001 - llama.cpp errors surface as many types
             raise GenerationError(f"{self.name}: {first_line(exc)}") from exc
-        except Exception as exc:  # noqa: BLE001
-            raise GenerationError(f"{self.name}: {first_line(exc)}") from exc
-        finally:
-            del llama.create_completion
-        gen_ms = (time.perf_counter() - started) * 1000
-        choice = resp["choices"][0]
-        usage = resp.get("usage") or {}
-        return Generation(
-            text=choice["message"].get("content") or "",
-            finish_reason="timeout" if timed_out else (choice.get("finish_reason") or "stop"),
-            prompt_tokens=int(usage.get("prompt_tokens", prompt_len)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-            gen_ms=gen_ms)
+        return Generation(text=decoded.text, finish_reason=decoded.finish_reason,
+                          prompt_tokens=decoded.prompt_tokens,
+                          completion_tokens=len(decoded.tokens),
+                          gen_ms=(time.perf_counter() - started) * 1000,
+                          prompt_ms=decoded.prompt_ms,
+                          grammar_rejections=decoded.grammar_rejections,
+                          full_vocab_masks=decoded.full_vocab_masks)
 
     def close(self) -> None:
         llama = getattr(self, "llama", None)
@@ -357,9 +473,10 @@ class RemoteBackend:
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise GenerationError(f"{self.base}{path}: {first_line(exc)}") from exc
 
-    def generate(self, messages_or_prompt: list[dict[str, str]] | str, *,
+    def generate(self, messages_or_prompt: Messages | str, *,
                  schema: dict[str, Any] | None, sampling: dict[str, Any], seed: int,
-                 max_tokens: int, deadline: float | None) -> Generation:
+                 max_tokens: int, deadline: float | None,
+                 should_stop: Callable[[], bool] | None = None) -> Generation:
         body: dict[str, Any] = {"messages": _as_messages(messages_or_prompt), "seed": seed,
                                 "max_tokens": max_tokens}
         if self.remote_id:
@@ -372,12 +489,14 @@ class RemoteBackend:
             return Generation("", "timeout", 0, 0, 0.0)
         started = time.perf_counter()
         try:
-            resp = self._request("POST", "/v1/chat/completions", body, timeout)
+            resp = self._request_unless_stopped(body, timeout, should_stop)
         except GenerationError:
             if deadline is not None and time.monotonic() >= deadline:
                 return Generation("", "timeout", 0, 0, (time.perf_counter() - started) * 1000)
             raise
         gen_ms = (time.perf_counter() - started) * 1000
+        if resp is None:
+            return Generation("", "aborted", 0, 0, gen_ms)
         choice = resp["choices"][0]
         usage = resp.get("usage") or {}
         return Generation(text=(choice.get("message") or {}).get("content") or "",
@@ -386,23 +505,48 @@ class RemoteBackend:
                           completion_tokens=int(usage.get("completion_tokens", 0)),
                           gen_ms=gen_ms)
 
+    def _request_unless_stopped(self, body: dict[str, Any], timeout: float,
+                                should_stop: Callable[[], bool] | None) -> dict[str, Any] | None:
+        """The completion request; None when should_stop() turned true first (the
+        request is abandoned on its thread: the server finishes it alone)."""
+        if should_stop is None:
+            return self._request("POST", "/v1/chat/completions", body, timeout)
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def request() -> None:
+            try:
+                box["resp"] = self._request("POST", "/v1/chat/completions", body, timeout)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=request, name="remote-generate", daemon=True).start()
+        while not done.wait(0.1):
+            if should_stop():
+                return None
+        if "error" in box:
+            raise box["error"]
+        return box["resp"]
+
     def count_tokens(self, text: str) -> int | None:
         return None   # the server's tokenizer is not ours; it refuses long prompts itself
 
-    def count_prompt(self, messages: list[dict[str, str]]) -> int | None:
+    def count_prompt(self, messages: Messages) -> int | None:
         return None
 
     def truncate_middle(self, text: str, max_tokens: int, marker: str = "\n[...]\n") -> str:
         return text
 
+    def describe(self) -> dict[str, Any]:
+        return {"chat_format": "the server's", "chat_format_chosen_by": self.base}
+
     def close(self) -> None:
         pass
 
 
-Backend = LlamaBackend | RemoteBackend
-
-
-def _as_messages(messages_or_prompt: list[dict[str, str]] | str) -> list[dict[str, str]]:
+def _as_messages(messages_or_prompt: Messages | str) -> Messages:
     if isinstance(messages_or_prompt, str):
         return [{"role": "user", "content": messages_or_prompt}]
     return list(messages_or_prompt)
@@ -541,7 +685,7 @@ class ModelPool:
         self._current_name = model.name
         return entry[1]
 
-    def generate(self, model: ModelDef, messages_or_prompt: list[dict[str, str]] | str,
+    def generate(self, model: ModelDef, messages_or_prompt: Messages | str,
                  **kwargs: Any) -> Generation:
         return self.acquire(model).generate(messages_or_prompt, **kwargs)
 

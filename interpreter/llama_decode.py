@@ -1,0 +1,279 @@
+"""Token-by-token generation on a loaded ``llama_cpp.Llama`` with llama.cpp's low-level
+sampler API, so that constrained decoding costs about what unconstrained does.
+
+llama-cpp-python builds its sampler chain with the grammar *before* top-k and
+greedy, so for every token the grammar checks the whole vocabulary (262,144
+entries for Gemma 3): one such pass costs more than a decode step on a small
+model. Here each token is sampled from the model's own distribution first
+(``chain``: penalties, then greedy or top-k/typical/top-p/min-p/temperature/dist,
+the same order as llama-cpp-python's), and only the chosen token is checked
+against the grammar (a one-entry candidate array). When the grammar rejects it,
+the grammar is applied to the 64 most likely tokens and the chain samples among
+those it allows; only when none of them is allowed does the grammar mask the
+whole vocabulary. The accepted token then advances the grammar and the chain.
+
+At temperature 0 this picks exactly the token the grammar-first chain picks: the
+most likely token that the grammar allows (if any of the 64 most likely tokens
+is allowed, the best allowed token is among them). At temperature > 0 it follows
+llama.cpp's common sampler (sample, check, resample on rejection), seeded per
+call so that a rerun with the same seed repeats; the one difference is that a
+resample first draws among the allowed tokens of the top 64, whose probabilities
+are then normalised over those tokens only (the chain's top_k is 40 by default,
+so the candidates rarely differ).
+
+Not thread-safe: one `LlamaDecoder` per loaded model, used from one thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# llama_token_data: {int32 id; float logit; float p;}
+TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
+# How many of the most likely tokens the grammar sees first when it rejects the
+# sampled one: a rejection usually has an allowed token among them (a quote, a
+# brace, a digit), and 64 costs microseconds where the whole vocabulary costs
+# tens of milliseconds.
+TOP_CANDIDATES = 64
+# Prompt tokens decoded per llama_decode call between stop checks: on a CPU this
+# bounds the wait for a stop to about a second of prompt processing, and chunks of
+# 16 to 512 tokens ran at the same speed; a GPU wants bigger chunks.
+PROMPT_CHUNK_CPU = 64
+PROMPT_CHUNK_GPU = 512
+
+
+@dataclass
+class Decoded:
+    tokens: list[int]          # the generated tokens (without an end-of-generation token)
+    text: str
+    finish_reason: str         # stop | length | timeout | aborted
+    prompt_tokens: int
+    prompt_ms: float           # time spent decoding the prompt (after the reused prefix)
+    reused_prefix: int         # prompt tokens whose KV cells were kept from the last call
+    grammar_rejections: int = 0
+    full_vocab_masks: int = 0
+
+
+class TokenSampler:
+    """The model's distribution first; the grammar only to check and, on rejection, mask."""
+
+    def __init__(self, llama: Any, sampling: dict[str, Any], seed: int,
+                 grammar_gbnf: str | None):
+        import llama_cpp.llama_cpp as lc
+
+        self.lc = lc
+        self.n_vocab = int(llama.n_vocab())
+        vocab = lc.llama_model_get_vocab(llama.model)
+        self.chain = build_chain(lc, sampling, seed, self.n_vocab)
+        self.grammar = None
+        if grammar_gbnf is not None:
+            self.grammar = lc.llama_sampler_init_grammar(vocab, grammar_gbnf.encode("utf-8"),
+                                                         b"root")
+            if not self.grammar:
+                self.close()
+                raise ValueError("llama.cpp could not parse the grammar for the output schema")
+        self.full = np.zeros(self.n_vocab, dtype=TOKEN_DATA)
+        self.ids = np.arange(self.n_vocab, dtype=np.intc)
+        self.top = np.zeros(TOP_CANDIDATES, dtype=TOKEN_DATA)
+        self.one = np.zeros(1, dtype=TOKEN_DATA)
+        self.rejections = 0
+        self.full_masks = 0
+
+    def close(self) -> None:
+        for name in ("chain", "grammar"):
+            sampler = getattr(self, name, None)
+            if sampler:
+                self.lc.llama_sampler_free(sampler)
+            setattr(self, name, None)
+
+    # -------------------------------------------------------------- sampling
+
+    def sample(self, ctx: Any) -> int:
+        logits = np.ctypeslib.as_array(self.lc.llama_get_logits_ith(ctx, -1),
+                                       shape=(self.n_vocab,))
+        token = self._choose(self.chain, self._fill_full(logits), self.n_vocab)
+        if self.grammar is None or self._grammar_allows(token):
+            return token
+        self.rejections += 1
+        allowed = self._sample_allowed_top(logits)
+        if allowed is not None:
+            return allowed
+        self.full_masks += 1
+        size = self._apply(self.grammar, self._fill_full(logits), self.n_vocab)[0]
+        if size == 0:   # pragma: no cover - llama.cpp keeps the array size
+            raise RuntimeError("the grammar allows no token")
+        return self._choose(self.chain, self.full, self.n_vocab)
+
+    def accept(self, token: int) -> None:
+        self.lc.llama_sampler_accept(self.chain, token)
+        if self.grammar is not None:
+            self.lc.llama_sampler_accept(self.grammar, token)
+
+    def _fill_full(self, logits: np.ndarray) -> np.ndarray:
+        self.full["id"] = self.ids
+        self.full["logit"] = logits
+        self.full["p"] = 0.0
+        return self.full
+
+    def _grammar_allows(self, token: int) -> bool:
+        self.one[0] = (token, 1.0, 0.0)
+        self._apply(self.grammar, self.one, 1)
+        return bool(np.isfinite(self.one[0]["logit"]))
+
+    def _sample_allowed_top(self, logits: np.ndarray) -> int | None:
+        """The chain's pick among the most likely tokens the grammar allows; None when
+        the grammar allows none of them."""
+        k = min(TOP_CANDIDATES, self.n_vocab)
+        best = np.argpartition(logits, -k)[-k:]
+        top = self.top[:k]
+        top["id"] = best
+        top["logit"] = logits[best]
+        top["p"] = 0.0
+        self._apply(self.grammar, top, k)
+        allowed = top[np.isfinite(top["logit"])]
+        if len(allowed) == 0:
+            return None
+        n = len(allowed)
+        self.top[:n] = allowed
+        return self._choose(self.chain, self.top, n)
+
+    def _apply(self, sampler: Any, buf: np.ndarray, size: int) -> tuple[int, int]:
+        """Applies a sampler in place to buf[:size]; (size, selected) afterwards."""
+        lc = self.lc
+        array = lc.llama_token_data_array(
+            data=buf.ctypes.data_as(lc.llama_token_data_p), size=size, selected=-1,
+            sorted=False)
+        lc.llama_sampler_apply(sampler, ctypes.byref(array))
+        self._last = array
+        return int(array.size), int(array.selected)
+
+    def _choose(self, chain: Any, buf: np.ndarray, size: int) -> int:
+        _, selected = self._apply(chain, buf, size)
+        # Read through the array's own pointer: a sampler may point it elsewhere.
+        return int(self._last.data[selected].id)
+
+
+def build_chain(lc: Any, sampling: dict[str, Any], seed: int, n_vocab: int) -> Any:
+    """llama-cpp-python's sampler chain without the grammar, in the same order."""
+    chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+
+    def add(sampler: Any) -> None:
+        lc.llama_sampler_chain_add(chain, sampler)
+
+    repeat = float(sampling.get("repeat_penalty", 1.0))
+    freq = float(sampling.get("frequency_penalty", 0.0))
+    present = float(sampling.get("presence_penalty", 0.0))
+    if (repeat, freq, present) != (1.0, 0.0, 0.0):
+        add(lc.llama_sampler_init_penalties(n_vocab, 64, repeat, freq, present))
+    temp = float(sampling.get("temperature", 0.0))
+    if temp <= 0.0:
+        add(lc.llama_sampler_init_greedy())
+        return chain
+    add(lc.llama_sampler_init_top_k(int(sampling.get("top_k", 40))))
+    add(lc.llama_sampler_init_typical(float(sampling.get("typical_p", 1.0)), 1))
+    add(lc.llama_sampler_init_top_p(float(sampling.get("top_p", 0.95)), 1))
+    add(lc.llama_sampler_init_min_p(float(sampling.get("min_p", 0.05)), 1))
+    add(lc.llama_sampler_init_temp(temp))
+    add(lc.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+    return chain
+
+
+class Interrupted(Exception):
+    """Prompt processing stopped: the reason is the finish_reason (timeout | aborted)."""
+
+
+class LlamaDecoder:
+    """Generation on one Llama: keeps the KV cells of the longest prompt prefix shared
+    with the previous call (a re-ask repeats the first turns), decodes the rest in
+    chunks, then samples token by token."""
+
+    def __init__(self, llama: Any, *, gpu: bool):
+        import llama_cpp.llama_cpp as lc
+
+        self.lc = lc
+        self.llama = llama
+        self.n_ctx = int(llama.n_ctx())
+        self.vocab = lc.llama_model_get_vocab(llama.model)
+        self.chunk = PROMPT_CHUNK_GPU if gpu else PROMPT_CHUNK_CPU
+
+    def generate(self, prompt: Sequence[int], sampler: TokenSampler, *, max_tokens: int,
+                 stop: Sequence[str] = (), deadline: float | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> Decoded:
+        def interrupted() -> str | None:
+            if should_stop is not None and should_stop():
+                return "aborted"
+            if deadline is not None and time.monotonic() >= deadline:
+                return "timeout"
+            return None
+
+        started = time.perf_counter()
+        try:
+            reused = self._decode_prompt(list(prompt), interrupted)
+        except Interrupted as exc:
+            return Decoded([], "", str(exc), len(prompt), (time.perf_counter() - started) * 1000,
+                           0)
+        prompt_ms = (time.perf_counter() - started) * 1000
+        tokens, reason = self._sample_loop(sampler, max_tokens, stop, interrupted)
+        text = self.llama.detokenize(tokens, prev_tokens=list(prompt)).decode("utf-8", "ignore")
+        if reason == "stop" and stop:
+            text = cut_at_stop(text, stop)
+        return Decoded(tokens, text, reason, len(prompt), prompt_ms, reused,
+                       sampler.rejections, sampler.full_masks)
+
+    def _decode_prompt(self, prompt: list[int], interrupted: Callable[[], str | None]) -> int:
+        """Decodes the prompt after the prefix already in the KV cache; the reused length."""
+        llama = self.llama
+        cached = [int(t) for t in llama.input_ids[: llama.n_tokens]]
+        keep = 0
+        for a, b in zip(cached, prompt, strict=False):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(prompt) - 1)   # the last prompt token is decoded for its logits
+        memory = self.lc.llama_get_memory(llama.ctx)
+        if keep <= 0 or not self.lc.llama_memory_seq_rm(memory, -1, keep, -1):
+            keep = 0
+            llama.reset()
+        llama.n_tokens = keep
+        for i in range(keep, len(prompt), self.chunk):
+            reason = interrupted()
+            if reason is not None:
+                raise Interrupted(reason)
+            llama.eval(prompt[i:i + self.chunk])
+        return keep
+
+    def _sample_loop(self, sampler: TokenSampler, max_tokens: int, stop: Sequence[str],
+                     interrupted: Callable[[], str | None]) -> tuple[list[int], str]:
+        llama, lc = self.llama, self.lc
+        tokens: list[int] = []
+        tail_tokens = max((len(s) for s in stop), default=0) + 2
+        while True:
+            reason = interrupted()
+            if reason is not None:
+                return tokens, reason
+            token = sampler.sample(llama.ctx)
+            if lc.llama_vocab_is_eog(self.vocab, token):
+                return tokens, "stop"
+            sampler.accept(token)
+            tokens.append(token)
+            if stop and self._ends_with_stop(tokens[-tail_tokens:], stop):
+                return tokens, "stop"
+            if len(tokens) >= max_tokens or llama.n_tokens + 1 >= self.n_ctx:
+                return tokens, "length"
+            llama.eval([token])
+
+    def _ends_with_stop(self, recent: list[int], stop: Sequence[str]) -> bool:
+        text = self.llama.detokenize(recent).decode("utf-8", "ignore")
+        return any(s and s in text for s in stop)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """text up to the first stop string."""
+    cuts = [text.index(s) for s in stop if s and s in text]
+    return text[:min(cuts)] if cuts else text
