@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from .config import DatabaseChoice
-from .errors import DatabaseUnreachable
+from .errors import DatabaseUnreachable, first_line
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
