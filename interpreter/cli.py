@@ -185,7 +185,7 @@ def seed_postings(ctx: Context, count: int, rng_seed: int, start_id: int) -> Non
 
         interp seed postings --count 50 --seed 7
     """
-    from .sample import insert_postings
+    from actors.sample_postings import insert_postings
 
     n = insert_postings(ctx.db, count=count, seed=rng_seed, start_id=start_id)
     click.echo(f"wrote {n} postings", err=True)

@@ -24,6 +24,9 @@ from interpreter.db import Database
 from interpreter.migrations import migrate
 
 TEMPLATE_DB = f"interp_tpl_{os.getpid()}"
+#: Script targets the tests may name: the shipped actors and the test-only fault
+#: and chaos actors (tests/actors/), which the default allowlist never reaches.
+TEST_SCRIPT_PREFIXES = "actors,tests.actors"
 _server_dsn: str | None = None
 _server_error: str | None = None
 
@@ -64,6 +67,15 @@ def pytest_report_header(config: pytest.Config) -> str:
         return f"PostgreSQL {version} ({origin})"
     except BaseException as exc:  # noqa: BLE001 - a header must never fail the run
         return f"PostgreSQL: not available ({exc})"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_script_prefixes() -> Iterator[str]:
+    """Allow the test actors in this process and in every `interp` it starts."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("INTERP_SCRIPT_PREFIXES", TEST_SCRIPT_PREFIXES)
+    yield TEST_SCRIPT_PREFIXES
+    patch.undo()
 
 
 @pytest.fixture(scope="session")

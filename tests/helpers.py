@@ -78,7 +78,7 @@ def make_workflow(conn: psycopg.Connection[Any], wf: int,
 
 
 def standard_pipeline(conn: psycopg.Connection[Any], wf: int = 10, n: int = 50,
-                      script_target: str = "actors.faults:ok",
+                      script_target: str = "tests.actors.faults:ok",
                       script_params: dict[str, Any] | None = None,
                       script_max_attempts: int = 3) -> None:
     """gate -> script -> SQL effect counter -> end, over n items."""
