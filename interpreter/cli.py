@@ -14,6 +14,7 @@ from typing import Any
 import click
 from tabulate import tabulate
 
+from . import __version__
 from .errors import InterpError, NotFound
 
 
@@ -49,7 +50,7 @@ def emit_json(data: Any) -> None:
 @click.option("--dsn", envvar=None, help="PostgreSQL connection string (else INTERP_DSN, "
               "else PG* variables, else embedded PostgreSQL in $INTERP_HOME).")
 @click.option("-v", "--verbose", is_flag=True, help="Log more, and show tracebacks.")
-@click.version_option(package_name="interp")
+@click.version_option(__version__, prog_name="interp")
 @click.pass_context
 def cli(ctx: click.Context, dsn: str | None, verbose: bool) -> None:
     """interp: a workflow interpreter driven by PostgreSQL.
@@ -60,7 +61,7 @@ def cli(ctx: click.Context, dsn: str | None, verbose: bool) -> None:
 
     Example:
 
-        interp db migrate && interp seed load seeds/ && interp run --workflow 3001 --until-idle
+        interp db migrate && interp seed load && interp run --workflow 3001 --until-idle
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -148,23 +149,26 @@ def seed() -> None:
 
     Example:
 
-        interp seed load seeds/
+        interp seed load
     """
 
 
 @seed.command("load")
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
 @pass_ctx
 def seed_load(ctx: Context, paths: tuple[str, ...]) -> None:
     """Run SQL seed files, each in its own transaction (a folder means its *.sql files).
 
+    With no PATHS, load the seeds that ship with interp: the domain tables,
+    the skills list, the worked example (workflow 1001) and workflow 3001.
+
     Example:
 
-        interp seed load seeds/0010_domain.sql seeds/3001_job_pipeline.sql
+        interp seed load && interp seed load my_seeds/ extra.sql
     """
-    from .seeds import expand_paths, load_seed_file
+    from .seeds import expand_paths, load_seed_file, packaged_seeds
 
-    files = expand_paths(list(paths))
+    files = expand_paths(list(paths)) if paths else packaged_seeds()
     ctx.migrate_if_needed()
     for path in files:
         load_seed_file(ctx.db, path)
@@ -179,7 +183,7 @@ def seed_load(ctx: Context, paths: tuple[str, ...]) -> None:
 def seed_postings(ctx: Context, count: int, rng_seed: int, start_id: int) -> None:
     """Generate realistic, varied sample job postings (deterministic for a seed).
 
-    Needs the postings table from seeds/0010_domain.sql.
+    Needs the postings table, which `interp seed load` creates.
 
     Example:
 

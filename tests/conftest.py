@@ -18,10 +18,10 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from interpreter import REPO_ROOT
 from interpreter.config import DatabaseChoice
 from interpreter.db import Database
 from interpreter.migrations import migrate
+from tests.helpers import REPO_ROOT
 
 TEMPLATE_DB = f"interp_tpl_{os.getpid()}"
 #: Script targets the tests may name: the shipped actors and the test-only fault
@@ -100,6 +100,17 @@ def dsn(template_db: str) -> Iterator[str]:
     name = f"interp_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    yield dsn_for(name)
+    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_dsn() -> Iterator[str]:
+    """A fresh database with nothing in it: not migrated, no domain tables."""
+    name = f"interp_e_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
     yield dsn_for(name)
     with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import psycopg
+
+#: The checkout the tests run from: `interp` subprocesses get it as PYTHONPATH and cwd.
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 ITEMS_DDL = """
 CREATE TABLE IF NOT EXISTS public.items (

@@ -8,8 +8,8 @@ import sys
 import click
 import pytest
 
-from interpreter import REPO_ROOT
 from interpreter.cli import cli as root
+from tests.helpers import REPO_ROOT
 
 
 def all_commands(group: click.Group, prefix=()):
@@ -31,6 +31,15 @@ def test_help_runs_for_every_command():
         proc = subprocess.run([sys.executable, "-m", "interpreter", *path, "--help"],
                               capture_output=True, text=True, cwd=REPO_ROOT)
         assert proc.returncode == 0 and "Example" in proc.stdout, path
+
+
+def test_version_prints_the_package_version():
+    from interpreter import __version__
+
+    proc = subprocess.run([sys.executable, "-m", "interpreter", "--version"],
+                          capture_output=True, text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"interp, version {__version__}"
 
 
 def test_unreachable_dsn_is_one_line_and_exit_2():
@@ -81,6 +90,23 @@ def test_seeds_load_twice_changes_nothing(cli, conn):
     assert snapshot == again
     assert versions  # a reload may bump versions; the definitions stay equal
     assert snapshot["s"] > 0
+
+
+def test_seed_load_without_paths_loads_the_packaged_seeds(cli, conn, tmp_path):
+    proc = cli("seed", "load")
+    loaded = [line.rsplit("/", 1)[-1] for line in proc.stderr.splitlines()
+              if line.startswith("loaded ")]
+    assert loaded == ["0010_domain.sql", "0020_skills.sql", "1001_example_word_count.sql",
+                      "3001_job_pipeline.sql"]
+    ids = [r["workflow_id"] for r in conn.execute(
+        "SELECT workflow_id FROM interp.workflows ORDER BY 1")]
+    assert ids == [1001, 3001]
+    assert conn.execute("SELECT count(*) AS n FROM public.skills").fetchone()["n"] > 0
+    # A user's own file still loads by path, from any directory.
+    mine = tmp_path / "mine.sql"
+    mine.write_text("CREATE TABLE public.mine (id int);\n")
+    cli("seed", "load", str(mine))
+    assert conn.execute("SELECT to_regclass('public.mine') AS t").fetchone()["t"] is not None
 
 
 def test_export_loads_back_to_the_same_definition(cli, conn):

@@ -18,10 +18,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from interpreter import REPO_ROOT
 from tests.helpers import (
     COUNT_EFFECT_SQL,
     GATE_NOT_DONE_SQL,
+    REPO_ROOT,
     add_items,
     check_invariants,
     make_workflow,

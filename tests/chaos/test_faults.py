@@ -21,9 +21,8 @@ import time
 
 import pytest
 
-from interpreter import REPO_ROOT
 from tests.chaos.common import all_invariants, record_figure
-from tests.helpers import COUNT_EFFECT_SQL, add_items, make_workflow
+from tests.helpers import COUNT_EFFECT_SQL, REPO_ROOT, add_items, make_workflow
 
 pytestmark = [pytest.mark.slow]
 
