@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from .errors import InterpError
+from .queries import Q
 
 # Any fixed 64-bit number works; it only has to be the same for every migrator.
 MIGRATION_LOCK_KEY = 0x696E7465727001
@@ -59,23 +60,11 @@ def known_migrations(directory: Traversable | None = None) -> list[Migration]:
     return found
 
 
-BOOKKEEPING = """
-CREATE SCHEMA IF NOT EXISTS interp;
-CREATE TABLE IF NOT EXISTS interp.schema_migrations (
-    version    integer PRIMARY KEY,
-    name       text NOT NULL,
-    checksum   text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-)
-"""
-
-
 def applied_migrations(conn: psycopg.Connection[Any]) -> dict[int, dict[str, Any]]:
-    exists = conn.execute("SELECT to_regclass('interp.schema_migrations') AS t").fetchone()
+    exists = conn.execute(Q["migration_table"]).fetchone()
     if not exists or exists["t"] is None:
         return {}
-    rows = conn.execute("SELECT version, name, checksum, applied_at FROM interp.schema_migrations")
-    return {r["version"]: r for r in rows}
+    return {r["version"]: r for r in conn.execute(Q["migrations_applied"])}
 
 
 def migration_status(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
@@ -111,10 +100,10 @@ def migrate(dsn: str) -> list[Migration]:
         if applied_before and known_versions <= set(applied_before):
             return []
         # A session-level lock, so it spans the per-migration transactions.
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        conn.execute(Q["migration_lock"], {"key": MIGRATION_LOCK_KEY})
         try:
             with conn.transaction():
-                conn.execute(BOOKKEEPING)
+                conn.execute(Q["migration_bookkeeping"])
             applied = applied_migrations(conn)
             known = known_migrations()
             unknown = sorted(set(applied) - {m.version for m in known})
@@ -127,10 +116,9 @@ def migrate(dsn: str) -> list[Migration]:
                     continue
                 with conn.transaction():
                     conn.execute(m.path.read_text(encoding="utf-8"))
-                    conn.execute(
-                        "INSERT INTO interp.schema_migrations (version, name, checksum) "
-                        "VALUES (%s, %s, %s)", (m.version, m.name, m.checksum))
+                    conn.execute(Q["migration_record"], {"version": m.version, "name": m.name,
+                                                         "checksum": m.checksum})
                 applied_now.append(m)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+            conn.execute(Q["migration_unlock"], {"key": MIGRATION_LOCK_KEY})
     return applied_now

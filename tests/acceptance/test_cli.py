@@ -51,6 +51,18 @@ def test_unreachable_dsn_is_one_line_and_exit_2():
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_verbose_is_read_from_the_parsed_options():
+    base = [sys.executable, "-m", "interpreter", "--dsn", "postgresql://nobody@127.0.0.1:1/db"]
+    verbose = subprocess.run([*base, "-v", "db", "info"], capture_output=True, text=True,
+                             cwd=REPO_ROOT)
+    assert verbose.returncode != 0 and "Traceback" in verbose.stderr
+    # "-v" as the value of another option is not the flag.
+    value = subprocess.run([*base, "trace", "--workflow", "1", "--subject", "-v"],
+                           capture_output=True, text=True, cwd=REPO_ROOT)
+    assert value.returncode == 2 and "Traceback" not in value.stderr
+    assert len(value.stderr.strip().splitlines()) == 1
+
+
 def test_unknown_workflow_is_a_clear_error(cli):
     for args in (("workflow", "show", "424242"), ("run", "--workflow", "424242", "--until-idle"),
                  ("workflow", "validate", "424242")):
