@@ -36,9 +36,8 @@ MODEL_FILE_COLUMNS = ("sha256", "size_bytes", "updated_at")
 def _create_role(name: str, login: bool = False) -> sql.Composed:
     # CREATE ROLE has no IF NOT EXISTS; two sessions may race, so the statement
     # checks pg_roles and also catches the duplicate.
-    return sql.SQL(Q["role_create"]).format(
-        name=sql.Literal(name), role=sql.Identifier(name),
-        login=sql.SQL("LOGIN" if login else "NOLOGIN"))
+    return _stmt(Q["role_create"], name=sql.Literal(name), role=sql.Identifier(name),
+                 login=sql.SQL("LOGIN" if login else "NOLOGIN"))
 
 
 def _table(name: str) -> sql.Identifier:
