@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 
 run: $(VENV)/.installed
 	$(INTERP) db migrate
-	$(INTERP) seed load seeds/
+	$(INTERP) seed load
 	$(INTERP) seed postings --count $(POSTINGS) --seed 42
 	$(INTERP) run --workflow $(WORKFLOW) --until-idle
 	$(INTERP) status --workflow $(WORKFLOW)

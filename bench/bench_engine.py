@@ -42,7 +42,12 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
+# The no-op script actor lives here in bench/, not in the shipped `actors` package;
+# the benchmark alone allows it (in-process and in the `interp run` workers it starts).
+BENCH_SCRIPT_PREFIXES = "actors,noop_actor"
+os.environ["INTERP_SCRIPT_PREFIXES"] = BENCH_SCRIPT_PREFIXES
 
 from _common import admin_exec, log, with_dbname  # noqa: E402
 
@@ -67,7 +72,7 @@ VALUES (%(wf)s, 'bench: 5-step no-op', 'public.bench_subjects', 'id');
 
 INSERT INTO interp.actors (name, kind, target) VALUES
   ('bench_sql_noop', 'sql', 'SELECT 1 WHERE false'),
-  ('bench_script_noop', 'script', 'actors.bench_noop:noop');
+  ('bench_script_noop', 'script', 'noop_actor:noop');
 
 INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, gate_sql) VALUES
   (%(wf)s, 1, 'gate: subject exists', 'gate', NULL,
@@ -207,8 +212,12 @@ def run_interp_workers(dsn: str, n: int, batch: int, workers: int,
     cmd = interp_command() + ["--dsn", dsn, "run", "--workflow", str(WORKFLOW_ID),
                               "--until-idle", "--batch-size", str(batch), "--json"]
     t0 = time.perf_counter()
+    env = {**os.environ, "INTERP_SCRIPT_PREFIXES": BENCH_SCRIPT_PREFIXES,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), str(ROOT),
+                                                       os.environ.get("PYTHONPATH")]))}
     procs = [subprocess.Popen(cmd + ["--worker-id", f"bench-{i}"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(workers)]
+                              stderr=subprocess.PIPE, text=True, env=env)
+             for i in range(workers)]
     # Past max_run_s, SIGTERM: each worker finishes its wave and exits 0 with its summary.
     fired = threading.Event()
 

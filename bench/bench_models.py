@@ -63,6 +63,7 @@ sys.path.insert(0, str(ROOT))
 from _common import admin_exec, log, with_dbname  # noqa: E402
 
 import interpreter.model_actor as model_actor  # noqa: E402
+from actors.sample_postings import insert_postings  # noqa: E402
 from interpreter.actor_api import Subject  # noqa: E402
 from interpreter.config import DatabaseChoice  # noqa: E402
 from interpreter.db import Database  # noqa: E402
@@ -71,7 +72,6 @@ from interpreter.engine import Runner, RunOptions  # noqa: E402
 from interpreter.migrations import migrate  # noqa: E402
 from interpreter.model_actor import derive_seed  # noqa: E402
 from interpreter.models import DEFAULT_SAMPLING, SAMPLING_KEYS, ModelPool, resolve  # noqa: E402
-from interpreter.sample import insert_postings  # noqa: E402
 from interpreter.templates import build_context, render  # noqa: E402
 
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"

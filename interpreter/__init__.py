@@ -1,11 +1,8 @@
-"""interp: a workflow interpreter driven by PostgreSQL."""
+"""interp: a workflow interpreter driven by PostgreSQL.
 
-from pathlib import Path
+The migrations and the seeds ship inside this package (``schema/`` and
+``seed_sql/``, read with importlib.resources), so an installed wheel needs no
+checkout; see docs/adr/0004-packaged-schema-and-seeds.md.
+"""
 
 __version__ = "0.1.0"
-
-# The repository root holds schema/ and seeds/; an editable install (what
-# `make run` does) keeps them next to the package.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_DIR = REPO_ROOT / "schema"
-SEEDS_DIR = REPO_ROOT / "seeds"

@@ -1,17 +1,23 @@
-"""Numbered SQL migrations from schema/, each in its own transaction, under an advisory lock."""
+"""Numbered SQL migrations, each in its own transaction, under an advisory lock.
+
+The migrations are package data (``interpreter/schema``, the repository's
+``schema/`` folder), read with importlib.resources: the same files in a wheel,
+an editable install and a checkout.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import psycopg
 
-from . import SCHEMA_DIR
 from .errors import InterpError
+from .queries import Q
 
 # Any fixed 64-bit number works; it only has to be the same for every migrator.
 MIGRATION_LOCK_KEY = 0x696E7465727001
@@ -22,43 +28,43 @@ _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 class Migration:
     version: int
     name: str
-    path: Path
+    path: Traversable
 
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
 
-def known_migrations(directory: Path = SCHEMA_DIR) -> list[Migration]:
+def packaged_schema() -> Traversable:
+    """The folder of migrations inside the installed package."""
+    return resources.files(__package__) / "schema"
+
+
+def known_migrations(directory: Traversable | None = None) -> list[Migration]:
+    folder = packaged_schema() if directory is None else directory
+    if not folder.is_dir():
+        raise InterpError(f"no migrations folder at {folder}; the interp install is incomplete")
     found = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted((f for f in folder.iterdir() if f.name.endswith(".sql")),
+                       key=lambda f: f.name):
         m = _FILE.match(path.name)
         if not m:
             raise InterpError(f"migration file {path.name} is not named NNNN_name.sql")
         found.append(Migration(int(m.group(1)), m.group(2), path))
+    if not found:
+        # Never report "nothing to migrate" for an install that lost its migrations.
+        raise InterpError(f"no migrations found in {folder}; the interp install is incomplete")
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
         raise InterpError("two migrations share a number in schema/")
     return found
 
 
-BOOKKEEPING = """
-CREATE SCHEMA IF NOT EXISTS interp;
-CREATE TABLE IF NOT EXISTS interp.schema_migrations (
-    version    integer PRIMARY KEY,
-    name       text NOT NULL,
-    checksum   text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-)
-"""
-
-
 def applied_migrations(conn: psycopg.Connection[Any]) -> dict[int, dict[str, Any]]:
-    exists = conn.execute("SELECT to_regclass('interp.schema_migrations') AS t").fetchone()
+    exists = conn.execute(Q["migration_table"]).fetchone()
     if not exists or exists["t"] is None:
         return {}
-    rows = conn.execute("SELECT version, name, checksum, applied_at FROM interp.schema_migrations")
-    return {r["version"]: r for r in rows}
+    return {r["version"]: r for r in conn.execute(Q["migrations_applied"])}
 
 
 def migration_status(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
@@ -94,10 +100,10 @@ def migrate(dsn: str) -> list[Migration]:
         if applied_before and known_versions <= set(applied_before):
             return []
         # A session-level lock, so it spans the per-migration transactions.
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        conn.execute(Q["migration_lock"], {"key": MIGRATION_LOCK_KEY})
         try:
             with conn.transaction():
-                conn.execute(BOOKKEEPING)
+                conn.execute(Q["migration_bookkeeping"])
             applied = applied_migrations(conn)
             known = known_migrations()
             unknown = sorted(set(applied) - {m.version for m in known})
@@ -109,11 +115,10 @@ def migrate(dsn: str) -> list[Migration]:
                 if m.version in applied:
                     continue
                 with conn.transaction():
-                    conn.execute(m.path.read_text())
-                    conn.execute(
-                        "INSERT INTO interp.schema_migrations (version, name, checksum) "
-                        "VALUES (%s, %s, %s)", (m.version, m.name, m.checksum))
+                    conn.execute(m.path.read_text(encoding="utf-8"))
+                    conn.execute(Q["migration_record"], {"version": m.version, "name": m.name,
+                                                         "checksum": m.checksum})
                 applied_now.append(m)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+            conn.execute(Q["migration_unlock"], {"key": MIGRATION_LOCK_KEY})
     return applied_now

@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 from .errors import InterpError
+from .queries import Q
 
 WORKER = "interp_worker"
 OPS = "interp_ops"
@@ -33,15 +34,10 @@ MODEL_FILE_COLUMNS = ("sha256", "size_bytes", "updated_at")
 
 
 def _create_role(name: str, login: bool = False) -> sql.Composed:
-    # CREATE ROLE has no IF NOT EXISTS; two sessions may race, so catch the duplicate.
-    return sql.SQL(
-        "DO $do$ BEGIN\n"
-        "  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {lit}) THEN\n"
-        "    CREATE ROLE {ident} {login};\n"
-        "  END IF;\n"
-        "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;\n"
-        "END $do$").format(lit=sql.Literal(name), ident=sql.Identifier(name),
-                           login=sql.SQL("LOGIN" if login else "NOLOGIN"))
+    # CREATE ROLE has no IF NOT EXISTS; two sessions may race, so the statement
+    # checks pg_roles and also catches the duplicate.
+    return _stmt(Q["role_create"], name=sql.Literal(name), role=sql.Identifier(name),
+                 login=sql.SQL("LOGIN" if login else "NOLOGIN"))
 
 
 def _table(name: str) -> sql.Identifier:
@@ -49,10 +45,16 @@ def _table(name: str) -> sql.Identifier:
     return sql.Identifier(schema or "public", table)
 
 
+def _tables(names: list[str]) -> sql.Composed:
+    return sql.SQL(", ").join(_table(t) for t in names)
+
+
+def _stmt(template: str, **parts: sql.Composable) -> sql.Composed:
+    return sql.SQL(template).format(**parts)
+
+
 def existing_tables(conn: psycopg.Connection[Any], schema: str) -> set[str]:
-    rows = conn.execute("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON "
-                        "n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN "
-                        "('r', 'p')", (schema,)).fetchall()
+    rows = conn.execute(Q["role_schema_tables"], {"schema": schema}).fetchall()
     return {r["relname"] if isinstance(r, dict) else r[0] for r in rows}
 
 
@@ -72,48 +74,45 @@ def role_statements(conn: psycopg.Connection[Any], *, domain: list[str] | None =
     s: list[sql.Composed] = [_create_role(WORKER), _create_role(OPS)]
     # Both read everything in interp (tables, views, rollups); functions are
     # EXECUTE-able by PUBLIC and run with the caller's rights.
-    s.append(sql.SQL("GRANT USAGE ON SCHEMA interp TO {}, {}").format(w, o))
-    s.append(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA interp TO {}, {}").format(w, o))
-    s.append(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA interp GRANT SELECT ON TABLES "
-                     "TO {}, {}").format(w, o))
+    s.append(_stmt(Q["role_grant_interp_usage"], worker=w, ops=o))
+    s.append(_stmt(Q["role_grant_interp_select"], worker=w, ops=o))
+    s.append(_stmt(Q["role_default_interp_select"], worker=w, ops=o))
     # Ops writes nothing: take back anything granted before (e.g. by hand).
-    s.append(sql.SQL("REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON ALL "
-                     "TABLES IN SCHEMA interp FROM {}").format(o))
-    s.append(sql.SQL("REVOKE CREATE ON SCHEMA interp FROM {}, {}").format(w, o))
+    s.append(_stmt(Q["role_revoke_ops_writes"], ops=o))
+    s.append(_stmt(Q["role_revoke_interp_create"], worker=w, ops=o))
     # The worker: definitions read-only, runtime tables insert/update, no DELETE.
-    s.append(sql.SQL("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {} FROM {}").format(
-        sql.SQL(", ").join(_table(f"interp.{t}") for t in DEFINITION_TABLES if t in interp), w))
-    runtime = [t for t in RUNTIME_TABLES + ROLLUP_TABLES if t in interp]
-    s.append(sql.SQL("GRANT INSERT, UPDATE ON {} TO {}").format(
-        sql.SQL(", ").join(_table(f"interp.{t}") for t in runtime), w))
-    s.append(sql.SQL("GRANT UPDATE ({}) ON interp.models TO {}").format(
-        sql.SQL(", ").join(map(sql.Identifier, MODEL_FILE_COLUMNS)), w))
-    s.append(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA interp TO {}").format(w))
+    s.append(_stmt(Q["role_revoke_definition_writes"], worker=w, tables=_tables(
+        [f"interp.{t}" for t in DEFINITION_TABLES if t in interp])))
+    s.append(_stmt(Q["role_grant_runtime_writes"], worker=w, tables=_tables(
+        [f"interp.{t}" for t in RUNTIME_TABLES + ROLLUP_TABLES if t in interp])))
+    s.append(_stmt(Q["role_grant_model_file_columns"], worker=w,
+                   columns=sql.SQL(", ").join(map(sql.Identifier, MODEL_FILE_COLUMNS))))
+    s.append(_stmt(Q["role_grant_interp_sequences"], worker=w))
     # Domain tables: what the seeded SQL actors and gates touch.
     if domain is None:
-        s.append(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
-            sql.Identifier(domain_schema), w))
-        s.append(sql.SQL("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA {} TO {}")
-                 .format(sql.Identifier(domain_schema), w))
-        s.append(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
-            sql.Identifier(domain_schema), w))
+        schema = sql.Identifier(domain_schema)
+        s.append(_stmt(Q["role_grant_schema_usage"], schema=schema, worker=w))
+        s.append(_stmt(Q["role_grant_schema_tables"], schema=schema, worker=w))
+        s.append(_stmt(Q["role_grant_schema_sequences"], schema=schema, worker=w))
     elif domain:
-        for schema in sorted({(t.rpartition(".")[0] or "public") for t in domain}):
-            s.append(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), w))
-        s.append(sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(
-            sql.SQL(", ").join(_table(t) for t in domain), w))
+        for name in sorted({(t.rpartition(".")[0] or "public") for t in domain}):
+            s.append(_stmt(Q["role_grant_schema_usage"], schema=sql.Identifier(name), worker=w))
+        s.append(_stmt(Q["role_grant_domain_tables"], tables=_tables(domain), worker=w))
     for user, kind in logins or []:
-        if kind not in KINDS:
-            raise InterpError(f"--login {user}={kind}: the role must be worker or ops")
-        if user in (WORKER, OPS):
-            raise InterpError(f"--login {user}: choose a user name other than the group roles")
-        s.append(_create_role(user, login=True))
-        s.append(sql.SQL("ALTER ROLE {} LOGIN INHERIT").format(sql.Identifier(user)))
-        if password is not None:
-            s.append(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(user),
-                                                                 sql.Literal(password)))
-        s.append(sql.SQL("GRANT {} TO {}").format(sql.Identifier(KINDS[kind]),
-                                                  sql.Identifier(user)))
+        s.extend(_login_statements(user, kind, password))
+    return s
+
+
+def _login_statements(user: str, kind: str, password: str | None) -> list[sql.Composed]:
+    if kind not in KINDS:
+        raise InterpError(f"--login {user}={kind}: the role must be worker or ops")
+    if user in (WORKER, OPS):
+        raise InterpError(f"--login {user}: choose a user name other than the group roles")
+    who = sql.Identifier(user)
+    s = [_create_role(user, login=True), _stmt(Q["role_login_inherit"], user=who)]
+    if password is not None:
+        s.append(_stmt(Q["role_password"], user=who, password=sql.Literal(password)))
+    s.append(_stmt(Q["role_grant_membership"], group=sql.Identifier(KINDS[kind]), user=who))
     return s
 
 

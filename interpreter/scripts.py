@@ -20,15 +20,26 @@ from .actor_api import DEFAULT_OUTCOME, Result, StepResult, Subject, utcnow
 from .definitions import ActorDef, StepDef, merged_params
 from .errors import DefinitionError
 
-DEFAULT_ALLOWED_PREFIXES = ("actors.",)
+# Only the shipped user-space actors. Test and bench actors live outside the
+# package and are allowed by their own configuration, never by default.
+DEFAULT_ALLOWED_PREFIXES = ("actors",)
 
 
 def allowed_prefixes() -> tuple[str, ...]:
-    """Module prefixes a database row may name (INTERP_SCRIPT_PREFIXES, comma-separated)."""
+    """Module paths a database row may name (INTERP_SCRIPT_PREFIXES, comma-separated).
+
+    Each entry is a dotted module path; a trailing dot is accepted and ignored."""
     raw = os.environ.get("INTERP_SCRIPT_PREFIXES")
     if not raw:
         return DEFAULT_ALLOWED_PREFIXES
-    return tuple(p.strip() for p in raw.split(",") if p.strip())
+    return tuple(p.strip().rstrip(".") for p in raw.split(",") if p.strip().rstrip("."))
+
+
+def module_allowed(module: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether module is one of prefixes or inside one, compared by dotted components:
+    ``actors`` allows ``actors`` and ``actors.x.y`` but not ``actorsx.y``."""
+    parts = module.split(".")
+    return any(parts[:len(p.split("."))] == p.split(".") for p in prefixes)
 
 
 def check_target(target: str) -> tuple[str, str]:
@@ -36,7 +47,7 @@ def check_target(target: str) -> tuple[str, str]:
     if not sep or not module or not func:
         raise DefinitionError(f"script target {target!r} is not module:function")
     prefixes = allowed_prefixes()
-    if not any(module == p.rstrip(".") or module.startswith(p) for p in prefixes):
+    if not module_allowed(module, prefixes):
         raise DefinitionError(
             f"script target {target!r} is outside the allowed module prefixes {list(prefixes)}")
     return module, func

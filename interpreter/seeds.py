@@ -1,7 +1,15 @@
-"""`interp seed load`: each SQL file in its own transaction, all or nothing."""
+"""`interp seed load`: each SQL file in its own transaction, all or nothing.
+
+With no path it loads the seeds that ship inside the package
+(``interpreter/seed_sql``, the repository's ``seeds/`` folder): the domain
+tables, the skills list, the worked example 1001 and workflow 3001, in name
+order.
+"""
 
 from __future__ import annotations
 
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +17,14 @@ import psycopg
 
 from .db import Database
 from .errors import InterpError, first_line
+
+
+def packaged_seeds() -> list[Traversable]:
+    """The seed files inside the installed package, in the order they load."""
+    folder = resources.files(__package__) / "seed_sql"
+    if not folder.is_dir():
+        raise InterpError(f"no seeds folder at {folder}; the interp install is incomplete")
+    return sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
 
 
 def expand_paths(paths: list[str]) -> list[Path]:
@@ -30,7 +46,7 @@ def line_of(text: str, position: int | None) -> int | None:
     return text.count("\n", 0, position - 1) + 1
 
 
-def load_seed_file(db: Database, path: Path) -> None:
+def load_seed_file(db: Database, path: Path | Traversable) -> None:
     text = path.read_text(encoding="utf-8")
 
     def apply(conn: psycopg.Connection[Any]) -> None:

@@ -18,12 +18,15 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from interpreter import REPO_ROOT
 from interpreter.config import DatabaseChoice
 from interpreter.db import Database
 from interpreter.migrations import migrate
+from tests.helpers import REPO_ROOT
 
 TEMPLATE_DB = f"interp_tpl_{os.getpid()}"
+#: Script targets the tests may name: the shipped actors and the test-only fault
+#: and chaos actors (tests/actors/), which the default allowlist never reaches.
+TEST_SCRIPT_PREFIXES = "actors,tests.actors"
 _server_dsn: str | None = None
 _server_error: str | None = None
 
@@ -66,6 +69,15 @@ def pytest_report_header(config: pytest.Config) -> str:
         return f"PostgreSQL: not available ({exc})"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def test_script_prefixes() -> Iterator[str]:
+    """Allow the test actors in this process and in every `interp` it starts."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("INTERP_SCRIPT_PREFIXES", TEST_SCRIPT_PREFIXES)
+    yield TEST_SCRIPT_PREFIXES
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def template_db() -> Iterator[str]:
     """A database with the engine migrated and the domain seed loaded, to copy from."""
@@ -88,6 +100,17 @@ def dsn(template_db: str) -> Iterator[str]:
     name = f"interp_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    yield dsn_for(name)
+    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_dsn() -> Iterator[str]:
+    """A fresh database with nothing in it: not migrated, no domain tables."""
+    name = f"interp_e_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
     yield dsn_for(name)
     with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import psycopg
+
+#: The checkout the tests run from: `interp` subprocesses get it as PYTHONPATH and cwd.
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 ITEMS_DDL = """
 CREATE TABLE IF NOT EXISTS public.items (
@@ -78,7 +82,7 @@ def make_workflow(conn: psycopg.Connection[Any], wf: int,
 
 
 def standard_pipeline(conn: psycopg.Connection[Any], wf: int = 10, n: int = 50,
-                      script_target: str = "actors.faults:ok",
+                      script_target: str = "tests.actors.faults:ok",
                       script_params: dict[str, Any] | None = None,
                       script_max_attempts: int = 3) -> None:
     """gate -> script -> SQL effect counter -> end, over n items."""

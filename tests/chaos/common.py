@@ -18,10 +18,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from interpreter import REPO_ROOT
 from tests.helpers import (
     COUNT_EFFECT_SQL,
     GATE_NOT_DONE_SQL,
+    REPO_ROOT,
     add_items,
     check_invariants,
     make_workflow,
@@ -45,7 +45,7 @@ def chaos_pipeline(conn: psycopg.Connection[Any], wf: int, n: int, *, model_ever
     With model_every > 0, every model_every-th item also passes a SmolLM2 step
     (n_ctx 512, max_tokens 16)."""
     add_items(conn, n)
-    actors = [{"name": f"script_{wf}", "kind": "script", "target": "actors.faults:slow",
+    actors = [{"name": f"script_{wf}", "kind": "script", "target": "tests.actors.faults:slow",
                "params": {"seconds": script_seconds}},
               {"name": f"effect_{wf}", "kind": "sql", "target": COUNT_EFFECT_SQL}]
     steps: list[dict[str, Any]] = [

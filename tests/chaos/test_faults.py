@@ -21,23 +21,22 @@ import time
 
 import pytest
 
-from interpreter import REPO_ROOT
 from tests.chaos.common import all_invariants, record_figure
-from tests.helpers import COUNT_EFFECT_SQL, add_items, make_workflow
+from tests.helpers import COUNT_EFFECT_SQL, REPO_ROOT, add_items, make_workflow
 
 pytestmark = [pytest.mark.slow]
 
 WF = 710
 N = 70
 LANES = {  # outcome of the gate -> (step, actor target, params, expected error)
-    "RAISE": (2, "actors.faults:raise_always", {}, "always raises"),
-    "HANG": (3, "actors.faults:hang", {"seconds": 8}, "timed out"),
-    "HUGE": (4, "actors.faults:huge_output", {"bytes": 10 * 1024 * 1024}, "output too large"),
-    "NOTJSON": (5, "actors.faults:not_json", {}, "not JSON"),
-    "OOM": (6, "actors.faults:out_of_memory", {}, "MemoryError"),
-    "EXHAUST": (7, "actors.chaos:exhaust_memory", {"max_gb": 64}, "MemoryError"),
+    "RAISE": (2, "tests.actors.faults:raise_always", {}, "always raises"),
+    "HANG": (3, "tests.actors.faults:hang", {"seconds": 8}, "timed out"),
+    "HUGE": (4, "tests.actors.faults:huge_output", {"bytes": 10 * 1024 * 1024}, "output too large"),
+    "NOTJSON": (5, "tests.actors.faults:not_json", {}, "not JSON"),
+    "OOM": (6, "tests.actors.faults:out_of_memory", {}, "MemoryError"),
+    "EXHAUST": (7, "tests.actors.chaos:exhaust_memory", {"max_gb": 64}, "MemoryError"),
     "MODEL": (8, None, {}, "model"),
-    "GOOD": (9, "actors.faults:ok", {}, None),
+    "GOOD": (9, "tests.actors.faults:ok", {}, None),
 }
 EFFECT_STEP = 10
 
@@ -135,7 +134,7 @@ def test_hung_actor_does_not_keep_the_process_alive_after_the_run(dsn, conn, tmp
     ends; the process must then exit too, not wait for the abandoned thread."""
     from tests.helpers import standard_pipeline
 
-    standard_pipeline(conn, wf=711, n=2, script_target="actors.faults:hang",
+    standard_pipeline(conn, wf=711, n=2, script_target="tests.actors.faults:hang",
                       script_params={"seconds": 60}, script_max_attempts=1)
     conn.execute("UPDATE interp.steps SET timeout_s = 1 WHERE workflow_id = 711 AND "
                  "execution_order = 2")

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from actors.sample_postings import insert_rows
 from interpreter.actor_api import Subject
 from interpreter.definitions import StepDef
-from interpreter.hostile import _base, hostile_postings, insert_hostile
-from interpreter.sample import insert_rows
 from interpreter.templates import build_context, render
 from tests.chaos.common import SMOL_SOURCE, all_invariants, record_figure
 from tests.helpers import GATE_NOT_DONE_SQL, add_items, make_workflow
+from tests.hostile import _base, hostile_postings, insert_hostile
 
 pytestmark = [pytest.mark.slow]
 
@@ -72,7 +72,8 @@ def build(conn, model_ids: list[int]) -> None:
                  "('hostile_smol', %s, 512, 2)", (SMOL_SOURCE,))
     conn.execute("INSERT INTO interp.prompt_templates (name, version, body) VALUES "
                  "('hostile_prompt', 1, %s)", (TEMPLATE,))
-    actors = [("hostile_inspect", "script", "actors.chaos:inspect_text", {"template": TEMPLATE}),
+    actors = [("hostile_inspect", "script", "tests.actors.chaos:inspect_text",
+               {"template": TEMPLATE}),
               ("hostile_echo", "sql", ECHO_SQL, {}),
               ("hostile_model", "model", "hostile_smol", {})]
     for name, kind, target, params in actors:
@@ -174,7 +175,7 @@ def one_gate(sql: str) -> list[dict]:
     return [{"number": 1, "kind": "gate", "gate_sql": sql}]
 
 
-SCRIPT_OK = {"name": "def_ok", "kind": "script", "target": "actors.faults:ok"}
+SCRIPT_OK = {"name": "def_ok", "kind": "script", "target": "tests.actors.faults:ok"}
 REFUSED = [
     # (workflow, what, kwargs for make_workflow, expected text)
     (731, "cycle with no exit", dict(
@@ -270,7 +271,7 @@ def test_hostile_definitions_processed_inertly(cli, conn):
 
 def test_script_prefixes_are_configurable(cli, conn):
     make_workflow(conn, 743, actors=[{"name": "def_ok2", "kind": "script",
-                                      "target": "actors.faults:ok"}],
+                                      "target": "tests.actors.faults:ok"}],
                   steps=[{"number": 1, "actor": "def_ok2"}], transitions=[(1, "*", None)])
     old = os.environ.get("INTERP_SCRIPT_PREFIXES")
     os.environ["INTERP_SCRIPT_PREFIXES"] = "mycompany.actors."

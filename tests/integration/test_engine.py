@@ -90,7 +90,7 @@ def test_sql_actor_reads_earlier_outputs(db, conn):
     add_items(conn, 4)
     make_workflow(
         conn, 14,
-        actors=[{"name": "echo14", "kind": "script", "target": "actors.faults:ok"},
+        actors=[{"name": "echo14", "kind": "script", "target": "tests.actors.faults:ok"},
                 {"name": "save14", "kind": "sql", "target": """
                     INSERT INTO public.effects (id, step, n)
                     SELECT (b->>'subject_id')::bigint, %(step)s,
@@ -128,7 +128,7 @@ def test_limit_caps_admission(db, conn):
 
 
 def test_retries_with_backoff_then_success(db, conn):
-    standard_pipeline(conn, wf=17, n=5, script_target="actors.faults:fail_k_times",
+    standard_pipeline(conn, wf=17, n=5, script_target="tests.actors.faults:fail_k_times",
                       script_params={"k": 2}, script_max_attempts=3)
     run(db, 17, breaker_threshold=1000)  # every try of the wave fails; keep the breaker out
     rows = conn.execute("SELECT subject_id, attempt, ok, started_at FROM interp.checkpoints "
@@ -146,7 +146,7 @@ def test_retries_with_backoff_then_success(db, conn):
 
 
 def test_dead_letter_keeps_the_last_error(db, conn):
-    standard_pipeline(conn, wf=18, n=3, script_target="actors.faults:fail_k_times",
+    standard_pipeline(conn, wf=18, n=3, script_target="tests.actors.faults:fail_k_times",
                       script_params={"k": 10}, script_max_attempts=2)
     run(db, 18, breaker_threshold=1000)
     rows = conn.execute("SELECT status, step, attempts, last_error FROM interp.subject_state "
@@ -157,7 +157,7 @@ def test_dead_letter_keeps_the_last_error(db, conn):
 
 
 def test_one_failing_subject_does_not_fail_the_wave(db, conn):
-    standard_pipeline(conn, wf=19, n=6, script_target="actors.faults:fail_marked",
+    standard_pipeline(conn, wf=19, n=6, script_target="tests.actors.faults:fail_marked",
                       script_max_attempts=1)
     conn.execute("UPDATE public.items SET title = 'BOOM' WHERE id = 4")
     run(db, 19, breaker_threshold=1000)
@@ -168,12 +168,12 @@ def test_one_failing_subject_does_not_fail_the_wave(db, conn):
 
 
 @pytest.mark.parametrize("target,params,error", [
-    ("actors.faults:hang", {"seconds": 5}, "timed out"),
-    ("actors.faults:wrong_count", {}, "returned"),
-    ("actors.faults:huge_output", {}, "output too large"),
-    ("actors.faults:not_json", {}, "not JSON"),
-    ("actors.faults:out_of_memory", {}, "MemoryError"),
-    ("actors.faults:raise_always", {}, "always raises"),
+    ("tests.actors.faults:hang", {"seconds": 5}, "timed out"),
+    ("tests.actors.faults:wrong_count", {}, "returned"),
+    ("tests.actors.faults:huge_output", {}, "output too large"),
+    ("tests.actors.faults:not_json", {}, "not JSON"),
+    ("tests.actors.faults:out_of_memory", {}, "MemoryError"),
+    ("tests.actors.faults:raise_always", {}, "always raises"),
 ])
 def test_faulty_script_actors_are_recorded_and_dead_lettered(db, conn, target, params, error):
     standard_pipeline(conn, wf=20, n=2, script_target=target, script_params=params,
@@ -188,7 +188,7 @@ def test_faulty_script_actors_are_recorded_and_dead_lettered(db, conn, target, p
 
 
 def test_wrong_shape_fails_against_the_output_schema(db, conn):
-    standard_pipeline(conn, wf=21, n=2, script_target="actors.faults:wrong_shape",
+    standard_pipeline(conn, wf=21, n=2, script_target="tests.actors.faults:wrong_shape",
                       script_max_attempts=1)
     conn.execute("""UPDATE interp.steps SET output_schema = '{"type": "object",
                     "required": ["words"]}' WHERE workflow_id = 21 AND execution_order = 2""")
@@ -199,7 +199,7 @@ def test_wrong_shape_fails_against_the_output_schema(db, conn):
 
 
 def test_breaker_opens_and_subjects_wait_instead_of_failing(db, conn):
-    standard_pipeline(conn, wf=22, n=30, script_target="actors.faults:raise_always",
+    standard_pipeline(conn, wf=22, n=30, script_target="tests.actors.faults:raise_always",
                       script_max_attempts=50)
     conn.execute("UPDATE interp.actors SET params = '{\"breaker_threshold\": 3, "
                  "\"breaker_cooldown_s\": 3600}' WHERE name = 'script_22'")
@@ -258,7 +258,7 @@ def test_zombie_with_expired_lease_commits_nothing(db, conn):
 
 
 def test_pause_stops_claiming_and_resume_continues(db, conn):
-    standard_pipeline(conn, wf=25, n=40, script_target="actors.faults:slow",
+    standard_pipeline(conn, wf=25, n=40, script_target="tests.actors.faults:slow",
                       script_params={"seconds": 0.02})
     stop = threading.Event()
     runner = Runner(db, 25, RunOptions(poll_s=0.05, batch_size=5), stop=stop)
@@ -310,7 +310,7 @@ def test_edit_during_run_bumps_version(db, conn):
 
 
 def test_two_concurrent_workers_never_double_process(cli, conn):
-    standard_pipeline(conn, wf=30, n=600, script_target="actors.faults:slow",
+    standard_pipeline(conn, wf=30, n=600, script_target="tests.actors.faults:slow",
                       script_params={"seconds": 0.001})
     procs = [cli.popen("run", "--workflow", "30", "--until-idle", "--batch-size", "20",
                        "--poll", "0.05") for _ in range(2)]
@@ -324,7 +324,7 @@ def test_two_concurrent_workers_never_double_process(cli, conn):
 
 def test_kill_nine_at_random_points_then_resume(cli, conn):
     # Enough work (about 10 s of actor time) that every round has something to kill.
-    standard_pipeline(conn, wf=31, n=1500, script_target="actors.faults:slow",
+    standard_pipeline(conn, wf=31, n=1500, script_target="tests.actors.faults:slow",
                       script_params={"seconds": 0.007})
     rng = random.Random(31)
     kills = 0
@@ -346,7 +346,7 @@ def test_kill_nine_at_random_points_then_resume(cli, conn):
 
 
 def test_sigterm_finishes_the_wave_and_exits_zero(cli, conn):
-    standard_pipeline(conn, wf=32, n=300, script_target="actors.faults:slow",
+    standard_pipeline(conn, wf=32, n=300, script_target="tests.actors.faults:slow",
                       script_params={"seconds": 0.01})
     p = cli.popen("run", "--workflow", "32", "--batch-size", "10", "--poll", "0.05")
     time.sleep(2.0)
@@ -368,7 +368,7 @@ def test_effect_sql_is_exactly_once_under_rerun(db, conn):
 
 
 def test_quick_script_actor_runs_inline(db, conn):
-    standard_pipeline(conn, wf=34, n=12, script_target="actors.faults:fail_marked",
+    standard_pipeline(conn, wf=34, n=12, script_target="tests.actors.faults:fail_marked",
                       script_params={"inline": True}, script_max_attempts=1)
     conn.execute("UPDATE public.items SET title = 'BOOM' WHERE id = 7")
     run(db, 34, batch_size=5, breaker_threshold=1000)

@@ -504,7 +504,7 @@ class _FakeDb:
 def test_models_cli_list_and_check(smollm2, tmp_path):
     from click.testing import CliRunner
 
-    from interpreter.cli_models import models
+    from interpreter.cli.models import models
 
     corrupt = tmp_path / "bad.gguf"
     corrupt.write_bytes(os.urandom(4096))
@@ -534,6 +534,7 @@ def test_models_cli_list_and_check(smollm2, tmp_path):
     assert reports["smollm2"]["load_ms"] > 0
     assert not reports["bad"]["ok"] and "failed to load" in reports["bad"]["error"]
     assert not reports["gone"]["ok"] and "does not exist" in reports["gone"]["error"]
-    assert db.updates == [(file_sha256(smollm2), smollm2.stat().st_size, "smollm2")]
+    assert db.updates == [{"name": "smollm2", "sha256": file_sha256(smollm2),
+                           "size_bytes": smollm2.stat().st_size}]
     for cmd in (models, *models.commands.values()):
         assert "Example:" in (cmd.help or "")

@@ -63,7 +63,7 @@ def test_model_load_failure_opens_the_breaker_and_other_steps_go_on(db, conn, tm
                  "'{\"breaker_threshold\": 3, \"breaker_cooldown_s\": 3600}')")
     conn.execute("INSERT INTO interp.prompt_templates (name, body) VALUES ('t', '{{ title }}')")
     conn.execute("INSERT INTO interp.actors (name, kind, target) VALUES "
-                 "('ok51', 'script', 'actors.faults:ok')")
+                 "('ok51', 'script', 'tests.actors.faults:ok')")
     make_workflow(conn, 51, steps=[{"number": 1, "actor": "ok51"},
                                    {"number": 2, "actor": "actor_broken", "template": "t",
                                     "max_attempts": 5}],

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from interpreter.hostile import hostile_postings, insert_hostile
-from interpreter.sample import TEXT_COLUMNS, clean_text, generate_postings, insert_postings
+from actors.sample_postings import TEXT_COLUMNS, clean_text, generate_postings, insert_postings
+from tests.hostile import hostile_postings, insert_hostile
 
 
 def test_insert_500_then_again_is_a_noop(db, conn):

@@ -18,7 +18,7 @@ def good(conn, wf=40, **overrides):
              {"number": 2, "actor": "ok40"}]
     transitions = [(1, "RUN", 2), (1, "SKIP", None), (2, "*", None)]
     make_workflow(conn, wf, actors=[{"name": "ok40", "kind": "script",
-                                     "target": "actors.faults:ok"}],
+                                     "target": "tests.actors.faults:ok"}],
                   steps=overrides.get("steps", steps),
                   transitions=overrides.get("transitions", transitions),
                   admit_sql=overrides.get("admit_sql",
@@ -88,7 +88,7 @@ def test_cycle_with_no_exit(conn):
     ("os:system", "outside the allowed module prefixes"),
     ("subprocess:run", "outside the allowed module prefixes"),
     ("actors.no_such_module:fn", "cannot import"),
-    ("actors.faults:no_such_function", "has no function"),
+    ("tests.actors.faults:no_such_function", "has no function"),
 ])
 def test_script_target_not_allowed_or_missing(conn, target, needle):
     conn.execute("INSERT INTO interp.actors (name, kind, target) VALUES ('bad40', 'script', %s)",

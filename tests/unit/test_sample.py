@@ -7,8 +7,7 @@ from collections import Counter
 
 import pytest
 
-from interpreter.hostile import hostile_postings
-from interpreter.sample import (
+from actors.sample_postings import (
     HUGE_DESCRIPTION_CHARS,
     TEXT_COLUMNS,
     clean_row,
@@ -17,6 +16,7 @@ from interpreter.sample import (
     iter_postings,
     make_posting,
 )
+from tests.hostile import hostile_postings
 
 N = 5000
 

@@ -52,7 +52,7 @@ BASE_TIME = datetime(2025, 6, 1, 9, 0, tzinfo=UTC)
 def clean_text(s: str | bytes | None) -> str | None:
     """Make a value storable in a PostgreSQL ``text`` column, changing as little as possible.
 
-    Decision (issue 7, hostile input): PostgreSQL text cannot hold U+0000 and
+    Why: PostgreSQL text cannot hold U+0000 and
     the connection speaks UTF-8, so rather than refusing a posting we store a
     visibly damaged but otherwise faithful copy:
 

@@ -1,10 +1,10 @@
-"""A corpus of job postings built to break things (issue 7, hostile input).
+"""A corpus of job postings built to break things: hostile input for the tests.
 
 Each posting holds the ``public.postings`` columns plus ``"_why"`` (a short
 label) and, where it matters, flags for tests:
 
 * ``"_has_nul": True``: a text value holds a raw U+0000, which PostgreSQL text
-  refuses; :func:`interpreter.sample.clean_text` turns it into U+FFFD;
+  refuses; :func:`actors.sample_postings.clean_text` turns it into U+FFFD;
 * ``"_invalid_utf8": True``: a text value holds invalid UTF-8, either as
   ``bytes`` or as a ``str`` decoded with ``surrogateescape`` (lone surrogates);
   cleaning turns each bad byte into U+FFFD.
@@ -15,7 +15,7 @@ A test that finds a table dropped, a file created, a template evaluated or a
 command run has found a bug.
 
 :func:`insert_hostile` writes them through the same COPY and cleaning path
-as the sample postings (:func:`interpreter.sample.insert_rows`).
+as the sample postings (:func:`actors.sample_postings.insert_rows`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from .sample import insert_rows
+from actors.sample_postings import insert_rows
 
 MB = 1024 * 1024
 

@@ -7,7 +7,7 @@ import os
 
 import click
 
-from .errors import InterpError
+from ..errors import InterpError
 
 
 @click.command("roles")
@@ -38,7 +38,7 @@ def roles(ctx, grant_domain: str | None, domain_schema: str, logins: tuple[str, 
 
         interp db roles --grant-domain public.postings,public.review_queue --login etl=worker
     """
-    from .roles import apply_roles
+    from ..roles import apply_roles
 
     pairs = []
     for item in logins:
@@ -58,7 +58,7 @@ def roles(ctx, grant_domain: str | None, domain_schema: str, logins: tuple[str, 
 
     def do(conn):
         if print_only:
-            from .roles import role_statements
+            from ..roles import role_statements
 
             return [s.as_string(conn) for s in role_statements(
                 conn, domain=domain, domain_schema=domain_schema, logins=pairs,

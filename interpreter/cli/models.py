@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import click
 from tabulate import tabulate
 
-from .definitions import ModelDef
-
-
-def _emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+from ..admin import read_models, record_model_file
+from ..definitions import ModelDef
+from .context import emit_json
 
 
 def _read_models(db: Any, names: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    def read(conn: Any) -> list[dict[str, Any]]:
-        if names:
-            return conn.execute("SELECT * FROM interp.models WHERE name = ANY(%s) ORDER BY name",
-                                (list(names),)).fetchall()
-        return conn.execute("SELECT * FROM interp.models ORDER BY name").fetchall()
-
-    rows = db.run(read)
+    rows = db.run(lambda conn: read_models(conn, names))
     missing = sorted(set(names) - {r["name"] for r in rows})
     if missing:
         raise click.ClickException(f"no such model in interp.models: {', '.join(missing)} "
@@ -31,13 +22,13 @@ def _read_models(db: Any, names: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     return rows
 
 
-def _model_def(row: dict[str, Any]) -> ModelDef:
-    return ModelDef.from_row(row)
+def _record_file(db: Any, name: str, report: dict[str, Any]) -> None:
+    db.run(lambda conn: record_model_file(conn, name, report["sha256"], report["size_bytes"]))
 
 
 def _where(source: str) -> tuple[str, str]:
     """(path, state) for a source, without loading or assembling anything."""
-    from .models import ModelLoadError, is_remote, locate
+    from ..models import ModelLoadError, is_remote, locate
 
     if is_remote(source):
         return source, "remote"
@@ -86,7 +77,7 @@ def models_list(obj: Any, as_json: bool) -> None:
                     "sampling": r["sampling"], "sha256": r["sha256"],
                     "size_bytes": r["size_bytes"]})
     if as_json:
-        _emit_json(out)
+        emit_json(out)
         return
     if not out:
         click.echo("no models in interp.models", err=True)
@@ -109,7 +100,7 @@ def off_main_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
 def check_model(model: ModelDef, *, max_tokens: int = 16, n_threads: int | None = None,
                 prompt: str = "Say hello in five words.") -> dict[str, Any]:
     """Load one model, generate a few tokens; a report dict (ok False with error on failure)."""
-    from .models import GenerationError, ModelLoadError, open_backend
+    from ..models import GenerationError, ModelLoadError, open_backend
 
     report: dict[str, Any] = {"name": model.name, "source": model.source, "ok": False}
     started = time.perf_counter()
@@ -161,18 +152,13 @@ def models_check(obj: Any, names: tuple[str, ...], max_tokens: int, record: bool
     rows = _read_models(obj.db, names)
     reports = []
     for row in rows:
-        report = off_main_thread(check_model, _model_def(row), max_tokens=max_tokens)
+        report = off_main_thread(check_model, ModelDef.from_row(row), max_tokens=max_tokens)
         reports.append(report)
         if record and report["ok"] and report.get("sha256") and not row["sha256"]:
-            def store(conn: Any, name: str = row["name"], digest: str = report["sha256"],
-                      size: int = report["size_bytes"]) -> None:
-                conn.execute("UPDATE interp.models SET sha256 = %s, size_bytes = %s, "
-                             "updated_at = now() WHERE name = %s AND sha256 IS NULL",
-                             (digest, size, name))
-            obj.db.run(store)
+            _record_file(obj.db, row["name"], report)
             report["recorded_sha256"] = True
     if as_json:
-        _emit_json(reports)
+        emit_json(reports)
     else:
         table = [{"name": r["name"], "ok": r["ok"], "load_ms": r.get("load_ms"),
                   "tokens": r.get("completion_tokens"), "tokens/s": r.get("tokens_per_s"),

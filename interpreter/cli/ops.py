@@ -1,4 +1,4 @@
-"""Ops commands: status, trace, dashboard, prune (registered in cli.py)."""
+"""Ops commands: status, trace, dashboard, prune."""
 
 from __future__ import annotations
 
@@ -9,14 +9,11 @@ from typing import Any
 
 import click
 
-from .errors import InterpError
+from ..errors import InterpError
+from .context import emit_json
 
 #: `interp status --check` exits with this when something needs a person.
 CHECK_FAILED = 3
-
-
-def _emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
 
 
 @click.command("status")
@@ -45,7 +42,7 @@ def status(obj: Any, workflow_id: int, watch: bool, interval: float, as_json: bo
 
         interp status --workflow 3001 --watch
     """
-    from .monitor import render_status, status_data
+    from ..monitor import render_status, status_data
 
     def read() -> dict[str, Any]:
         return obj.db.run(lambda conn: status_data(conn, workflow_id, stall_window,
@@ -66,7 +63,7 @@ def status(obj: Any, workflow_id: int, watch: bool, interval: float, as_json: bo
             return
     data = read()
     if as_json:
-        _emit_json(data)
+        emit_json(data)
     else:
         click.echo(render_status(data))
     if check and not data["healthy"]:
@@ -87,11 +84,11 @@ def trace(obj: Any, workflow_id: int, subject_id: str, as_json: bool) -> None:
 
         interp trace --workflow 3001 --subject 42
     """
-    from .monitor import render_trace, trace_data
+    from ..monitor import render_trace, trace_data
 
     data = obj.db.run(lambda conn: trace_data(conn, workflow_id, subject_id))
     if as_json:
-        _emit_json(data)
+        emit_json(data)
     else:
         click.echo(render_trace(data))
 
@@ -113,7 +110,7 @@ def dashboard(obj: Any, workflow_id: int | None, port: int, host: str) -> None:
 
         interp dashboard --workflow 3001 --port 8765
     """
-    from .dashboard import serve
+    from ..dashboard import serve
 
     serve(obj.db, host=host, port=port, workflow_id=workflow_id,
           announce=lambda url: click.echo(f"dashboard on {url} (Ctrl-C stops)", err=True))
@@ -142,8 +139,8 @@ def prune(obj: Any, workflow_id: int, older_than: str, batch_size: int, pause_s:
 
         interp prune --workflow 3001 --older-than 30d --dry-run
     """
-    from .monitor import parse_age
-    from .monitor import prune as do_prune
+    from ..monitor import parse_age
+    from ..monitor import prune as do_prune
 
     age = parse_age(older_than)
     if age.total_seconds() <= 0:
@@ -151,7 +148,7 @@ def prune(obj: Any, workflow_id: int, older_than: str, batch_size: int, pause_s:
     result = do_prune(obj.db, workflow_id, age, batch_size=batch_size, dry_run=dry_run,
                       pause_s=pause_s)
     if as_json:
-        _emit_json(result)
+        emit_json(result)
     else:
         verb = "would delete" if dry_run else "deleted"
         n = result["candidates"] if dry_run else result["deleted"]
@@ -159,5 +156,3 @@ def prune(obj: Any, workflow_id: int, older_than: str, batch_size: int, pause_s:
                    f"{result['subjects_scanned']} ended subject(s) in workflow {workflow_id} "
                    f"({result['batches']} batch(es), {result['seconds']}s)")
 
-
-__all__ = ["status", "trace", "dashboard", "prune", "CHECK_FAILED"]

@@ -1,0 +1,117 @@
+"""`interp run`, `interp pause`, `interp resume`: drive workflows.
+
+The run options' defaults are the engine's (`RunOptions`), so the command line
+and the library cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+
+import click
+
+from ..engine import Runner, RunOptions
+from .context import Context
+
+DEFAULTS = RunOptions()
+
+
+@click.command("run")
+@click.option("--workflow", "workflow_id", type=int, required=True, help="Workflow id.")
+@click.option("--limit", type=click.IntRange(0), help="Admit at most N new subjects.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=DEFAULTS.batch_size,
+              show_default=True, help="Subjects per wave for gates, SQL and script steps.")
+@click.option("--model-batch-size", type=click.IntRange(1, 10_000),
+              default=DEFAULTS.model_batch_size, show_default=True,
+              help="Subjects per wave for model steps.")
+@click.option("--until-idle", is_flag=True, help="Exit when no work is left.")
+@click.option("--worker-id", help="Name this worker (default: host:pid:random).")
+@click.option("--lease", "lease_s", type=click.FloatRange(1), default=DEFAULTS.lease_s,
+              show_default=True, help="Lease length in seconds; renewed by a heartbeat.")
+@click.option("--poll", "poll_s", type=click.FloatRange(0.01), default=DEFAULTS.poll_s,
+              show_default=True, help="Seconds between polls when idle.")
+@click.option("--switch-ratio", type=click.FloatRange(1), default=DEFAULTS.switch_ratio,
+              show_default=True, help="Switch models only for a backlog this many times larger.")
+@click.option("--db-timeout", type=click.FloatRange(1), default=60.0, show_default=True,
+              help="Give up (exit 2) after the database is unreachable this long.")
+@click.option("--model-memory-mb", type=click.IntRange(1), default=DEFAULTS.model_memory_mb,
+              show_default=True, help="Memory budget for resident models.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.pass_obj
+def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, model_batch_size: int,
+        until_idle: bool, worker_id: str | None, lease_s: float, poll_s: float,
+        switch_ratio: float, db_timeout: float, model_memory_mb: int, as_json: bool) -> None:
+    """Run a workflow: admit subjects, then drive them through the steps in waves.
+
+    SIGTERM or Ctrl-C finishes or releases the current wave, then exits 0.
+    Several `interp run` processes may share one workflow.
+
+    Example:
+
+        interp run --workflow 3001 --until-idle --batch-size 200
+    """
+    ctx.db.db_timeout = db_timeout
+    ctx.migrate_if_needed()
+    stop = threading.Event()
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        if stop.is_set():
+            sys.exit(130)  # a second Ctrl-C: leave now; leases expire and others take over
+        click.echo(f"stopping after the current wave ({signal.Signals(signum).name})", err=True)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    opts = RunOptions(batch_size=batch_size, model_batch_size=model_batch_size, limit=limit,
+                      until_idle=until_idle, worker_id=worker_id, lease_s=lease_s, poll_s=poll_s,
+                      switch_ratio=switch_ratio, model_memory_mb=model_memory_mb)
+    summary = Runner(ctx.db, workflow_id, opts, stop=stop).run()
+    data = {"run_id": summary.run_id, "worker_id": summary.worker_id, "status": summary.status,
+            "admitted": summary.admitted, "waves": summary.waves,
+            "checkpoints": summary.checkpoints, "model_loads": summary.model_loads,
+            "model_switches": summary.model_switches,
+            "by_step": {str(k): v for k, v in sorted(summary.by_step.items())}}
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(f"run {summary.run_id} {summary.status}: {summary.admitted} admitted, "
+                   f"{summary.checkpoints} checkpoints in {summary.waves} waves, "
+                   f"{summary.model_loads} model loads, {summary.model_switches} switches",
+                   err=True)
+
+
+def _set_paused(ctx: Context, workflow_id: int, paused: bool) -> None:
+    from ..admin import set_paused
+
+    ctx.db.run(lambda c: set_paused(c, workflow_id, paused))
+
+
+@click.command("pause")
+@click.argument("workflow_id", type=int)
+@click.pass_obj
+def pause(ctx: Context, workflow_id: int) -> None:
+    """Pause a workflow: running workers stop claiming after their current wave.
+
+    Example:
+
+        interp pause 3001
+    """
+    _set_paused(ctx, workflow_id, True)
+    click.echo(f"workflow {workflow_id} paused", err=True)
+
+
+@click.command("resume")
+@click.argument("workflow_id", type=int)
+@click.pass_obj
+def resume(ctx: Context, workflow_id: int) -> None:
+    """Resume a paused workflow.
+
+    Example:
+
+        interp resume 3001
+    """
+    _set_paused(ctx, workflow_id, False)
+    click.echo(f"workflow {workflow_id} resumed", err=True)
