@@ -30,6 +30,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check interpreter actors tests bench
+	$(VENV)/bin/mypy interpreter
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed

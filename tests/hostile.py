@@ -80,7 +80,7 @@ ZW = "\u200b\u200c\u200d\u2060\ufeff"
 INVALID_UTF8 = b"caf\xc3 \xff\xfe broken \xe2\x82 euro \xed\xa0\x80 surrogate \xc0\xaf overlong"
 
 
-def _base(pid: int, why: str, **over: Any) -> dict[str, Any]:
+def hostile_posting(pid: int, why: str, **over: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
         "posting_id": pid, "title": "Software Engineer", "company": "Hostile Corpus Ltd",
         "location": "Berlin, Germany", "remote_policy": "hybrid", "seniority": "mid",
@@ -188,7 +188,7 @@ def hostile_postings(start_id: int = 900000) -> list[dict[str, Any]]:
     add(("posted in year 9999", {"posted_at": datetime(9999, 12, 31, 23, 59, tzinfo=UTC)}))
     add(("disabled hostile", {"enabled": False, "description": SQL_PAYLOADS[0]}))
 
-    return [_base(start_id + i, why, **over) for i, (why, over) in enumerate(specs)]
+    return [hostile_posting(start_id + i, why, **over) for i, (why, over) in enumerate(specs)]
 
 
 def insert_hostile(db: Any, start_id: int = 900000) -> int:

@@ -112,6 +112,9 @@ def check_model(model: ModelDef, *, max_tokens: int = 16, n_threads: int | None 
     report["load_ms"] = round((time.perf_counter() - started) * 1000, 1)
     report["sha256"] = backend.sha256
     report["size_bytes"] = backend.size_bytes
+    # How it runs here (chat format and threads, and what chose them), so a wrong
+    # turn format or a spinning thread pool is visible before a night run.
+    report.update(backend.describe())
     try:
         gen = backend.generate(prompt, schema=None, sampling={"temperature": 0.0}, seed=0,
                                max_tokens=max_tokens, deadline=time.monotonic() + 120)
@@ -126,6 +129,19 @@ def check_model(model: ModelDef, *, max_tokens: int = 16, n_threads: int | None 
                   if gen.gen_ms > 0 else None,
                   sample=gen.text[:80])
     return report
+
+
+def _chosen(value: Any, chosen_by: Any) -> str:
+    return f"{value} ({chosen_by})" if value is not None and chosen_by else str(value or "")
+
+
+def _threads(report: dict[str, Any]) -> str:
+    """e.g. `1/1 (rule) omp=passive`: generation/batch threads, what chose them, wait policy."""
+    if report.get("n_threads") is None:
+        return ""
+    policy = report.get("omp_wait_policy")
+    return (f"{report['n_threads']}/{report.get('n_threads_batch')} "
+            f"({report.get('threads_chosen_by')})" + (f" omp={policy}" if policy else ""))
 
 
 @models.command("check")
@@ -162,7 +178,8 @@ def models_check(obj: Any, names: tuple[str, ...], max_tokens: int, record: bool
     else:
         table = [{"name": r["name"], "ok": r["ok"], "load_ms": r.get("load_ms"),
                   "tokens": r.get("completion_tokens"), "tokens/s": r.get("tokens_per_s"),
-                  "error": r.get("error", "")} for r in reports]
+                  "chat format": _chosen(r.get("chat_format"), r.get("chat_format_chosen_by")),
+                  "threads": _threads(r), "error": r.get("error", "")} for r in reports]
         click.echo(tabulate(table, headers="keys") if table else "no models in interp.models")
     failed = [r["name"] for r in reports if not r["ok"]]
     if failed:

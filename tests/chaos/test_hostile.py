@@ -27,7 +27,7 @@ from interpreter.definitions import StepDef
 from interpreter.templates import build_context, render
 from tests.chaos.common import SMOL_SOURCE, all_invariants, record_figure
 from tests.helpers import GATE_NOT_DONE_SQL, add_items, make_workflow
-from tests.hostile import _base, hostile_postings, insert_hostile
+from tests.hostile import hostile_posting, hostile_postings, insert_hostile
 
 pytestmark = [pytest.mark.slow]
 
@@ -36,9 +36,9 @@ PWNED = [Path("/tmp/interp_pwned"), Path("/tmp/interp_pwned_canary")]
 TEMPLATE = ("Read this job posting and reply with one word.\n"
             "Title: {{ title }}\nDescription: {{ description[:200] }}")
 OWN = [
-    _base(900900, "jinja arithmetic", title="{{ 7*7 }}", description="{{ 7*7 }} "
+    hostile_posting(900900, "jinja arithmetic", title="{{ 7*7 }}", description="{{ 7*7 }} "
           "{% if true %}yes{% endif %} {{ self.__init__.__globals__ }}"),
-    _base(900901, "canary killers", title="x'); DROP TABLE public.canary; --",
+    hostile_posting(900901, "canary killers", title="x'); DROP TABLE public.canary; --",
           description="$(touch /tmp/interp_pwned_canary); `touch /tmp/interp_pwned_canary`",
           company="'; DROP TABLE public.canary; --"),
 ]

@@ -532,6 +532,9 @@ def test_models_cli_list_and_check(smollm2, tmp_path):
     reports = {r["name"]: r for r in json.loads(res.stdout)}
     assert reports["smollm2"]["ok"] and reports["smollm2"]["tokens_per_s"] > 0
     assert reports["smollm2"]["load_ms"] > 0
+    # It shows how the model runs: SmolLM2 carries its own chat template.
+    assert reports["smollm2"]["chat_format_chosen_by"] and reports["smollm2"]["chat_format"]
+    assert reports["smollm2"]["n_threads"] >= 1 and reports["smollm2"]["threads_chosen_by"]
     assert not reports["bad"]["ok"] and "failed to load" in reports["bad"]["error"]
     assert not reports["gone"]["ok"] and "does not exist" in reports["gone"]["error"]
     assert db.updates == [{"name": "smollm2", "sha256": file_sha256(smollm2),
