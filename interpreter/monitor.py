@@ -163,8 +163,12 @@ def status_data(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s:
         if s["stalled"]:
             alerts.append(f"step {s['step']} ({s['name']}) stalled: {s['waiting']} waiting, "
                           f"{s['leased']} leased, no checkpoint for {stall_window_s:g}s")
+    # An open breaker is an alert only while subjects wait behind it: one that tripped
+    # on the last subjects of its steps, with none left waiting, holds nothing up.
+    held_up = {s["actor"] for s in steps if s["waiting"] + s["leased"] > 0}
     for actor in open_breakers:
-        alerts.append(f"breaker open for actor {actor}")
+        if actor in held_up:
+            alerts.append(f"breaker open for actor {actor}")
     if counts["dead"]:
         alerts.append(f"{counts['dead']} dead letter(s)")
 
