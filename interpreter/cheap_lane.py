@@ -101,11 +101,18 @@ class CheapLane:
     def drain(self, step: StepDef, allowance: int | None) -> None:
         """Runs waves of one step while they come back full: no scheduling query
         between waves of a long backlog."""
+        if allowance == 1:  # a half-open probe: one wave, then the probe ends
+            try:
+                if not self.ctx.stop.is_set():
+                    self.run_wave(step, 1)
+            finally:
+                self.breaker.end_probe(step)
+            return
         limit = allowance or self.ctx.opt.batch_size
         started = time.monotonic()
         while not self.ctx.stop.is_set():
             n = self.run_wave(step, limit)
-            if allowance == 1 or n < limit or time.monotonic() - started > CONTROL_INTERVAL_S:
+            if n < limit or time.monotonic() - started > CONTROL_INTERVAL_S:
                 return
             if not self.breaker.is_closed(step):
                 return  # this wave opened the breaker

@@ -120,6 +120,7 @@ class Runner:
             if model_thread is not None:
                 model_thread.join()
             self.scripts.shutdown()
+            self.control.end_heartbeat()
             if ctx.model_error is not None and status == "finished":
                 status, error = "failed", first_line(ctx.model_error)
             summary.status = status

@@ -40,6 +40,8 @@ class ModelLane:
         self.current_model: str | None = None
         self.events: list[dict[str, Any]] = []
         self.recorded_sha: set[str] = set()
+        # Waves sent as a half-open probe (wave id -> step), whose probe ends with them.
+        self._probe_waves: dict[int, StepDef] = {}
 
     def on_event(self, event: dict[str, Any]) -> None:
         self.events.append({"event": event.get("event"), "model": event.get("model"),
@@ -61,8 +63,9 @@ class ModelLane:
         pool = ModelPool(ctx.opt.model_memory_mb * 1024 * 1024, on_event=self.on_event)
         db_lane = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-db")
         commits: list[cf.Future[int]] = []
+        nxt: cf.Future[Wave | None] | None = None
         try:
-            nxt: cf.Future[Wave | None] = db_lane.submit(self.claim_next)
+            nxt = db_lane.submit(self.claim_next)
             while not ctx.stop.is_set():
                 wave = nxt.result()
                 if wave is None:
@@ -75,26 +78,57 @@ class ModelLane:
                 # Claim the next wave while this one generates.
                 nxt = db_lane.submit(self.claim_next)
                 t0 = time.monotonic()
+                # On stop the generation returns early; the subjects it has no result
+                # for are released by the commit, without counting an attempt.
                 results = run_model_wave(pool, ctx.wf, wave.step, wave.subjects,
                                          should_stop=ctx.stop.is_set)
                 busy_ms = (time.monotonic() - t0) * 1000
                 events, self.events = self.events, []
-                commits.append(db_lane.submit(self.store.commit, wave, results, busy_ms, events))
+                commits.append(db_lane.submit(self.commit, wave, results, busy_ms, events))
                 self._record_files(db_lane, results)
                 commits = self._surface_failed_commits(commits)
-            # Stopping: give back a prefetched wave nobody will run.
-            wave = nxt.result()
-            if wave is not None:
-                db_lane.submit(self.store.release, wave).result()
             for f in commits:
                 f.result()
         finally:
+            # Stopping, or the lane failed: give back a prefetched wave nobody will run.
+            # (A wave whose generation or commit failed is not given back: its lease
+            # expires and the reaper returns it, as for a worker that died on it.)
+            if nxt is not None:
+                self._give_back(db_lane, nxt)
             ctx.model_busy.clear()
             if ctx.summary is not None:
                 ctx.summary.model_loads = getattr(pool, "loads", 0)
                 ctx.summary.model_switches = getattr(pool, "switches", 0)
             pool.close()
             db_lane.shutdown(wait=True)
+
+    def commit(self, wave: Wave, results: list[Any], busy_ms: float,
+               events: list[dict[str, Any]]) -> int:
+        """Commits a generated wave (on the DB thread), then ends its probe if it was one."""
+        try:
+            return self.store.commit(wave, results, busy_ms, events)
+        finally:
+            self._end_probe(wave)
+
+    def _give_back(self, db_lane: cf.ThreadPoolExecutor, nxt: cf.Future[Wave | None]) -> None:
+        """Releases the prefetched wave, if its claim found one; best effort, since the
+        lane may be ending because the database failed (then its lease expires)."""
+        try:
+            wave = nxt.result()
+            if wave is not None:
+                db_lane.submit(self._release, wave).result()
+        except Exception as exc:  # noqa: BLE001 - the lane's own error is what matters
+            log.warning("could not give back the prefetched model wave: %s", first_line(exc))
+
+    def _release(self, wave: Wave) -> None:
+        try:
+            self.store.release(wave)
+        finally:
+            self._end_probe(wave)
+
+    def _end_probe(self, wave: Wave) -> None:
+        if self._probe_waves.pop(wave.wave_id, None) is not None:
+            self.breaker.end_probe(wave.step)
 
     @staticmethod
     def _surface_failed_commits(commits: list[cf.Future[int]]) -> list[cf.Future[int]]:
@@ -114,24 +148,44 @@ class ModelLane:
     # ---------------------------------------------------------------- choice
 
     def claim_next(self) -> Wave | None:
-        """Claims the next model wave (None: none to run now)."""
+        """Claims the next model wave (None: none to run now). The preferred step
+        first; a step its breaker holds back (open, or another worker's probe in
+        flight) gives way to the next, so the lane never idles behind it."""
         ctx = self.ctx
         if ctx.stop.is_set():
             return None
-        step = self.pick_step(self.store.ready_steps(cap=MODEL_BACKLOG_CAP))
-        if step is None:
-            return None
+        for step in self.candidate_steps(self.store.ready_steps(cap=MODEL_BACKLOG_CAP)):
+            wave = self._claim_from(step)
+            if wave is not None:
+                return wave
+        return None
+
+    def _claim_from(self, step: StepDef) -> Wave | None:
         allowance = self.breaker.allows(step)
         if allowance == 0:
             return None
         size = int(step.params.get("batch_size",
-                                   min(ctx.opt.model_batch_size, ctx.opt.batch_size)))
-        model = ctx.wf.model_of(step)
-        return self.store.claim(step, allowance or size, with_rows=True,
+                                   min(self.ctx.opt.model_batch_size, self.ctx.opt.batch_size)))
+        model = self.ctx.wf.model_of(step)
+        wave = self.store.claim(step, allowance or size, with_rows=True,
                                 model=model.name if model else None)
+        if allowance == 1:  # a probe: held until the wave is committed or released
+            if wave is None:
+                self.breaker.end_probe(step)
+            else:
+                self._probe_waves[wave.wave_id] = step
+        return wave
 
     def pick_step(self, ready: dict[int, int]) -> StepDef | None:
-        """The model step to claim from: the chosen model's earliest step with work."""
+        """The model step to claim from first (see candidate_steps)."""
+        steps = self.candidate_steps(ready)
+        return steps[0] if steps else None
+
+    def candidate_steps(self, ready: dict[int, int]) -> list[StepDef]:
+        """The model steps with ready work, in the order to try them: the chosen
+        model's first (earliest step first, which keeps subjects flowing to later
+        steps), then the other models' by backlog. Steps whose breaker is cooling
+        are left out."""
         wf = self.ctx.wf
         per_model: dict[str, int] = {}
         steps_of: dict[str, list[StepDef]] = {}
@@ -145,10 +199,11 @@ class ModelLane:
             per_model[key] = per_model.get(key, 0) + ready[number]
             steps_of.setdefault(key, []).append(step)
         if not per_model:
-            return None
+            return []
         choice = choose_model(self.current_model_key(), per_model, self.ctx.opt.switch_ratio)
-        # Within a model, the earliest step first keeps subjects flowing to later steps.
-        return steps_of[choice][0]
+        others = sorted((m for m in per_model if m != choice),
+                        key=lambda m: (-per_model[m], m))
+        return [step for m in [choice, *others] for step in steps_of[m]]
 
     def model_key(self, step: StepDef) -> str:
         """Roles that name the same file with the same settings share one loaded model,

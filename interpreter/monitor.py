@@ -151,7 +151,10 @@ def _alerts(steps: list[dict[str, Any]], open_breakers: list[str], dead: int,
     alerts = [f"step {s['step']} ({s['name']}) stalled: {s['waiting']} waiting, "
               f"{s['leased']} leased, no checkpoint for {stall_window_s:g}s"
               for s in steps if s["stalled"]]
-    alerts += [f"breaker open for actor {actor}" for actor in open_breakers]
+    # An open breaker is an alert only while subjects wait behind it: one that tripped
+    # on the last subjects of its steps, with none left waiting, holds nothing up.
+    held_up = {s["actor"] for s in steps if s["waiting"] + s["leased"] > 0}
+    alerts += [f"breaker open for actor {actor}" for actor in open_breakers if actor in held_up]
     if dead:
         alerts.append(f"{dead} dead letter(s)")
     return alerts

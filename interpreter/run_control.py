@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 # not before every wave: the claim itself also checks `paused`, so a pause still
 # stops the very next claim.
 CONTROL_INTERVAL_S = 0.5
+# While stopping, how often the heartbeat looks whether the last leased wave is
+# over (an in-memory look, no statement).
+STOPPING_POLL_S = 0.1
 
 
 class RunControl:
@@ -40,6 +43,8 @@ class RunControl:
         self._last_control = 0.0
         self._paused = False
         self._last_reap = 0.0
+        self._heartbeat: threading.Thread | None = None
+        self._heartbeat_ended = threading.Event()
 
     # ------------------------------------------------------------ the run's record
 
@@ -74,26 +79,56 @@ class RunControl:
     # ------------------------------------------------------------ heartbeat
 
     def start_heartbeat(self) -> threading.Thread:
+        self._heartbeat_ended.clear()
         thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         thread.start()
+        self._heartbeat = thread
         return thread
 
+    def end_heartbeat(self, timeout: float = 5.0) -> None:
+        """Ends the heartbeat when the run ends, leased waves or not: a wave a lane
+        left behind (it died) is then no longer renewed, and its lease expires."""
+        self._heartbeat_ended.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout)
+
     def _heartbeat_loop(self) -> None:
-        """Beats every lease_s/3 seconds until the run stops and no leased wave is left."""
+        """Beats every lease_s/3 seconds until the run stops and no leased wave is
+        left (or the run ends). At most one beat per interval, stopping or not."""
         ctx = self.ctx
         interval = max(0.5, ctx.opt.lease_s / 3)
-        while not ctx.stop.wait(interval) or self.store.active_wave_ids():
-            waves = self.store.active_wave_ids()
-            try:
-                def beat(c: psycopg.Connection[Any], waves=waves) -> None:
-                    c.execute(Q["run_heartbeat"], {"run_id": ctx.run_id})
-                    if waves:
-                        self.store.renew_leases(c, waves)
-                ctx.db.run(beat, retry=False)
-            except Exception as exc:  # noqa: BLE001 - a missed beat is retried next time
-                log.warning("heartbeat failed: %s", first_line(exc))
+        next_beat = time.monotonic() + interval
+        while not self._heartbeat_ended.is_set():
             if ctx.stop.is_set() and not self.store.active_wave_ids():
                 return
+            wait = next_beat - time.monotonic()
+            if wait > 0:
+                # Before stop, sleep on the stop signal, to notice it at once. Once it
+                # is set, waiting on it returns at once, so sleep on the end of the
+                # run instead and look now and then whether the last wave is over.
+                if ctx.stop.is_set():
+                    self._heartbeat_ended.wait(min(wait, STOPPING_POLL_S))
+                else:
+                    ctx.stop.wait(wait)
+                continue
+            self._beat()
+            next_beat = time.monotonic() + interval
+
+    def _beat(self) -> None:
+        """One heartbeat: the run's row, the leases of its waves and its probes."""
+        ctx = self.ctx
+        waves = self.store.active_wave_ids()
+
+        def beat(c: psycopg.Connection[Any]) -> None:
+            c.execute(Q["run_heartbeat"], {"run_id": ctx.run_id})
+            if waves:
+                self.store.renew_leases(c, waves)
+            self.breaker.renew_probes(c)
+
+        try:
+            ctx.db.run(beat, retry=False)
+        except Exception as exc:  # noqa: BLE001 - a missed beat is retried next time
+            log.warning("heartbeat failed: %s", first_line(exc))
 
     # ------------------------------------------------------------ control
 

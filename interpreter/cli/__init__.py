@@ -15,6 +15,7 @@ import click
 
 from .. import __version__
 from ..errors import InterpError
+from .breaker import breaker
 from .context import Context
 from .db import db
 from .models import models
@@ -49,7 +50,8 @@ def cli(ctx: click.Context, dsn: str | None, verbose: bool) -> None:
     ctx.obj.configure(dsn, verbose)
 
 
-for command in (db, seed, workflow, run, pause, resume, status, trace, prune, dashboard, models):
+for command in (db, seed, workflow, run, pause, resume, status, trace, prune, dashboard, models,
+                breaker):
     cli.add_command(command)
 db.add_command(roles)
 

@@ -23,8 +23,9 @@ CHECK_FAILED = 3
               help="Seconds between redraws with --watch.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--check", is_flag=True,
-              help=f"Exit {CHECK_FAILED} when a step is stalled, a breaker is open or "
-                   "there are dead letters (for cron and alerting).")
+              help=f"Exit {CHECK_FAILED} when a step is stalled, a breaker is open with "
+                   "subjects waiting behind it, or there are dead letters (for cron and "
+                   "alerting).")
 @click.option("--stall-window", default=600.0, show_default=True, type=click.FloatRange(1),
               help="Seconds without a checkpoint before a step with work counts as stalled.")
 @click.option("--velocity-window", default=300.0, show_default=True, type=click.FloatRange(1),

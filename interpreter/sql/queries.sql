@@ -270,16 +270,17 @@ SELECT actor, state, consecutive_failures, opened_at, updated_at, probe_owner
   FROM interp.actor_health WHERE actor = ANY(%(actors)s)
 
 -- name: breaker_lock
-SELECT actor, state, consecutive_failures FROM interp.actor_health
+SELECT actor, state, consecutive_failures, recent FROM interp.actor_health
  WHERE actor = %(actor)s FOR UPDATE
 
 -- name: breaker_write
-INSERT INTO interp.actor_health (actor, state, consecutive_failures, opened_at, probe_owner,
-                                 last_error, updated_at)
-VALUES (%(actor)s, %(state)s, %(failures)s,
+INSERT INTO interp.actor_health (actor, state, consecutive_failures, recent, opened_at,
+                                 probe_owner, last_error, updated_at)
+VALUES (%(actor)s, %(state)s, %(failures)s, %(recent)s,
         CASE WHEN %(state)s = 'open' THEN now() END, NULL, %(last_error)s, now())
 ON CONFLICT (actor) DO UPDATE
    SET state = EXCLUDED.state, consecutive_failures = EXCLUDED.consecutive_failures,
+       recent = EXCLUDED.recent,
        opened_at = CASE WHEN EXCLUDED.state = 'open' THEN now()
                         WHEN EXCLUDED.state = 'closed' THEN NULL
                         ELSE interp.actor_health.opened_at END,
@@ -311,3 +312,26 @@ UPDATE interp.models SET sha256 = %(sha256)s, size_bytes = %(size_bytes)s, updat
 SELECT format_type(a.atttypid, a.atttypmod) AS key_type
   FROM pg_attribute a
  WHERE a.attrelid = to_regclass(%(table)s) AND a.attname = %(key)s AND NOT a.attisdropped
+
+-- ---------------------------------------------------------------- branch stop
+-- The half-open probe is held like a lease: its owner's heartbeat renews it,
+-- and the lane that took it gives it back when its wave ends without settling
+-- the breaker (nothing claimed, the wave released, an error).
+
+-- name: breaker_renew_probes
+UPDATE interp.actor_health SET updated_at = now()
+ WHERE actor = ANY(%(actors)s) AND state = 'half_open' AND probe_owner = %(worker_id)s
+
+-- name: breaker_return_probe
+-- Back to open with its old opened_at: the cool-down has passed, so the next
+-- claim (of any worker) may take the probe at once.
+UPDATE interp.actor_health SET state = 'open', probe_owner = NULL, updated_at = now()
+ WHERE actor = %(actor)s AND state = 'half_open' AND probe_owner = %(worker_id)s
+
+-- name: breaker_reset
+-- Closes an actor's breaker by hand (docs/running.md, "Closing a breaker by hand").
+UPDATE interp.actor_health
+   SET state = 'closed', consecutive_failures = 0, recent = '', opened_at = NULL,
+       probe_owner = NULL, updated_at = now()
+ WHERE actor = %(actor)s
+RETURNING actor

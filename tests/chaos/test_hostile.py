@@ -1,6 +1,6 @@
 """Hostile input: postings built to break things, and definitions built to break things.
 
-Postings: the 73-posting corpus of interpreter/hostile.py (SQL injection in
+Postings: the 73-posting corpus of tests/hostile.py (SQL injection in
 every field, template and format-string payloads, shell metacharacters, NUL
 bytes, invalid UTF-8, 1 MB fields, RTL marks...) plus two of our own, through
 a gate, a script actor, a SQL actor and a SmolLM2 step whose template uses

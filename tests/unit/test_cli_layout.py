@@ -32,7 +32,8 @@ def test_commands_are_registered_plainly():
     for path in CLI_DIR.glob("*.py"):
         assert "importlib" not in path.read_text(), path.name
     assert set(cli.commands) == {"db", "seed", "workflow", "run", "pause", "resume", "status",
-                                 "trace", "prune", "dashboard", "models"}
+                                 "trace", "prune", "dashboard", "models",
+                                 "breaker"}
     db = cli.commands["db"]
     assert isinstance(db, click.Group) and "roles" in db.commands
 
