@@ -649,9 +649,16 @@ class RemoteBackend:
                 return ended(server)
             tried.add(server.url)
             timeout = self.timeout if deadline is None else deadline - time.monotonic()
+            if timeout <= 0:
+                self._give_back(server, ok=False, blame=None)
+                return ended("timeout")
             try:
                 gen = self._send_unless_stopped(server, body, timeout, deadline is not None,
                                                 should_stop, started)
+            except ServerTimedOut:
+                if deadline is not None:
+                    return ended("timeout")     # the subject's time ran out, on any server
+                continue
             except GenerationError as exc:
                 if deadline is not None and time.monotonic() >= deadline:
                     return ended("timeout")

@@ -323,6 +323,24 @@ def test_stop_and_deadline_while_waiting_for_a_slot(servers):
     assert a.served == 1
 
 
+def test_a_subject_timeout_is_not_held_against_the_server(servers):
+    (a,), _ = servers(1, delay=2.0)
+    backend = backend_for([a])
+    gen = ask(backend, "slow", deadline=time.monotonic() + 0.3)
+    assert gen.finish_reason == "timeout"
+    assert backend.describe()["servers"][0]["up"]
+
+
+def test_a_server_timing_out_on_its_own_is_taken_out(servers):
+    (a, b), _ = servers(2, delay=0.05)
+    a.delay = 3.0
+    backend = backend_for([a, b], timeout=0.5)
+    answers = [ask(backend, f"r{i}", deadline=None).text for i in range(3)]
+    assert answers == [f"b:r{i}" for i in range(3)]
+    state = {s["url"]: s for s in backend.describe()["servers"]}
+    assert not state[a.url]["up"] and "timed out" in state[a.url]["last_error"]
+
+
 # ---------------------------------------------------------------- through the model actor
 
 def test_model_wave_uses_the_live_server_and_fails_the_actor_when_all_are_down(servers):
