@@ -563,14 +563,15 @@ class RemoteBackend:
     """One model row served by OpenAI-compatible servers (llama.cpp's llama-server,
     vLLM, ``python -m llama_cpp.server``), one or several.
 
-    Thread-safe: up to `slots` threads may call generate() at once, and each
-    server gets at most its ``parallel`` requests (further callers wait for a
-    slot). A request goes to the up server with the fewest requests in flight
-    (ties in turn). A server that fails (unreachable, a 5xx or 429, a timeout) is
-    taken out for a cool-down (5 s, doubling per consecutive failure up to 60 s;
-    then one request probes it) and the request is retried on another server;
-    only when every server is out does generate() raise GenerationError, which the
-    model actor counts as an actor failure.
+    Thread-safe: any number of threads may call generate() at once; each server
+    gets at most its ``parallel`` requests (further callers wait for a slot), so
+    `slots` threads keep every server busy. A request goes to the up server with
+    the fewest requests in flight (ties in turn). A server that fails
+    (unreachable, a 5xx or 429, a timeout) is taken out for a cool-down (5 s,
+    doubling per consecutive failure up to 60 s; then one request probes it) and
+    the request is retried on another server; only when every server is out does
+    generate() raise GenerationError, which the model actor counts as an actor
+    failure.
     """
 
     def __init__(self, model: ModelDef, *, timeout: float = 30.0,
