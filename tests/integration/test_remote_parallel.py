@@ -11,10 +11,14 @@ building it.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -364,6 +368,99 @@ def test_model_wave_uses_the_live_server_and_fails_the_actor_when_all_are_down(s
         results = run_model_wave(pool, wf, s, subjects[:1])
     [r] = results
     assert not r.ok and r.actor_failure and "are down" in r.error
+
+
+# ---------------------------------------------------------------- real servers
+
+def _start_llama_cpp_server(model, log) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    threads = os.environ.get("INTERP_TEST_MODEL_THREADS", "1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--port", str(port),
+         "--host", "127.0.0.1", "--n_ctx", "512", "--n_threads", threads, "--verbose", "False"],
+        stdout=log, stderr=subprocess.STDOUT)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_two_real_servers_share_the_work_and_one_can_die(smollm2, tmp_path):
+    """Two `python -m llama_cpp.server` (one request at a time each, so #parallel=1):
+    requests spread over both; one killed mid-run, the other answers the rest.
+    (Concurrency inside one server is llama-server's; see bench/bench_remote.py.)"""
+    pytest.importorskip("llama_cpp.server")
+    log = (tmp_path / "servers.log").open("w")
+    started = [_start_llama_cpp_server(smollm2, log) for _ in range(2)]
+    procs = [p for p, _ in started]
+    try:
+        for proc, url in started:
+            _wait_for(lambda proc=proc, url=url: (_answers(url + "/v1/models")
+                                                  or proc.poll() is not None), timeout=90)
+            assert proc.poll() is None, (tmp_path / "servers.log").read_text()[-2000:]
+        source = " ".join(f"{url}#parallel=1" for _, url in started)
+        backend = RemoteBackend(ModelDef("remote", source), timeout=120)
+        assert backend.slots == 2
+        prompts = [f"Say the number {i} in words." for i in range(8)]
+        killer = threading.Thread(target=lambda: (
+            _wait_for(lambda: _served(backend, started[0][1]) >= 1, timeout=120),
+            procs[0].kill()))
+        killer.start()
+        todo: queue.Queue[str] = queue.Queue()
+        for p in prompts:
+            todo.put(p)
+        answers: dict = {}
+
+        def work() -> None:
+            while True:
+                try:
+                    p = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    answers[p] = backend.generate(p, schema=None, sampling=SAMPLING, seed=1,
+                                                  max_tokens=6,
+                                                  deadline=time.monotonic() + 120)
+                except Exception as exc:  # noqa: BLE001 - the test inspects it
+                    answers[p] = exc
+
+        workers = [threading.Thread(target=work) for _ in range(backend.slots)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join(300)
+        killer.join(10)
+        for p in prompts:
+            assert not isinstance(answers[p], Exception), answers[p]
+            assert answers[p].completion_tokens > 0
+        served = {s["url"]: s["served"] for s in backend.describe()["servers"]}
+        first, second = (url for _, url in started)
+        assert served[first] >= 1 and served[second] >= 1
+        assert served[first] + served[second] == 8
+        assert not {s["url"]: s for s in backend.describe()["servers"]}[first]["up"]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _served(backend: RemoteBackend, url: str) -> int:
+    return {s["url"]: s["served"] for s in backend.describe()["servers"]}[url]
 
 
 # ---------------------------------------------------------------- helpers
