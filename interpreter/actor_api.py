@@ -18,9 +18,26 @@ DEFAULT_OUTCOME = "DONE"
 OUTCOME_PATTERN = re.compile(r"[A-Z][A-Z0-9_]*\Z")
 
 
-def is_outcome(label: str | None) -> bool:
-    """Whether a string is a valid outcome label (the whole string, no trailing newline)."""
-    return bool(label) and OUTCOME_PATTERN.match(label or "") is not None
+def is_outcome(label: Any) -> bool:
+    """Whether a value is a valid outcome label: a string, the whole of it (no
+    trailing newline). Anything else an actor hands back (None, a number) is not."""
+    return isinstance(label, str) and OUTCOME_PATTERN.match(label) is not None
+
+
+def outcome_of(value: Any, default: str) -> str:
+    """The outcome an author's value names, the same on every road (a gate's fast
+    road does this in SQL: upper(coalesce(nullif(value::text, ''), default))).
+
+    NULL and '' name no outcome: the default. Anything else is its text in upper
+    case, so a boolean is TRUE or FALSE, as PostgreSQL writes it. Only ASCII is
+    upper-cased: Python would turn 'skıp' (dotless i) into SKIP, PostgreSQL would
+    not, and a label that is not ASCII is refused either way."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    text = str(value)
+    return text.upper() if text.isascii() else text
 
 
 def utcnow() -> datetime:
@@ -60,6 +77,13 @@ class StepResult:
         now = utcnow()
         return cls(subject_id, False, outcome, output=output, error=error,
                    started_at=started_at or now, finished_at=now, actor_failure=actor_failure)
+
+
+def failed_wave(ids: list[str], error: str, started: datetime, *, outcome: str = "ERROR",
+                actor_failure: bool = True) -> list[StepResult]:
+    """The same failure for every subject of a wave (its statement failed or timed out)."""
+    return [StepResult.failure(i, error, outcome=outcome, started_at=started,
+                               actor_failure=actor_failure) for i in ids]
 
 
 @dataclass

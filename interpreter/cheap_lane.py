@@ -4,26 +4,31 @@ decides when an --until-idle run is done.
 
 Gates, SQL actors and quick scripts run inline (claim, compute and commit in
 one transaction); other scripts take a leased wave, like the model lane.
+
+A gate's or SQL actor's statement runs through the wave store's
+actor_statement: in a savepoint, bounded by the step's timeout_s, a transient
+error redoing the wave. A SQL actor's savepoint is kept only when every result
+it gives will commit as a success: its effects happen together with a success
+checkpoint, or not at all.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from .actor_api import StepResult, utcnow
+from .actor_api import DEFAULT_OUTCOME, StepResult, failed_wave, outcome_of, utcnow
 from .breaker import Breaker
 from .definitions import StepDef
-from .errors import first_line
 from .run_context import RunContext
 from .run_control import CONTROL_INTERVAL_S, RunControl
 from .scripts import ScriptRunner
-from .wave_store import InlineWave, WaveStore
+from .wave_rules import settle
+from .wave_store import InlineWave, StatementFailed, WaveStore, actor_statement
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +151,7 @@ class CheapLane:
     def _compute_inline(self, c: psycopg.Connection[Any], wave: InlineWave) -> list[StepResult]:
         """An inline wave's results, computed inside the transaction that commits them."""
         step = wave.step
-        actor = self.ctx.wf.actor_of(step)
+        actor = wave.wf.actor_of(step)
         if step.kind == "gate":
             return run_gate(c, wave)
         if actor is not None and actor.kind == "script":
@@ -161,14 +166,14 @@ def run_gate(c: psycopg.Connection[Any], wave: InlineWave) -> list[StepResult]:
     step, ids, started = wave.step, wave.ids, wave.started
     default = str(step.params.get("default_outcome", "RUN"))
     try:
-        with c.transaction():  # a savepoint: a broken gate must not poison the wave
+        with actor_statement(c, wave, "gate SQL"):  # a broken gate must not poison the wave
             rows = c.execute(step.gate_sql or "", wave.params()).fetchall()
-    except psycopg.Error as exc:
-        return failed_wave(ids, f"gate SQL failed: {first_line(exc)}", started)
+    except StatementFailed as exc:
+        return failed_wave(ids, str(exc), started, actor_failure=not exc.transient)
     outcomes: dict[str, str] = {}
     for r in rows:
         sid = str(r.get("subject_id"))
-        outcomes[sid] = str(r.get("outcome") or default).upper()
+        outcomes[sid] = outcome_of(r.get("outcome"), default)
     # Ids the gate returned that are not in the wave are ignored: a gate can only
     # decide for the subjects it was asked about.
     finished = utcnow()
@@ -176,20 +181,53 @@ def run_gate(c: psycopg.Connection[Any], wave: InlineWave) -> list[StepResult]:
                        finished_at=finished) for i in ids]
 
 
+class _NotAllSucceed(Exception):
+    """Rolls a SQL actor's savepoint back: some of its results will not commit as
+    successes, so its effects must not stay."""
+
+
 def run_sql_actor(c: psycopg.Connection[Any], wave: InlineWave,
                   target: str) -> list[StepResult]:
     """A SQL actor: its statement over the whole wave, with the wave's earlier outputs
-    bound as %(batch)s; rows it returns may name each subject's outcome and output."""
-    ids, started = wave.ids, wave.started
-    params = wave.params()
+    bound as %(batch)s; rows it returns may name each subject's outcome and output.
+
+    Its effects are kept only if every subject's result will commit as a success.
+    Otherwise its savepoint is rolled back, the subjects whose result fails get
+    it (an error checkpoint, their effects undone), and the statement runs again
+    for the others, until a run's results all succeed or no subject is left."""
+    done: dict[str, StepResult] = {}
+    ids = wave.ids
+    while ids:
+        results: list[StepResult] = []
+        try:
+            with actor_statement(c, wave, "SQL actor"):
+                results = sql_actor_results(c, wave, target, ids)
+                failing = [r for r in results if not settle(
+                    wave.wf, wave.step, wave.claimed[r.subject_id], r).succeeds]
+                if failing:
+                    raise _NotAllSucceed()
+        except StatementFailed as exc:
+            done.update((r.subject_id, r) for r in failed_wave(
+                ids, str(exc), wave.started, actor_failure=not exc.transient))
+            break
+        except _NotAllSucceed:
+            done.update((r.subject_id, r) for r in failing)
+            ids = [i for i in ids if i not in done]
+            continue
+        done.update((r.subject_id, r) for r in results)
+        break
+    return [done[i] for i in wave.ids]
+
+
+def sql_actor_results(c: psycopg.Connection[Any], wave: InlineWave, target: str,
+                      ids: list[str]) -> list[StepResult]:
+    """Runs a SQL actor's statement for these subjects of the wave; one result each.
+    Subjects it returns no row for get DONE; an outcome of NULL or '' too."""
+    params = wave.params(ids)
     params["batch"] = Jsonb([{"subject_id": i, "outputs": wave.outputs.get(i, {})}
                              for i in ids])
-    try:
-        with c.transaction():
-            cur = c.execute(target, params)
-            rows = cur.fetchall() if cur.description else []
-    except psycopg.Error as exc:
-        return failed_wave(ids, f"SQL actor failed: {first_line(exc)}", started)
+    cur = c.execute(target, params)
+    rows = cur.fetchall() if cur.description else []
     finished = utcnow()
     by_id: dict[str, dict[str, Any]] = {}
     for r in rows:
@@ -198,11 +236,7 @@ def run_sql_actor(c: psycopg.Connection[Any], wave: InlineWave,
     results = []
     for i in ids:
         r = by_id.get(i, {})
-        outcome = str(r.get("outcome") or "DONE").upper()
-        results.append(StepResult(i, True, outcome, output=r.get("output"), started_at=started,
+        results.append(StepResult(i, True, outcome_of(r.get("outcome"), DEFAULT_OUTCOME),
+                                  output=r.get("output"), started_at=wave.started,
                                   finished_at=finished))
     return results
-
-
-def failed_wave(ids: list[str], error: str, started: datetime) -> list[StepResult]:
-    return [StepResult.failure(i, error, started_at=started) for i in ids]

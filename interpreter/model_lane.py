@@ -80,7 +80,7 @@ class ModelLane:
                 t0 = time.monotonic()
                 # On stop the generation returns early; the subjects it has no result
                 # for are released by the commit, without counting an attempt.
-                results = run_model_wave(pool, ctx.wf, wave.step, wave.subjects,
+                results = run_model_wave(pool, wave.wf, wave.step, wave.subjects,
                                          should_stop=ctx.stop.is_set)
                 busy_ms = (time.monotonic() - t0) * 1000
                 events, self.events = self.events, []

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .actor_api import DEFAULT_OUTCOME, Result, StepResult, Subject, utcnow
+from .actor_api import DEFAULT_OUTCOME, Result, StepResult, Subject, outcome_of, utcnow
 from .definitions import ActorDef, StepDef, merged_params
 from .errors import DefinitionError
 
@@ -142,7 +142,8 @@ def to_result(subject: Subject, item: Any, step: StepDef, started, finished) -> 
         output, outcome = item.output, item.outcome
     else:
         output, outcome = item, DEFAULT_OUTCOME
-        if step.outcome_field and isinstance(item, dict) and item.get(step.outcome_field):
-            outcome = str(item[step.outcome_field]).upper()
+        if step.outcome_field and isinstance(item, dict):
+            # the same rule as a gate's or SQL actor's outcome column
+            outcome = outcome_of(item.get(step.outcome_field), DEFAULT_OUTCOME)
     return StepResult(subject.id, True, outcome, output=output, started_at=started,
                       finished_at=finished)

@@ -1,17 +1,38 @@
 """The rules that decide what a wave's results do to its subjects.
 
-Each result is checked against the step's contract, then routed along the
-transitions, retried with backoff or dead-lettered, and turned into the column
-arrays that the wave store writes with commit_results. Pure functions (no
-database), so the rules are unit-tested alone; nothing here commits.
+Each result is checked against the step's contract, normalised to what
+PostgreSQL will store, then routed along the transitions, retried with backoff
+or dead-lettered, and turned into the column arrays that the wave store writes
+with commit_results. Pure functions (no database), so the rules are
+unit-tested alone; nothing here commits.
+
+Normalising is what keeps one subject's odd value from failing its whole wave
+at commit time (docs/reliability.md, "Poison results"):
+
+- an outcome must be a label to the end of the string ('PASS\\n' is not one);
+  a failed result with no valid outcome is written as ERROR;
+- an output is serialised as jsonb will store it: NUL becomes U+FFFD (jsonb
+  refuses \\u0000), a lone surrogate becomes U+FFFD (it is not UTF-8; a pair
+  becomes the character it encodes), a Decimal becomes a number (an integer
+  when integral, else a double, as psycopg reads a jsonb number), a date, time
+  or timestamp its ISO 8601 text and a UUID its text; nesting deeper than the
+  JSON encoder allows (about 1,000 levels; jsonb itself takes about 10,000),
+  NaN, infinities and other types are an error for that subject;
+- error texts and the model audit's texts lose their NULs and lone surrogates,
+  and audit numbers outside their column's range are dropped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import jsonschema
 
@@ -21,6 +42,9 @@ from .definitions import StepDef, Workflow
 DEFAULT_MAX_OUTPUT_BYTES = 2 * 1024 * 1024
 DEFAULT_MAX_VISITS = 1000
 _NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# The audit's integer columns and the largest value each takes (bigint, int).
+_AUDIT_INTS = {"seed": 2**63 - 1, "prompt_tokens": 2**31 - 1, "completion_tokens": 2**31 - 1}
 
 
 @dataclass
@@ -33,14 +57,17 @@ class Claimed:
 
 
 def dump_output(output: Any, limit: int) -> tuple[str | None, str | None]:
-    """JSON text for an output, or an error. PostgreSQL's jsonb refuses \\u0000, so NULs
-    become U+FFFD (the same rule as for subject text)."""
+    """JSON text for an output as jsonb will store it, or an error (see the module's
+    docstring for the conversions)."""
     if output is None:
         return None, None
     try:
-        text = json.dumps(output, ensure_ascii=False, allow_nan=False)
+        text = json.dumps(output, ensure_ascii=False, allow_nan=False, default=json_value)
+    except RecursionError:
+        return None, "output is nested too deeply to store as JSON"
     except (TypeError, ValueError) as exc:
         return None, f"output is not JSON: {exc}"
+    text = without_lone_surrogates(text)
     if len(text) > limit:  # characters; a cheap, safe upper bound check first
         size = len(text.encode("utf-8"))
         if size > limit:
@@ -48,6 +75,69 @@ def dump_output(output: Any, limit: int) -> tuple[str | None, str | None]:
     if "\\u0000" in text:
         text = _NUL_ESCAPE.sub(lambda m: m.group(1) + "\\ufffd", text)
     return text, None
+
+
+def json_value(value: Any) -> Any:
+    """The JSON form of the values psycopg returns for SQL types that JSON lacks
+    (json.dumps calls this for any value it cannot write itself)."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"numeric {value} is not a JSON number")
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def without_lone_surrogates(text: str) -> str:
+    """Text that encodes as UTF-8: a surrogate pair becomes the character it stands
+    for (as a JSON parser reads "\\ud83d\\ude00"), a lone surrogate U+FFFD."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def clean_text(text: Any) -> str | None:
+    """Text as a PostgreSQL text column takes it: NUL, which it refuses, and lone
+    surrogates, which are not UTF-8, become U+FFFD."""
+    if text is None:
+        return None
+    text = str(text)
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    return without_lone_surrogates(text)
+
+
+def clean_audit(audit: dict[str, Any]) -> dict[str, Any]:
+    """A model audit whose values fit their checkpoint columns: texts cleaned,
+    numbers out of their column's range (or not numbers) dropped."""
+    clean: dict[str, Any] = dict(audit)
+    for key in ("model", "model_sha256"):
+        if clean.get(key) is not None:
+            clean[key] = clean_text(clean[key])
+    for key, top in _AUDIT_INTS.items():
+        value = clean.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or not -top - 1 <= value <= top):
+            clean[key] = None
+    gen_ms = clean.get("gen_ms")
+    if gen_ms is not None and (not isinstance(gen_ms, int | float)
+                               or not math.isfinite(gen_ms)):
+        clean["gen_ms"] = None
+    return clean
+
+
+def normalise_result(result: StepResult) -> StepResult:
+    """A routed result with the values PostgreSQL will accept: a failed result with
+    no valid outcome is an ERROR, error texts and the audit cleaned."""
+    outcome = result.outcome if result.ok or is_outcome(result.outcome) else "ERROR"
+    error = clean_text(result.error)
+    audit = clean_audit(result.audit) if result.audit else result.audit
+    if outcome == result.outcome and error == result.error and audit == result.audit:
+        return result
+    return dataclasses.replace(result, outcome=outcome, error=error, audit=audit)
 
 
 def check_result(step: StepDef, result: StepResult) -> StepResult:
@@ -65,6 +155,10 @@ def check_result(step: StepDef, result: StepResult) -> StepResult:
             return StepResult.failure(
                 result.subject_id, f"output does not match the step's schema: {exc.message}",
                 started_at=result.started_at)
+        except RecursionError:
+            return StepResult.failure(result.subject_id,
+                                      "output is nested too deeply to check against the schema",
+                                      started_at=result.started_at)
     return result
 
 
@@ -113,21 +207,41 @@ COMMIT_COLUMNS = (
     "gen_ms", "next_step", "status", "attempts", "visit_inc", "delay_s")
 
 
+@dataclass
+class Settled:
+    """A result as the commit will write it, and where it sends its subject."""
+
+    result: StepResult        # an error result when a check failed
+    output_text: str | None   # the output as jsonb text
+    move: Move
+
+    @property
+    def succeeds(self) -> bool:
+        """Whether it commits as a success (a SQL actor keeps its effects only then)."""
+        return self.result.ok
+
+
+def settle(wf: Workflow, step: StepDef, c: Claimed, r: StepResult) -> Settled:
+    """Checks, normalises and routes one result: what the commit writes for it."""
+    limit = int(step.params.get("max_output_bytes", DEFAULT_MAX_OUTPUT_BYTES))
+    max_visits = int(step.params.get("max_visits", DEFAULT_MAX_VISITS))
+    r = check_result(step, r)
+    output_text, output_error = dump_output(r.output, limit)
+    if output_error:
+        r = StepResult.failure(r.subject_id, output_error, started_at=r.started_at)
+        output_text = None
+    r, move = route(wf, step, c, r, max_visits)
+    return Settled(normalise_result(r), output_text, move)
+
+
 def build_commit(wf: Workflow, step: StepDef, claimed: dict[str, Claimed],
                  results: list[StepResult]) -> dict[str, list[Any]]:
     """Column arrays for the commit_results query, one element per subject."""
-    limit = int(step.params.get("max_output_bytes", DEFAULT_MAX_OUTPUT_BYTES))
-    max_visits = int(step.params.get("max_visits", DEFAULT_MAX_VISITS))
     cols: dict[str, list[Any]] = {k: [] for k in COMMIT_COLUMNS}
     for r in results:
         c = claimed[r.subject_id]
-        r = check_result(step, r)
-        output_text, output_error = dump_output(r.output, limit)
-        if output_error:
-            r = StepResult.failure(r.subject_id, output_error, started_at=r.started_at)
-            output_text = None
-        r, move = route(wf, step, c, r, max_visits)
-        append_row(cols, c, r, output_text, move)
+        s = settle(wf, step, c, r)
+        append_row(cols, c, s.result, s.output_text, s.move)
     return cols
 
 
@@ -148,7 +262,7 @@ def append_row(cols: dict[str, list[Any]], c: Claimed, r: StepResult,
     cols["model"].append(audit.get("model"))
     cols["model_sha256"].append(audit.get("model_sha256"))
     cols["seed"].append(audit.get("seed"))
-    cols["sampling"].append(json.dumps(sampling) if sampling is not None else None)
+    cols["sampling"].append(dump_output(sampling, DEFAULT_MAX_OUTPUT_BYTES)[0])
     cols["prompt_tokens"].append(audit.get("prompt_tokens"))
     cols["completion_tokens"].append(audit.get("completion_tokens"))
     cols["gen_ms"].append(audit.get("gen_ms"))

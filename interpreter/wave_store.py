@@ -13,15 +13,30 @@ Everything a lane does to a subject goes through its public methods:
 - `reap_expired_leases` returns the subjects of dead workers to the queue.
 
 What a result does to its subject (transitions, retries, dead letters) is
-decided by the pure rules in wave_rules; this module only moves rows.
+decided by the pure rules in wave_rules; this module only moves rows. It also
+keeps a bad subject from stopping the others:
+
+- a wave is routed by the definition it was claimed under (Wave.wf,
+  InlineWave.wf), not one reloaded while it ran;
+- a commit the database refuses for what one subject's row holds is split,
+  so the other subjects commit and that subject gets an error checkpoint;
+- an author's statement (a gate, a SQL actor) runs in a savepoint bounded by
+  its step's timeout_s (actor_statement); a deadlock, a serialization failure,
+  a lock timeout or a cancel there redoes the whole wave, attempts uncounted;
+- a subject whose lease expired REAPS_PER_ATTEMPT times at one step (its
+  worker died on it) is charged an attempt, and after a first expiry it runs
+  in a wave of its own, so a subject that kills its worker ends dead-lettered
+  and alone.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,16 +44,36 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .actor_api import StepResult, Subject, utcnow
+from .actor_api import StepResult, Subject, failed_wave, utcnow
 from .breaker import Breaker
 from .db import one
-from .definitions import StepDef
+from .definitions import StepDef, Workflow
 from .errors import DefinitionError, first_line
 from .queries import Q
 from .run_context import RunContext
-from .wave_rules import DEFAULT_MAX_VISITS, Claimed, build_commit
+from .wave_rules import DEFAULT_MAX_VISITS, Claimed, build_commit, clean_text, normalise_result
 
 log = logging.getLogger(__name__)
+
+# A subject whose lease expires this many times at one step (the worker running
+# it died or hung: a segfault in a native library, an OOM kill) is charged one
+# failed attempt. Not 1: a worker killed for an unrelated reason (a deploy, a
+# chaos test) must not cost the subjects it held an attempt; a subject that
+# kills its worker is found at its second wave, which it runs alone.
+REAPS_PER_ATTEMPT = 2
+# A wave whose author statement hits a transient error (deadlock, serialization
+# failure, lock timeout, cancel) is redone this many times, uncounted, with a
+# short jittered backoff; a further one fails the wave as an ordinary attempt,
+# so a statement that always deadlocks still ends (dead-lettered).
+TRANSIENT_RETRIES = 3
+TRANSIENT_BACKOFF_S = 0.1
+# SQLSTATE classes of errors about the connection or the server's state, not
+# about what a statement wrote: connection, transaction rollback, resources,
+# prerequisite state (lock timeouts), operator intervention (cancel, shutdown),
+# system and internal errors.
+_NOT_ABOUT_THE_DATA = ("08", "40", "53", "55", "57", "58", "XX")
+_TRANSIENT = ("40", "55P03", "57014")
+_CONNECTION = ("08", "57P01", "57P02", "57P03")
 
 
 @dataclass
@@ -49,6 +84,7 @@ class Wave:
     wave_id: int
     claimed: dict[str, Claimed]
     subjects: list[Subject]
+    wf: Workflow                # the definition it was claimed under, and commits under
     model: str | None = None
     claimed_at: float = field(default_factory=time.monotonic)
 
@@ -63,15 +99,20 @@ class InlineWave:
     claimed: dict[str, Claimed]
     outputs: dict[str, dict[str, Any]]   # earlier steps' outputs (empty for a gate)
     started: datetime
+    wf: Workflow                # the definition it runs and commits under
+    # The last of its transient retries: a transient error now fails the wave.
+    last_try: bool = False
     t0: float = field(default_factory=time.monotonic)
 
     @property
     def ids(self) -> list[str]:
         return list(self.claimed)
 
-    def params(self) -> dict[str, Any]:
-        """The parameters a gate or SQL actor statement is given for this wave."""
-        return {"ids": self.ids, "workflow_id": self.workflow_id, "step": self.step.number}
+    def params(self, ids: list[str] | None = None) -> dict[str, Any]:
+        """The parameters a gate or SQL actor statement is given for this wave (or
+        for some of its subjects)."""
+        return {"ids": self.ids if ids is None else ids, "workflow_id": self.workflow_id,
+                "step": self.step.number}
 
 
 # Computes an inline wave's results inside its transaction (a gate, a SQL actor,
@@ -82,6 +123,88 @@ InlineWork = Callable[[psycopg.Connection[Any], InlineWave], list[StepResult]]
 class _PartialGateWave(Exception):
     """gate_wave moved some subjects of the wave but not all: never expected, since the
     ids are locked, but if it happens the wave is rolled back and redone."""
+
+
+class TransientWaveError(Exception):
+    """An author's statement hit a transient database error: the wave's transaction
+    is rolled back and the wave redone, no attempt counted."""
+
+
+class StatementTimedOut(Exception):
+    """An author's statement ran past its step's timeout_s: the wave's subjects get
+    a TIMEOUT checkpoint each (an attempt, and the actor's failure)."""
+
+
+class StatementFailed(Exception):
+    """An author's statement failed (its savepoint is rolled back). transient: the
+    error was transient, but this was the wave's last try."""
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A deadlock, a serialization failure, a lock timeout or a cancel: trying the
+    same work again may well succeed."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return state.startswith(_TRANSIENT)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """The connection or the server went away (db.run reconnects and redoes it)."""
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    return state.startswith(_CONNECTION)
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """Whether a write failed for what it held (bad data, a constraint, a program
+    limit), so that writing the same rows apart can find the one to blame; not for
+    the state of the connection or the server."""
+    if isinstance(exc, ValueError | RecursionError):
+        return True  # psycopg could not encode a value (a lone surrogate...)
+    if not isinstance(exc, psycopg.Error):
+        return False
+    if exc.sqlstate is None:  # refused by psycopg before it reached the server
+        return isinstance(exc, psycopg.DataError | psycopg.ProgrammingError)
+    return not exc.sqlstate.startswith(_NOT_ABOUT_THE_DATA)
+
+
+@contextmanager
+def actor_statement(c: psycopg.Connection[Any], wave: InlineWave, what: str) -> Iterator[None]:
+    """Runs an author's statement (a gate, a SQL actor) for a wave: in a savepoint,
+    so a failure leaves the wave's transaction usable, and with statement_timeout
+    set to the step's timeout_s for that statement alone.
+
+    Raises TransientWaveError for a transient error (StatementFailed on the
+    wave's last try), StatementTimedOut when the timeout fired, and
+    StatementFailed for any other error of the statement; connection errors
+    pass through (db.run reconnects). An exception of the caller's own rolls
+    the savepoint back and passes through too."""
+    timeout_s = wave.step.timeout_s
+    t0 = time.monotonic()
+    try:
+        with c.transaction():
+            old = one(c.execute(Q["bound_statement"], {
+                "ms": str(max(1, round(timeout_s * 1000)))}))["old"]
+            yield
+            c.execute(Q["unbound_statement"], {"old": old})
+    except psycopg.Error as exc:
+        if is_connection_error(exc):
+            raise
+        # A cancel after the step's timeout is the timeout (the SQLSTATE is the
+        # same); a shorter one came from elsewhere and counts as transient.
+        if isinstance(exc, psycopg.errors.QueryCanceled) and \
+                time.monotonic() - t0 >= timeout_s:
+            raise StatementTimedOut(f"{what} timed out after {timeout_s:g}s") from exc
+        if is_transient(exc) and not wave.last_try:
+            raise TransientWaveError(f"{what}: {first_line(exc)}") from exc
+        raise StatementFailed(f"{what} failed: {first_line(exc)}",
+                              transient=is_transient(exc)) from exc
 
 
 def gate_body(gate_sql: str) -> str:
@@ -149,18 +272,33 @@ class WaveStore:
             "workflow_id": self.ctx.wf.id}))["pending"]))
 
     def reap_expired_leases(self) -> int:
-        n = self.ctx.db.run(lambda c: c.execute(Q["reap_expired_leases"],
-                                                {"workflow_id": self.ctx.wf.id}).rowcount)
-        if n:
-            log.warning("returned %d subjects with expired leases to the queue", n)
-        return int(n)
+        """Returns subjects whose lease expired to the queue; at the
+        REAPS_PER_ATTEMPT-th expiry at one step, with an attempt charged (an error
+        checkpoint, and a dead letter after max_attempts)."""
+        ctx = self.ctx
+        rows = ctx.db.run(lambda c: c.execute(Q["reap_expired_leases"], {
+            "workflow_id": ctx.wf.id, "reaps_per_attempt": REAPS_PER_ATTEMPT,
+            "run_id": ctx.run_id, "worker_id": ctx.worker_id,
+            "error": f"its lease expired {REAPS_PER_ATTEMPT} times at this step: the worker "
+                     "running it died or hung (does this subject kill its worker?)",
+        }).fetchall())
+        if rows:
+            charged = [r["subject_id"] for r in rows if r["charged"]]
+            log.warning("returned %d subjects with expired leases to the queue", len(rows))
+            if charged:
+                log.warning("charged an attempt to %d subject(s) whose lease expired %d "
+                            "times: %s", len(charged), REAPS_PER_ATTEMPT,
+                            ", ".join(charged[:10]))
+        return len(rows)
 
     # ------------------------------------------------------------ leased waves
 
     def claim(self, step: StepDef, limit: int, *, with_rows: bool,
               model: str | None = None) -> Wave | None:
-        """Leases up to limit ready subjects of a step, with their subject rows."""
+        """Leases up to limit ready subjects of a step, with their subject rows. The
+        wave keeps the definition in force now: it commits under it."""
         ctx = self.ctx
+        wf = ctx.wf
 
         def do(c: psycopg.Connection[Any]) -> list[dict[str, Any]]:
             return c.execute(self._with_subject_table(Q["claim_wave"]), {
@@ -178,7 +316,7 @@ class WaveStore:
                    for r in rows}
         subjects = [Subject(r["subject_id"], r["row"] or {}, r["outputs"] or {},
                             r["attempts"] + 1) for r in rows]
-        return Wave(step, wave_id, claimed, subjects, model)
+        return Wave(step, wave_id, claimed, subjects, wf, model)
 
     def commit(self, wave: Wave, results: list[StepResult], busy_ms: float,
                events: list[dict[str, Any]] | None = None) -> int:
@@ -191,14 +329,14 @@ class WaveStore:
         def do(c: psycopg.Connection[Any]) -> int:
             kept = self._fence(c, wave, ids, results)
             if kept:
-                self._write_results(c, step, wave.wave_id, wave.claimed, kept)
+                kept = self._write_results(c, wave.wf, step, wave.wave_id, wave.claimed, kept)
                 self.breaker.record(c, step, kept)
             if leftover:
                 c.execute(Q["release_wave"], {"workflow_id": ctx.wf.id, "wave_id": wave.wave_id,
                                               "worker_id": ctx.worker_id})
             for e in events or []:
                 c.execute(Q["model_event"], {"run_id": ctx.run_id, "worker_id": ctx.worker_id,
-                                             **e})
+                                             **e, "detail": clean_text(e.get("detail"))})
             c.execute(Q["finish_wave"], {"wave_id": wave.wave_id, "started": None,
                                          "committed": len(kept), "busy_ms": busy_ms})
             return len(kept)
@@ -253,29 +391,47 @@ class WaveStore:
     def run_inline(self, step: StepDef, limit: int, work: InlineWork) -> int:
         """Locks a wave, computes it with work and commits it, in one transaction
         (the row locks are the lease; a crash rolls it all back). A gate wave tries
-        the fast road first. Returns the checkpoints written."""
+        the fast road first. A transient error in the author's statement redoes
+        the transaction, up to TRANSIENT_RETRIES times. Returns the checkpoints
+        written."""
+        ctx = self.ctx
+        n = 0
+        for tries in range(TRANSIENT_RETRIES + 1):
+            last_try = tries == TRANSIENT_RETRIES
+            def attempt(c: psycopg.Connection[Any], last: bool = last_try) -> int:
+                return self._inline_transaction(c, step, limit, work, last_try=last)
 
-        def do(c: psycopg.Connection[Any]) -> int:
-            wave = self._lock_inline_wave(c, step, limit)
-            if wave is None:
-                return 0
-            if step.kind == "gate" and self.commit_gate_wave(c, wave):
-                n = len(wave.claimed)
-            else:
-                results = work(c, wave)
-                self._write_results(c, step, wave.wave_id, wave.claimed, results)
-                self.breaker.record(c, step, results)
-                n = len(results)
-            self._record_inline_wave(c, wave, n)
-            return n
-
-        n = self.ctx.db.run(do)
+            try:
+                n = ctx.db.run(attempt)
+                break
+            except TransientWaveError as exc:
+                delay = TRANSIENT_BACKOFF_S * (2 ** tries) * (0.5 + random.random())
+                log.info("step %d: %s; redoing the wave in %.2fs", step.number, exc, delay)
+                if ctx.stop.wait(delay):
+                    return 0
         if n:
-            self.ctx.count_wave(step.number, n)
+            ctx.count_wave(step.number, n)
         return n
 
+    def _inline_transaction(self, c: psycopg.Connection[Any], step: StepDef, limit: int,
+                            work: InlineWork, *, last_try: bool) -> int:
+        wave = self._lock_inline_wave(c, step, limit, last_try=last_try)
+        if wave is None:
+            return 0
+        try:
+            if step.kind == "gate" and self.commit_gate_wave(c, wave):
+                self._record_inline_wave(c, wave, len(wave.claimed))
+                return len(wave.claimed)
+            results = work(c, wave)
+        except StatementTimedOut as exc:
+            results = failed_wave(wave.ids, str(exc), wave.started, outcome="TIMEOUT")
+        results = self._write_results(c, wave.wf, step, wave.wave_id, wave.claimed, results)
+        self.breaker.record(c, step, results)
+        self._record_inline_wave(c, wave, len(results))
+        return len(results)
+
     def _lock_inline_wave(self, c: psycopg.Connection[Any], step: StepDef,
-                          limit: int) -> InlineWave | None:
+                          limit: int, *, last_try: bool = False) -> InlineWave | None:
         rows = c.execute(Q["lock_inline_wave"], {
             "workflow_id": self.ctx.wf.id, "step": step.number, "limit": limit,
             "with_outputs": step.kind != "gate"}).fetchall()
@@ -286,7 +442,7 @@ class WaveStore:
         wave_id = one(c.execute(Q["next_wave_id"]))["wave_id"]
         return InlineWave(step, self.ctx.wf.id, wave_id, claimed,
                           outputs={r["subject_id"]: r["outputs"] or {} for r in rows},
-                          started=utcnow())
+                          started=utcnow(), wf=self.ctx.wf, last_try=last_try)
 
     def _record_inline_wave(self, c: psycopg.Connection[Any], wave: InlineWave, n: int) -> None:
         c.execute(Q["record_inline_wave"], {
@@ -297,9 +453,10 @@ class WaveStore:
     def commit_gate_wave(self, c: psycopg.Connection[Any], wave: InlineWave) -> bool:
         """The fast road for a gate wave: one statement runs the gate and commits the
         wave on the server (gate_wave). False when it wrote nothing, because a
-        subject needs the general road (an odd outcome, a broken gate...)."""
+        subject needs the general road (an odd outcome, a broken gate...).
+        Raises TransientWaveError and StatementTimedOut as actor_statement does."""
         ctx, step = self.ctx, wave.step
-        table = ctx.wf.transitions.get(step.number, {})
+        table = wave.wf.transitions.get(step.number, {})
         ids, claimed = wave.ids, wave.claimed
         query = sql.SQL(Q["gate_wave"]).format(  # type: ignore[arg-type]
             gate=sql.SQL(gate_body(step.gate_sql or "")))  # type: ignore[arg-type]
@@ -312,11 +469,12 @@ class WaveStore:
                   "started": wave.started, "wave_id": wave.wave_id, "run_id": ctx.run_id,
                   "worker_id": ctx.worker_id}
         try:
-            with c.transaction():  # a savepoint: the general road starts from a clean slate
+            # a savepoint: the general road starts from a clean slate
+            with actor_statement(c, wave, "gate SQL"):
                 moved = c.execute(query, params).rowcount
                 if moved not in (0, len(ids)):
                     raise _PartialGateWave(moved)
-        except (psycopg.Error, _PartialGateWave) as exc:
+        except (StatementFailed, _PartialGateWave) as exc:
             log.debug("gate wave of step %d takes the general road: %s", step.number, exc)
             return False
         return moved == len(ids)
@@ -330,13 +488,46 @@ class WaveStore:
 
     # ------------------------------------------------------------ writing
 
-    def _write_results(self, c: psycopg.Connection[Any], step: StepDef, wave_id: int,
-                       claimed: dict[str, Claimed], results: list[StepResult]) -> None:
+    def _write_results(self, c: psycopg.Connection[Any], wf: Workflow, step: StepDef,
+                       wave_id: int, claimed: dict[str, Claimed],
+                       results: list[StepResult]) -> list[StepResult]:
         """The one place checkpoints are written from results (gate_wave is the other
-        road, for gates only): every checkpoint and state move in one statement."""
+        road, for gates only): every checkpoint and state move in one statement.
+
+        If the database refuses the rows for what one of them holds, the results
+        are written in halves, each in its savepoint, down to the subject to
+        blame, which gets an error checkpoint instead (an attempt; a dead letter
+        after max_attempts). Returns the results as written, their texts cleaned
+        (the breaker stores an error text too)."""
+        if not results:
+            return results
+        results = [normalise_result(r) for r in results]
+        try:
+            with c.transaction():
+                self._write_rows(c, wf, step, wave_id, claimed, results)
+            return results
+        except Exception as exc:  # noqa: BLE001 - anything but a refusal is raised again
+            if not is_refusal(exc):
+                raise
+            if len(results) > 1:
+                half = len(results) // 2
+                return (self._write_results(c, wf, step, wave_id, claimed, results[:half])
+                        + self._write_results(c, wf, step, wave_id, claimed, results[half:]))
+            refused = results[0]
+            log.warning("step %d: the database refused the result of subject %s: %s",
+                        step.number, refused.subject_id, first_line(exc))
+            instead = StepResult.failure(
+                refused.subject_id, f"the database refused this result: {first_line(exc)}",
+                started_at=refused.started_at, actor_failure=refused.actor_failure)
+            self._write_rows(c, wf, step, wave_id, claimed, [instead])
+            return [instead]
+
+    def _write_rows(self, c: psycopg.Connection[Any], wf: Workflow, step: StepDef,
+                    wave_id: int, claimed: dict[str, Claimed],
+                    results: list[StepResult]) -> None:
         ctx = self.ctx
-        cols = build_commit(ctx.wf, step, claimed, results)
-        c.execute(Q["commit_results"], {**cols, "workflow_id": ctx.wf.id, "step": step.number,
+        cols = build_commit(wf, step, claimed, results)
+        c.execute(Q["commit_results"], {**cols, "workflow_id": wf.id, "step": step.number,
                                         "wave_id": wave_id, "run_id": ctx.run_id,
                                         "worker_id": ctx.worker_id})
 

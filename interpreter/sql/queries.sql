@@ -56,34 +56,70 @@ SELECT EXISTS (SELECT 1 FROM interp.subject_state
 
 -- name: reap_expired_leases
 -- A lease that ran out goes back to the queue. Clearing wave_id fences the
--- late commit of the worker that held it.
-UPDATE interp.subject_state
-   SET status = 'ready', lease_owner = NULL, lease_expires = NULL, wave_id = NULL,
-       updated_at = now()
- WHERE workflow_id = %(workflow_id)s AND status = 'leased' AND lease_expires < now()
+-- late commit of the worker that held it. Each expiry is counted (reaps, reset
+-- by every commit); the %(reaps_per_attempt)s-th at one step charges the
+-- subject a failed attempt, with an error checkpoint, and dead-letters it after
+-- the step's max_attempts (3 if the step is gone), so a subject that kills
+-- every worker that runs it ends instead of looping. Rows a committing worker
+-- holds are skipped: they are not expired for long.
+WITH expired AS (
+    SELECT s.subject_id, s.step, s.visits, s.attempts, s.wave_id,
+           s.reaps + 1 >= %(reaps_per_attempt)s AS charged,
+           coalesce(st.max_attempts, 3) AS max_attempts
+      FROM interp.subject_state s
+      LEFT JOIN interp.steps st
+        ON st.workflow_id = s.workflow_id AND st.execution_order = s.step
+     WHERE s.workflow_id = %(workflow_id)s AND s.status = 'leased' AND s.lease_expires < now()
+       FOR UPDATE OF s SKIP LOCKED
+), cp AS (
+    INSERT INTO interp.checkpoints
+        (workflow_id, subject_id, step, visit, attempt, ok, outcome, error, started_at,
+         finished_at, wave_id, run_id, worker_id)
+    SELECT %(workflow_id)s, e.subject_id, e.step, e.visits, e.attempts + 1, false, 'ERROR',
+           %(error)s, now(), now(), e.wave_id, %(run_id)s, %(worker_id)s
+      FROM expired e
+     WHERE e.charged
+)
+UPDATE interp.subject_state s
+   SET status = CASE WHEN e.charged AND e.attempts + 1 >= e.max_attempts THEN 'dead'
+                     ELSE 'ready' END,
+       attempts = e.attempts + e.charged::int,
+       reaps = CASE WHEN e.charged THEN 0 ELSE s.reaps + 1 END,
+       last_outcome = CASE WHEN e.charged THEN 'ERROR' ELSE s.last_outcome END,
+       last_error = CASE WHEN e.charged THEN %(error)s ELSE s.last_error END,
+       lease_owner = NULL, lease_expires = NULL, wave_id = NULL, updated_at = now()
+  FROM expired e
+ WHERE s.workflow_id = %(workflow_id)s AND s.subject_id = e.subject_id
+RETURNING s.subject_id, e.charged
 
 -- name: claim_wave
 -- Claims up to %(limit)s ready subjects of one step, sets a lease, records the
 -- wave, and returns each subject with its row from the subject table. One
 -- round trip. {subject_table}, {subject_key}, {key_type} are identifiers from
--- the workflow definition.
+-- the workflow definition. A subject whose lease expired before (reaps > 0:
+-- its worker died on it) runs in a wave of its own, so a subject that kills
+-- its worker does not take its wave-mates down with it again.
 WITH wave AS (
     SELECT nextval('interp.waves_wave_id_seq') AS wave_id
 ), picked AS (
-    SELECT subject_id FROM interp.subject_state
+    SELECT subject_id, reaps FROM interp.subject_state
      WHERE workflow_id = %(workflow_id)s AND step = %(step)s AND status = 'ready'
        AND next_attempt_at <= now()
        AND NOT (SELECT paused FROM interp.workflows WHERE workflow_id = %(workflow_id)s)
      ORDER BY next_attempt_at
      LIMIT %(limit)s
      FOR UPDATE SKIP LOCKED
+), chosen AS (
+    SELECT subject_id FROM picked
+     WHERE NOT EXISTS (SELECT 1 FROM picked WHERE reaps > 0)
+        OR subject_id = (SELECT subject_id FROM picked WHERE reaps > 0 LIMIT 1)
 ), leased AS (
     UPDATE interp.subject_state s
        SET status = 'leased', lease_owner = %(worker_id)s,
            lease_expires = now() + make_interval(secs => %(lease_s)s),
            wave_id = (SELECT wave_id FROM wave), updated_at = now()
-      FROM picked
-     WHERE s.workflow_id = %(workflow_id)s AND s.subject_id = picked.subject_id
+      FROM chosen
+     WHERE s.workflow_id = %(workflow_id)s AND s.subject_id = chosen.subject_id
     RETURNING s.subject_id, s.attempts, s.visits, s.outputs, s.wave_id
 ), recorded AS (
     INSERT INTO interp.waves (wave_id, workflow_id, step, run_id, size, model)
@@ -180,7 +216,7 @@ UPDATE interp.subject_state s
                       THEN s.outputs || jsonb_build_object(%(step)s::text, v.output::jsonb)
                       ELSE s.outputs END,
        last_outcome = v.outcome, last_error = v.error,
-       next_attempt_at = now() + make_interval(secs => v.delay_s),
+       next_attempt_at = now() + make_interval(secs => v.delay_s), reaps = 0,
        lease_owner = NULL, lease_expires = NULL, wave_id = NULL, updated_at = now()
   FROM v
  WHERE s.workflow_id = %(workflow_id)s AND s.subject_id = v.subject_id
@@ -200,6 +236,8 @@ WITH g AS MATERIALIZED (
 {gate}
 ), r AS (
     SELECT g.subject_id::text AS subject_id,
+           -- actor_api.outcome_of is the same rule on the general road: NULL and ''
+           -- are the default, anything else its text (a boolean TRUE or FALSE)
            upper(coalesce(nullif(g.outcome::text, ''), %(default_outcome)s)) AS outcome
       FROM g
 ), w AS (
@@ -335,3 +373,15 @@ UPDATE interp.actor_health
        probe_owner = NULL, updated_at = now()
  WHERE actor = %(actor)s
 RETURNING actor
+
+-- ---------------------------------------------------------------- branch poison
+
+-- name: bound_statement
+-- The step's timeout_s, in ms, for the author's statement that follows (a
+-- gate, a SQL actor), local to the savepoint it runs in; returns the setting
+-- it replaces, which unbound_statement puts back.
+WITH prior AS MATERIALIZED (SELECT current_setting('statement_timeout') AS old)
+SELECT old, set_config('statement_timeout', %(ms)s, true) AS ms FROM prior
+
+-- name: unbound_statement
+SELECT set_config('statement_timeout', %(old)s, true)

@@ -1,15 +1,21 @@
 """The rules a wave's results go through before the commit (interpreter.wave_rules),
 without a database: transitions, the end, dead-lettering, retries with backoff,
-output limits and the step's contract."""
+output limits, the step's contract, and the normalising that keeps one
+subject's odd value from failing its wave (plus how the wave store tells a
+transient error from a refused row)."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
+import psycopg
 import pytest
 
-from interpreter.actor_api import StepResult
+from interpreter.actor_api import StepResult, is_outcome, outcome_of
 from interpreter.definitions import ActorDef, StepDef, Workflow
 from interpreter.wave_rules import (
     DEFAULT_MAX_VISITS,
@@ -17,8 +23,12 @@ from interpreter.wave_rules import (
     backoff_seconds,
     build_commit,
     check_result,
+    clean_text,
     dump_output,
+    normalise_result,
+    settle,
 )
+from interpreter.wave_store import is_connection_error, is_refusal, is_transient
 
 SCHEMA = {"type": "object", "required": ["score"],
           "properties": {"score": {"type": "integer"}}}
@@ -220,3 +230,115 @@ def test_model_results_and_gates_are_not_schema_checked_here():
     assert check_result(step(1, output_schema=SCHEMA), model) is model
     gate = StepResult("s1", True, "RUN")
     assert check_result(step(1, kind="gate", output_schema=SCHEMA), gate) is gate
+
+
+# ---------------------------------------------------------------- poison values
+
+def test_outputs_are_normalised_as_jsonb_will_store_them():
+    when = datetime(2024, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
+    text, error = dump_output({"n": Decimal("2.50"), "i": Decimal("12345678901234567890"),
+                               "at": when, "day": date(2024, 1, 2), "t": time(7, 8),
+                               "u": UUID(int=1)}, 1000)
+    assert error is None
+    assert json.loads(text) == {"n": 2.5, "i": 12345678901234567890,
+                                "at": "2024-01-02T03:04:05.600000+00:00", "day": "2024-01-02",
+                                "t": "07:08:00", "u": "00000000-0000-0000-0000-000000000001"}
+
+
+def test_lone_surrogates_become_the_replacement_character():
+    # a lone surrogate is not UTF-8 (psycopg cannot even send it); a pair is one character
+    assert dump_output({"a\ud800": "x\udfffy", "pair": "\ud83d\ude00"}, 100) == \
+        ('{"a\ufffd": "x\ufffdy", "pair": "\U0001f600"}', None)
+    assert clean_text("e\x00r\ud800") == "e\ufffdr\ufffd"
+    assert clean_text(None) is None
+
+
+@pytest.mark.parametrize("bad, message", [
+    (Decimal("NaN"), "output is not JSON: numeric NaN is not a JSON number"),
+    (Decimal("-Infinity"), "output is not JSON: numeric -Infinity is not a JSON number"),
+    (b"bytes", "output is not JSON: Object of type bytes is not JSON serializable"),
+])
+def test_values_with_no_json_form_are_an_error(bad, message):
+    assert dump_output({"x": bad}, 1000) == (None, message)
+
+
+def test_an_output_nested_too_deeply_is_an_error_not_a_crash():
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    assert dump_output(deep, 10**6) == (None, "output is nested too deeply to store as JSON")
+    s1 = step(1, output_schema={"type": "array", "items": {"$ref": "#"}})
+    checked = check_result(s1, StepResult("s1", True, "DONE", output=deep))
+    assert checked.ok is False and "nested too deeply" in checked.error
+
+
+def test_error_texts_outcomes_and_audit_are_made_storable():
+    s1 = step(1)
+    wf = workflow(s1, transitions={1: {"DONE": None}})
+    failed = StepResult.failure("s1", "bad\x00 \udc80", outcome="not an outcome")
+    row = commit_one(wf, s1, failed)
+    assert (row["ok"], row["outcome"], row["error"]) == (False, "ERROR", "bad\ufffd \ufffd")
+    row = commit_one(wf, s1, ok(model="m\x00", seed=2**64, prompt_tokens=True,
+                                completion_tokens=2**31, gen_ms=float("nan"),
+                                sampling={"x": object()}))
+    assert (row["model"], row["seed"], row["prompt_tokens"], row["completion_tokens"],
+            row["gen_ms"], row["sampling"]) == ("m\ufffd", None, None, None, None, None)
+
+
+def test_normalise_result_keeps_a_clean_result_as_it_is():
+    result = StepResult("s1", True, "DONE", error=None, audit={"model": "m", "seed": 1})
+    assert normalise_result(result) is result
+
+
+def test_settle_says_whether_a_result_commits_as_a_success():
+    s1 = step(1)
+    wf = workflow(s1, transitions={1: {"DONE": None}})
+    c = Claimed("s1", 0, 0)
+    assert settle(wf, s1, c, ok("DONE", {"n": Decimal("1")})).succeeds
+    assert settle(wf, s1, c, ok("DONE", {"n": Decimal("1")})).output_text == '{"n": 1}'
+    for bad in (ok("IN-REVIEW"), ok("PASS\n"), ok("NOWHERE"), ok(output={"x": object()}),
+                StepResult.failure("s1", "boom")):
+        assert not settle(wf, s1, c, bad).succeeds
+
+
+@pytest.mark.parametrize("value, outcome", [
+    (None, "RUN"), ("", "RUN"), (False, "FALSE"), (True, "TRUE"), ("skip", "SKIP"),
+    ("pass\n", "PASS\n"), (0, "0"), ("skıp", "skıp"),
+])
+def test_an_outcome_value_means_the_same_on_every_road(value, outcome):
+    # the gate's fast road computes upper(coalesce(nullif(value::text, ''), default))
+    assert outcome_of(value, "RUN") == outcome
+
+
+def test_is_outcome_takes_only_strings():
+    assert is_outcome("PASS") and not is_outcome("PASS\n")
+    assert not is_outcome(5) and not is_outcome(None) and not is_outcome(["PASS"])
+
+
+# ---------------------------------------------------------------- errors told apart
+
+def pg_error(cls: type[psycopg.Error], sqlstate: str | None) -> psycopg.Error:
+    exc = cls("boom")
+    if sqlstate is not None:
+        exc.sqlstate = sqlstate  # type: ignore[misc]
+    return exc
+
+
+@pytest.mark.parametrize("exc, transient, refusal, connection", [
+    (pg_error(psycopg.errors.DeadlockDetected, "40P01"), True, False, False),
+    (pg_error(psycopg.errors.SerializationFailure, "40001"), True, False, False),
+    (pg_error(psycopg.errors.LockNotAvailable, "55P03"), True, False, False),
+    (pg_error(psycopg.errors.QueryCanceled, "57014"), True, False, False),
+    (pg_error(psycopg.errors.AdminShutdown, "57P01"), False, False, True),
+    (pg_error(psycopg.OperationalError, None), False, False, True),
+    (pg_error(psycopg.DataError, None), False, True, False),   # NUL refused by psycopg
+    (UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), False, True, False),
+    (pg_error(psycopg.errors.CheckViolation, "23514"), False, True, False),
+    (pg_error(psycopg.errors.StatementTooComplex, "54001"), False, True, False),
+    (pg_error(psycopg.errors.RaiseException, "P0001"), False, True, False),
+    (pg_error(psycopg.errors.DiskFull, "53100"), False, False, False),
+    (RuntimeError("a bug"), False, False, False),
+])
+def test_the_wave_store_tells_errors_apart(exc, transient, refusal, connection):
+    assert (is_transient(exc), is_refusal(exc), is_connection_error(exc)) == \
+        (transient, refusal, connection)
