@@ -29,7 +29,8 @@ NOOP = {"name": "poison_noop", "kind": "sql", "target": "SELECT 1 WHERE false"}
 
 @pytest.fixture(autouse=True)
 def allow_this_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INTERP_SCRIPT_PREFIXES", f"actors.,{HERE}")
+    # On top of what the test configuration allows (conftest), this module's own actors.
+    monkeypatch.setenv("INTERP_SCRIPT_PREFIXES", f"{os.environ['INTERP_SCRIPT_PREFIXES']},{HERE}")
 
 
 def deep_list(depth: int) -> list[Any]:
@@ -133,7 +134,7 @@ def test_a_row_the_database_refuses_is_split_from_its_wave(db, conn, kind):
         actors, transitions = [], [(1, "RUN", None), (1, "SKIP", None)]
     else:
         step = {"number": 1, "actor": "ok_script"}
-        actors = [{"name": "ok_script", "kind": "script", "target": "actors.faults:ok",
+        actors = [{"name": "ok_script", "kind": "script", "target": "tests.actors.faults:ok",
                    "params": {"inline": kind == "inline script"}}]
         transitions = [(1, "*", None)]
     step.update(max_attempts=2, params={"retry_base_s": 0})
@@ -378,7 +379,7 @@ def test_timeout_s_bounds_a_blocked_statement(db, conn, dsn, kind):
 def test_a_wave_commits_under_the_definition_it_was_claimed_with(db, conn, valid):
     add_items(conn, 3)
     make_workflow(conn, 50, actors=[{"name": "ok50", "kind": "script",
-                                     "target": "actors.faults:ok"}, NOOP],
+                                     "target": "tests.actors.faults:ok"}, NOOP],
                   steps=[{"number": 1, "actor": "ok50"}, {"number": 2, "actor": NOOP["name"]},
                          {"number": 3, "actor": NOOP["name"]}],
                   transitions=[(1, "DONE", 2), (1, "SKIP", 3), (2, "DONE", None),
@@ -414,7 +415,7 @@ def test_an_expired_lease_runs_alone_and_the_second_charges_an_attempt(db, conn)
     assert REAPS_PER_ATTEMPT == 2  # the steps below follow it
     add_items(conn, 4)
     make_workflow(conn, 51, actors=[{"name": "ok51", "kind": "script",
-                                     "target": "actors.faults:ok"}],
+                                     "target": "tests.actors.faults:ok"}],
                   steps=[{"number": 1, "actor": "ok51", "max_attempts": 2}],
                   transitions=[(1, "DONE", None)])
     runner = Runner(db, 51, RunOptions(lease_s=30))

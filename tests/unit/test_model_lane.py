@@ -19,6 +19,7 @@ class FakeWave:
         self.wave_id = wave_id
         self.step = "step"
         self.subjects = [f"s{wave_id}"]
+        self.wf = None  # the definition it was claimed under; the fake generation ignores it
 
 
 class FailingCommits:
