@@ -7,6 +7,12 @@ PY := $(VENV)/bin/python
 INTERP := $(VENV)/bin/interp
 WORKFLOW ?= 3001
 POSTINGS ?= 50
+# What `make run` quotes before it starts: workflow 3001 took 396 s for 20
+# postings (about 20 s each) on a quiet 2-core CPU, models on the CPU
+# (docs/benchmarks.md, "Workflow 3001"). A documented figure, not a measurement
+# of this machine: the run's live view shows this machine's own ETA. Set yours
+# (a finished run's wall time divided by its postings) with SECONDS_PER_POSTING=.
+SECONDS_PER_POSTING ?= 20
 
 .PHONY: run test lint install clean-db
 
@@ -25,6 +31,10 @@ run: $(VENV)/.installed
 	$(INTERP) db migrate
 	$(INTERP) seed load
 	$(INTERP) seed postings --count $(POSTINGS) --seed 42
+	@echo "make run: $(POSTINGS) postings through workflow $(WORKFLOW), roughly" \
+	  "$$(( ($(POSTINGS) * $(SECONDS_PER_POSTING) + 59) / 60 )) min at $(SECONDS_PER_POSTING) s" \
+	  "a posting (SECONDS_PER_POSTING; its default is workflow 3001 on a quiet 2-core CPU," \
+	  "docs/benchmarks.md). The live view's ETA below is measured on this machine."
 	$(INTERP) run --workflow $(WORKFLOW) --until-idle
 	$(INTERP) status --workflow $(WORKFLOW)
 

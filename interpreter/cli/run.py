@@ -1,12 +1,15 @@
 """`interp run`, `interp pause`, `interp resume`: drive workflows.
 
 The run options' defaults are the engine's (`RunOptions`), so the command line
-and the library cannot drift apart.
+and the library cannot drift apart. While a run runs, its progress goes to
+stderr (interpreter/progress.py): a live view on a terminal, log lines
+otherwise; stdout keeps only what `--json` asks for.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -14,6 +17,7 @@ import threading
 import click
 
 from ..engine import Runner, RunOptions
+from ..progress import ProgressReporter, start_reporter
 from .context import Context
 
 DEFAULTS = RunOptions()
@@ -40,14 +44,27 @@ DEFAULTS = RunOptions()
 @click.option("--model-memory-mb", type=click.IntRange(1), default=DEFAULTS.model_memory_mb,
               show_default=True, help="Memory budget for resident models.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.option("--progress-every", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="Seconds between progress log lines (when not on a terminal).")
+@click.option("--log-format", type=click.Choice(["text", "json"]),
+              help="Progress as log lines in this format, even on a terminal "
+                   "[default: a live view on a terminal, else text].")
+@click.option("--quiet", "-q", is_flag=True, help="Show no progress, only the final summary.")
 @click.pass_obj
 def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, model_batch_size: int,
         until_idle: bool, worker_id: str | None, lease_s: float, poll_s: float,
-        switch_ratio: float, db_timeout: float, model_memory_mb: int, as_json: bool) -> None:
+        switch_ratio: float, db_timeout: float, model_memory_mb: int, as_json: bool,
+        progress_every: float, log_format: str | None, quiet: bool) -> None:
     """Run a workflow: admit subjects, then drive them through the steps in waves.
 
     SIGTERM or Ctrl-C finishes or releases the current wave, then exits 0.
     Several `interp run` processes may share one workflow.
+
+    Progress goes to stderr: on a terminal a live view (steps done/total, the
+    model lane's model and tokens/s, waves/s, ETA) redrawn every second and
+    left as a summary at the end; otherwise one log line every
+    --progress-every seconds (--log-format json for machines); --quiet for
+    neither.
 
     Example:
 
@@ -60,7 +77,10 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
     def on_signal(signum, frame):  # noqa: ARG001
         if stop.is_set():
             sys.exit(130)  # a second Ctrl-C: leave now; leases expire and others take over
-        click.echo(f"stopping after the current wave ({signal.Signals(signum).name})", err=True)
+        # sys.stderr looked up now: during a live view it is the view's proxy, which
+        # prints the line above the view instead of into it.
+        click.echo(f"stopping after the current wave ({signal.Signals(signum).name})",
+                   file=sys.stderr)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -68,7 +88,16 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
     opts = RunOptions(batch_size=batch_size, model_batch_size=model_batch_size, limit=limit,
                       until_idle=until_idle, worker_id=worker_id, lease_s=lease_s, poll_s=poll_s,
                       switch_ratio=switch_ratio, model_memory_mb=model_memory_mb)
-    summary = Runner(ctx.db, workflow_id, opts, stop=stop).run()
+    runner = Runner(ctx.db, workflow_id, opts, stop=stop)
+    reporter = None if quiet else _start_progress(ctx, workflow_id, runner, progress_every,
+                                                  log_format)
+    ended = False
+    try:
+        summary = runner.run()
+        ended = True
+    finally:
+        if reporter is not None:
+            reporter.stop(run_ended=ended)
     data = {"run_id": summary.run_id, "worker_id": summary.worker_id, "status": summary.status,
             "admitted": summary.admitted, "waves": summary.waves,
             "checkpoints": summary.checkpoints, "model_loads": summary.model_loads,
@@ -81,6 +110,17 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
                    f"{summary.checkpoints} checkpoints in {summary.waves} waves, "
                    f"{summary.model_loads} model loads, {summary.model_switches} switches",
                    err=True)
+
+
+def _on_a_terminal() -> bool:
+    return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def _start_progress(ctx: Context, workflow_id: int, runner: Runner, every_s: float,
+                    log_format: str | None) -> ProgressReporter:
+    live = log_format is None and _on_a_terminal()
+    return start_reporter(ctx.db.dsn, workflow_id, runner, live=live, stream=sys.stderr,
+                          every_s=every_s, log_format=log_format or "text")
 
 
 def _set_paused(ctx: Context, workflow_id: int, paused: bool) -> None:

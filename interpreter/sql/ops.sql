@@ -204,3 +204,24 @@ ON CONFLICT (workflow_id, name) DO UPDATE SET admit_sql = EXCLUDED.admit_sql,
 
 -- name: export_commit
 COMMIT;
+
+-- (branch live) The progress view of `interp run`.
+
+-- name: progress_model_tokens
+-- The completion tokens that one run's model steps finished in the last
+-- %(window_s)s seconds, and the seconds that window spans: it starts no earlier
+-- than the run, so a run younger than the window is not diluted. Walks the
+-- (workflow_id, step, finished_at) index one step at a time.
+WITH r AS (
+    SELECT run_id, workflow_id,
+           greatest(started_at, now() - make_interval(secs => %(window_s)s)) AS t0
+      FROM interp.runs WHERE run_id = %(run_id)s
+)
+SELECT (SELECT coalesce(sum(c.completion_tokens), 0)
+          FROM interp.steps s
+          JOIN interp.checkpoints c ON c.workflow_id = s.workflow_id
+                                   AND c.step = s.execution_order
+         WHERE s.workflow_id = r.workflow_id AND c.finished_at >= r.t0
+           AND c.run_id = r.run_id)::bigint AS tokens,
+       extract(epoch FROM now() - r.t0)::float8 AS seconds
+  FROM r
