@@ -672,9 +672,10 @@ def _as_messages(messages_or_prompt: Messages | str) -> Messages:
 
 def parallel_of(model: ModelDef) -> int:
     """Sequences a local model serves at once: the row's ``parallel``, else 1 on the
-    CPU, where batching gains little (measured: the whole job 1.23x at 4 sequences,
-    slower at 8 and 16, docs/benchmarks.md) and else 8 on a GPU (llama.cpp measured
-    3.4x aggregate throughput at 8; not measured here, no GPU was lent)."""
+    CPU, where batching gains little (a prototype of the batched loop on 2 cores:
+    the whole job 1.23x at 4 sequences, slower at 8 and 16; docs/benchmarks.md,
+    Model throughput), else 8 with GPU layers (llama.cpp's own figure: 3.4x
+    aggregate throughput at 8; not measured here, no GPU was lent)."""
     if model.parallel:
         return model.parallel
     return 1 if model.n_gpu_layers == 0 else DEFAULT_GPU_PARALLEL
