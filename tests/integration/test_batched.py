@@ -212,3 +212,31 @@ def test_temperature_zero_batched_against_sequential(smollm2, which):
     for out in outputs[4]:
         jsonschema.validate(out, SCHEMA)
     assert differ <= len(POSTINGS) // 2
+
+
+def test_a_workflow_with_a_parallel_model_row_runs_batched_through_the_engine(db, conn,
+                                                                                smollm2):
+    from interpreter.definitions import load_workflow
+    from interpreter.engine import Runner, RunOptions
+    from tests.helpers import add_items, check_invariants, make_workflow
+
+    add_items(conn, 10, title="Senior data engineer {i}")
+    conn.execute("INSERT INTO interp.models (name, source, n_ctx, n_threads, parallel) "
+                 "VALUES ('m4', %s, 512, %s, 4)", (str(smollm2), THREADS))
+    conn.execute("INSERT INTO interp.actors (name, kind, target, params) VALUES "
+                 "('actor_m4', 'model', 'm4', '{\"max_tokens\": 24, \"reask\": 1}')")
+    conn.execute("INSERT INTO interp.prompt_templates (name, body) VALUES ('label', "
+                 "'Give a one-word label for: {{ title }}. Answer in JSON.')")
+    label = {"type": "object", "properties": {"label": {"type": "string", "maxLength": 20}},
+             "required": ["label"]}
+    make_workflow(conn, 60, steps=[{"number": 1, "actor": "actor_m4", "template": "label",
+                                    "output_schema": label}],
+                  transitions=[(1, "*", None)])
+    assert load_workflow(conn, 60).models["m4"].parallel == 4
+    Runner(db, 60, RunOptions(until_idle=True, poll_s=0.05, model_batch_size=8)).run()
+    assert check_invariants(conn, 60) == {}
+    rows = conn.execute("SELECT * FROM interp.checkpoints WHERE workflow_id = 60").fetchall()
+    assert len(rows) == 10 and all(r["ok"] for r in rows)
+    for r in rows:
+        jsonschema.validate(r["output"], label)
+        assert r["model"] == "m4" and r["completion_tokens"] > 0
