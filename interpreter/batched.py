@@ -170,7 +170,7 @@ class BatchEngine:
         ctx = lc.llama_init_from_model(self.llama.model, params)
         if not ctx:
             raise EngineError(f"llama.cpp could not create a context of {n_ctx} tokens "
-                                 f"for {self.slots} sequences")
+                              f"for {self.slots} sequences")
         return ctx
 
     # ------------------------------------------------------------ callers' side
@@ -180,7 +180,7 @@ class BatchEngine:
         with self._lock:
             if self._dead is not None or self._closing:
                 raise EngineError(f"the batch engine is not running: "
-                                      f"{first_line(self._dead) if self._dead else 'closed'}")
+                                  f"{first_line(self._dead) if self._dead else 'closed'}")
             self._queue.append(request)
             self._lock.notify_all()
         request.done.wait()
@@ -241,7 +241,7 @@ class BatchEngine:
             failed = {id(r): r for r, _, _ in entries}
             for request in failed.values():
                 self._fail(request, EngineError(f"llama_decode returned {rc} for a batch "
-                                                    f"of {self.batch.n_tokens} tokens"))
+                                                f"of {self.batch.n_tokens} tokens"))
             return
         for request, took, row in entries:
             self._after_decode(request, took, row)
