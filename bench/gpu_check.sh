@@ -5,7 +5,8 @@
 #  1. builds llama-cpp-python 0.3.36 with CUDA into a fresh venv (~5-7 min on 16 cores);
 #  2. runs bench/model_speed.py (bare llama-cpp-python loop vs interp's run_model_wave,
 #     same prompts) with --n-gpu-layers -1 and again with 0, plain and JSON-schema constrained;
-#  3. prints one JSON line per run (tokens/s of both, ratio interp/bare wall time).
+#  3. prints one JSON line per run (tokens/s of both, ratio interp/bare wall time);
+#  4. runs bench/bench_throughput.py on the GPU at N = 1 and 16 with the schema.
 #
 # Usage (from the repository root):  bash bench/gpu_check.sh
 # Env: VENV (default /tmp/interp-gpu-venv), N (20), MODEL (a source; default: SmolLM2 from
@@ -62,5 +63,12 @@ run --n-gpu-layers -1
 run --n-gpu-layers 0
 run --n-gpu-layers -1 --schema
 run --n-gpu-layers 0 --schema
+# Continuous batching on the GPU: aggregate tokens/s at N = 1 and 16, schema on
+# (target: N = 16 at >= 5x N = 1). BATCH_PROMPTS prompts (64) from 3001's templates.
+say "bench_throughput --n-gpu-layers -1 --parallel 1 16 --schema on"
+line=$(timeout 300 "$PY" bench/bench_throughput.py --models "$MODEL" --n-gpu-layers -1 \
+       --threads 8 --lane batched --parallel 1 16 --schema on --prompts "${BATCH_PROMPTS:-64}")
+echo "$line"
+if [ -n "$RESULTS" ]; then echo "$line" >> "$RESULTS"; fi
 nvidia-smi --query-gpu=name,utilization.gpu,memory.used --format=csv,noheader >&2 || true
 say "done"

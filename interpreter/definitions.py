@@ -21,12 +21,14 @@ class ModelDef:
     chat_format: str | None = None
     sampling: dict[str, Any] = field(default_factory=dict)
     sha256: str | None = None
+    parallel: int | None = None      # sequences served at once; None: the backend's default
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ModelDef:
         """A model from its interp.models row (the one place that maps the columns)."""
         return cls(row["name"], row["source"], row["n_gpu_layers"], row["n_ctx"],
-                   row["n_threads"], row["chat_format"], row["sampling"] or {}, row["sha256"])
+                   row["n_threads"], row["chat_format"], row["sampling"] or {}, row["sha256"],
+                   row.get("parallel"))
 
 
 @dataclass(frozen=True)

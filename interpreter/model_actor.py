@@ -11,10 +11,17 @@ params:
 
 Seeds are derived from (workflow, subject, step), so a rerun reproduces a
 result even at temperature > 0; each re-ask uses the next seed.
+
+A backend with N slots (a batched local model, a server taking N requests at
+once) runs up to N subjects of the wave at once: a pool of N threads, each
+taking the next subject and running its whole conversation (generate,
+validate, re-ask), so a re-ask enters the backend as a new sequence while the
+other subjects go on. Each result's audit records the batch width.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import hashlib
 import json
 import time
@@ -101,11 +108,14 @@ class ModelCall:
     reask: int
     on_overflow: str             # truncate | refuse
     should_stop: Callable[[], bool] = lambda: False
+    batch_width: int = 1         # subjects generating at once (the backend's slots)
 
 
 def run_model_wave(pool: ModelPool, workflow: Workflow, step: StepDef, subjects: list[Subject],
                    should_stop: Callable[[], bool] = lambda: False) -> list[StepResult]:
-    """Run one model step over a wave; one StepResult per subject that ran.
+    """Run one model step over a wave; one StepResult per subject that ran, in the
+    wave's order. Up to the backend's slots subjects run at once (see the module's
+    docstring); with one slot they run one after another.
 
     should_stop() is read between subjects and between the tokens of a
     generation: when it turns true, the generation in flight is abandoned within
@@ -118,9 +128,12 @@ def run_model_wave(pool: ModelPool, workflow: Workflow, step: StepDef, subjects:
     if not subjects:
         return []
     try:
-        call = prepare_call(pool, workflow, step, should_stop=should_stop)
+        call = prepare_call(pool, workflow, step, should_stop=should_stop,
+                            wave_size=len(subjects))
     except WaveFailure as exc:
         return [StepResult.failure(s.id, str(exc), actor_failure=True) for s in subjects]
+    if call.batch_width > 1:
+        return run_concurrently(call, subjects)
     results: list[StepResult] = []
     for subject in subjects:
         if should_stop():
@@ -132,14 +145,31 @@ def run_model_wave(pool: ModelPool, workflow: Workflow, step: StepDef, subjects:
     return results
 
 
+def run_concurrently(call: ModelCall, subjects: list[Subject]) -> list[StepResult]:
+    """The wave on call.batch_width threads, each running whole subjects; the results
+    of the subjects that finished, in the wave's order. Once should_stop() turns
+    true, subjects not started are not started, and those generating end without a
+    result (the backend aborts them at its next decode step)."""
+    def one(subject: Subject) -> StepResult | NotRun:
+        if call.should_stop():
+            return NOT_RUN
+        return run_subject_guarded(call, subject)
+
+    with cf.ThreadPoolExecutor(call.batch_width, thread_name_prefix="model-subject") as ex:
+        outcomes = list(ex.map(one, subjects))
+    return [r for r in outcomes if not isinstance(r, NotRun)]
+
+
 class WaveFailure(Exception):
     """The step cannot run at all (no model, no template, bad params, load failure):
     every subject of the wave fails with this one-line message, as an actor failure."""
 
 
 def prepare_call(pool: ModelPool, workflow: Workflow, step: StepDef, *,
-                 should_stop: Callable[[], bool] = lambda: False) -> ModelCall:
-    """The wave's shared settings with its model loaded; raises WaveFailure."""
+                 should_stop: Callable[[], bool] = lambda: False,
+                 wave_size: int = 1) -> ModelCall:
+    """The wave's shared settings with its model loaded; raises WaveFailure. The batch
+    width is the backend's slots, at most the wave's size."""
     model = workflow.model_of(step)
     if model is None:
         raise WaveFailure(f"{step.label}: {_why_no_model(workflow, step)}")
@@ -160,7 +190,8 @@ def prepare_call(pool: ModelPool, workflow: Workflow, step: StepDef, *,
     system = params.get("system")
     return ModelCall(backend, workflow, step, body, str(system) if system else None,
                      effective_sampling(workflow, step), max_tokens, reask,
-                     str(params.get("on_overflow", "truncate")), should_stop)
+                     str(params.get("on_overflow", "truncate")), should_stop,
+                     max(1, min(backend.slots, wave_size)))
 
 
 def _why_no_model(workflow: Workflow, step: StepDef) -> str:
@@ -241,6 +272,7 @@ def new_audit(call: ModelCall, seed: int) -> dict[str, Any]:
         "sampling": {**{k: v for k, v in call.sampling.items() if k != "seed"},
                      "max_tokens": call.max_tokens},
         "prompt_tokens": 0, "completion_tokens": 0, "gen_ms": 0.0, "tries": 0,
+        "batch_width": call.batch_width,
     }
 
 

@@ -53,6 +53,8 @@ SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_
                  "presence_penalty", "frequency_penalty")
 DEFAULT_SAMPLING: dict[str, Any] = {"temperature": 0.0, "top_p": 0.95, "top_k": 40,
                                     "min_p": 0.05, "repeat_penalty": 1.0}
+# Sequences a GPU model serves at once when its row has no `parallel`.
+DEFAULT_GPU_PARALLEL = 8
 
 
 class ModelLoadError(InterpError):
@@ -238,9 +240,10 @@ def choose_threads(model: ModelDef, n_threads: int | None = None) -> ThreadChoic
 class Backend(Protocol):
     """What the model actor needs from a loaded model, wherever it runs.
 
-    Implemented by `LlamaBackend` (a GGUF in this process) and `RemoteBackend`
-    (an OpenAI-compatible server); a batched backend is a third implementation.
-    One backend is used from one thread.
+    Implemented by `LlamaBackend` (a GGUF in this process), `BatchedLlamaBackend`
+    (a GGUF in this process serving `slots` sequences at once) and `RemoteBackend`
+    (an OpenAI-compatible server). A backend with one slot is used from one thread;
+    one with N slots takes up to N generate() calls at once from N threads.
     """
 
     # Read-only for callers (properties here, so that an implementation may narrow
@@ -257,6 +260,11 @@ class Backend(Protocol):
     def n_ctx(self) -> int: ...
     @property
     def load_ms(self) -> float: ...
+    @property
+    def slots(self) -> int:
+        """How many generate() calls it serves at once, from as many threads (1: calls
+        come from one thread, one at a time)."""
+        ...
 
     def generate(self, messages_or_prompt: Messages | str, *, schema: dict[str, Any] | None,
                  sampling: dict[str, Any], seed: int, max_tokens: int,
@@ -293,7 +301,12 @@ class LlamaBackend:
     of an output schema only checks the sampled token (see that module).
     """
 
-    def __init__(self, model: ModelDef, *, n_threads: int | None = None):
+    slots = 1
+
+    def __init__(self, model: ModelDef, *, n_threads: int | None = None,
+                 own_context: int | None = None):
+        """own_context: the tokens of the Llama object's own context (the model's n_ctx
+        unless a subclass decodes in a context of its own)."""
         self.model = model
         self.name = model.name
         path = resolve(model.source)
@@ -313,7 +326,7 @@ class LlamaBackend:
         started = time.perf_counter()
         try:
             self.llama = Llama(model_path=str(path), n_gpu_layers=model.n_gpu_layers,
-                               n_ctx=model.n_ctx, n_threads=self.threads.n_threads,
+                               n_ctx=own_context or model.n_ctx, n_threads=self.threads.n_threads,
                                n_threads_batch=self.threads.n_threads_batch,
                                verbose=False, seed=0)
         except Exception as exc:  # noqa: BLE001 - ValueError (corrupt), MemoryError, RuntimeError
@@ -344,13 +357,14 @@ class LlamaBackend:
     def count_tokens(self, text: str) -> int:
         return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
-    def prompt_tokens(self, messages: Messages) -> tuple[list[int], list[str]]:
+    def prompt_tokens(self, messages: Messages | str) -> tuple[list[int], list[str]]:
         """The prompt's tokens in the model's chat format, and the format's stop strings.
 
         Special tokens are parsed only in the format's own text; message contents
-        are plain text, so subject data cannot open or close a turn.
+        are plain text, so subject data cannot open or close a turn. A string is one
+        user message.
         """
-        pieces, shape = self.chat_format.pieces(messages)
+        pieces, shape = self.chat_format.pieces(_as_messages(messages))
         tokens = list(self._bos) if shape.add_bos else []
         for text, is_format in pieces:
             tokens += self.llama.tokenize(text.encode("utf-8"), add_bos=False,
@@ -367,7 +381,8 @@ class LlamaBackend:
                 "chat_format_chosen_by": self.chat_format.chosen_by,
                 "n_threads": self.threads.n_threads,
                 "n_threads_batch": self.threads.n_threads_batch,
-                "threads_chosen_by": self.threads.chosen_by, **omp_wait_policy()}
+                "threads_chosen_by": self.threads.chosen_by, "parallel": self.slots,
+                **omp_wait_policy()}
 
     def count_prompt(self, messages: Messages) -> int:
         """Exact prompt tokens for messages after the chat format, without generating."""
@@ -400,7 +415,7 @@ class LlamaBackend:
                  schema: dict[str, Any] | None, sampling: dict[str, Any], seed: int,
                  max_tokens: int, deadline: float | None,
                  should_stop: Callable[[], bool] | None = None) -> Generation:
-        prompt, stop = self.prompt_tokens(_as_messages(messages_or_prompt))
+        prompt, stop = self.prompt_tokens(messages_or_prompt)
         if len(prompt) >= self.n_ctx:
             raise PromptTooLong(f"prompt has {len(prompt)} tokens; the context window "
                                 f"(n_ctx) is {self.n_ctx}")
@@ -409,7 +424,8 @@ class LlamaBackend:
         started = time.perf_counter()
         try:
             sampler = TokenSampler(self.llama, sampling, seed,
-                                   self.grammar_for(schema) if schema is not None else None)
+                                   self.grammar_for(schema) if schema is not None else None,
+                                   self.decoder.buffers)
             try:
                 decoded = self.decoder.generate(prompt, sampler, max_tokens=max_tokens,
                                                 stop=stop, deadline=deadline,
@@ -433,6 +449,106 @@ class LlamaBackend:
                 llama.close()
             finally:
                 self.llama = None  # type: ignore[assignment]
+
+
+class BatchedLlamaBackend(LlamaBackend):
+    """A GGUF in this process serving up to `slots` generate() calls at once, from
+    any threads, through one continuous-batching engine (`interpreter.batched`).
+    Everything else (chat format, token counts, truncation, grammars) is
+    `LlamaBackend`'s."""
+
+    # The Llama object's own context is not used for generation here: keep it small.
+    OWN_CONTEXT_TOKENS = 64
+
+    def __init__(self, model: ModelDef, *, slots: int, n_threads: int | None = None,
+                 budget_bytes: int | None = None):
+        from .batched import MAX_PARALLEL, BatchEngine, EngineError, kv_bytes_per_token
+
+        if not 1 <= slots <= MAX_PARALLEL:
+            raise ModelLoadError(f"model {model.name!r}: parallel must be between 1 and "
+                                 f"{MAX_PARALLEL}, not {slots}")
+        super().__init__(model, n_threads=n_threads, own_context=self.OWN_CONTEXT_TOKENS)
+        try:
+            per_token = kv_bytes_per_token(self.llama)
+            self.kv_bytes = (slots + 1) * model.n_ctx * per_token
+            check_fits(model, slots, self.size_bytes, per_token, budget_bytes)
+            self.engine = BatchEngine(self.llama, slots=slots, n_ctx_seq=model.n_ctx,
+                                      gpu=model.n_gpu_layers != 0)
+        except EngineError as exc:
+            self.close()
+            raise ModelLoadError(f"model {model.name!r}: {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
+        self.slots = slots
+        self.size_bytes += self.kv_bytes
+
+    def generate(self, messages_or_prompt: Messages | str, *,
+                 schema: dict[str, Any] | None, sampling: dict[str, Any], seed: int,
+                 max_tokens: int, deadline: float | None,
+                 should_stop: Callable[[], bool] | None = None) -> Generation:
+        prompt, stop = self.prompt_tokens(messages_or_prompt)
+        if len(prompt) >= self.n_ctx:
+            raise PromptTooLong(f"prompt has {len(prompt)} tokens; the context window "
+                                f"(n_ctx) is {self.n_ctx}")
+        from .batched import SeqRequest
+        from .llama_decode import TokenSampler, cut_at_stop
+
+        started = time.perf_counter()
+        try:
+            sampler = TokenSampler(self.llama, sampling, seed,
+                                   self.grammar_for(schema) if schema is not None else None,
+                                   self.engine.buffers)
+            try:
+                decoded = self.engine.run(SeqRequest(prompt, sampler, max_tokens, stop,
+                                                     deadline, should_stop))
+            finally:
+                sampler.close()
+        except Exception as exc:  # noqa: BLE001 - llama.cpp errors surface as many types
+            raise GenerationError(f"{self.name}: {first_line(exc)}") from exc
+        text = self.llama.detokenize(decoded.tokens, prev_tokens=prompt) \
+            .decode("utf-8", "ignore")
+        if decoded.finish_reason == "stop" and stop:
+            text = cut_at_stop(text, stop)
+        return Generation(text=text, finish_reason=decoded.finish_reason,
+                          prompt_tokens=decoded.prompt_tokens,
+                          completion_tokens=len(decoded.tokens),
+                          gen_ms=(time.perf_counter() - started) * 1000,
+                          prompt_ms=decoded.prompt_ms,
+                          grammar_rejections=decoded.grammar_rejections,
+                          full_vocab_masks=decoded.full_vocab_masks)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(),
+                "kv_cache_tokens": (self.slots + 1) * self.n_ctx,
+                "kv_cache_bytes": self.kv_bytes}
+
+    def close(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
+            self.engine = None  # type: ignore[assignment]
+        super().close()
+
+
+def check_fits(model: ModelDef, slots: int, weights_bytes: int, per_token: int,
+               budget_bytes: int | None) -> None:
+    """Raises ModelLoadError naming the parallel that fits when N sequences' KV cache
+    and the weights exceed the model memory budget."""
+    if budget_bytes is None:
+        return
+    per_seq = model.n_ctx * per_token
+    need = weights_bytes + (slots + 1) * per_seq
+    if need <= budget_bytes:
+        return
+    fits = max(0, (budget_bytes - weights_bytes) // per_seq - 1)
+    mib = 1 << 20
+    raise ModelLoadError(
+        f"model {model.name!r}: parallel {slots} needs {need // mib} MiB ({weights_bytes // mib} "
+        f"MiB of weights and a KV cache of {slots + 1} x {model.n_ctx} tokens, "
+        f"{per_seq // mib} MiB each); the model memory budget is {budget_bytes // mib} MiB: "
+        + (f"set interp.models.parallel to {fits} or less, " if fits >= 1 else "")
+        + "lower n_ctx, or raise the budget (interp run --model-memory-mb)")
 
 
 # ---------------------------------------------------------------- servers
@@ -803,11 +919,28 @@ def _as_messages(messages_or_prompt: Messages | str) -> Messages:
     return list(messages_or_prompt)
 
 
+def parallel_of(model: ModelDef) -> int:
+    """Sequences a local model serves at once: the row's ``parallel``, else 1 on the
+    CPU, where batching gains little (a prototype of the batched loop on 2 cores:
+    the whole job 1.23x at 4 sequences, slower at 8 and 16; docs/benchmarks.md,
+    Model throughput), else 8 with GPU layers (llama.cpp's own figure: 3.4x
+    aggregate throughput at 8; not measured here, no GPU was lent)."""
+    if model.parallel:
+        return model.parallel
+    return 1 if model.n_gpu_layers == 0 else DEFAULT_GPU_PARALLEL
+
+
 def open_backend(model: ModelDef, *, n_threads: int | None = None,
-                 remote_timeout: float = 30.0) -> Backend:
-    """Load one model (raises ModelLoadError with a one-line message)."""
+                 remote_timeout: float = 30.0, budget_bytes: int | None = None) -> Backend:
+    """Load one model (raises ModelLoadError with a one-line message). A local model
+    with parallel > 1 gets the batched backend, its KV cache checked against
+    budget_bytes."""
     if is_remote(model.source):
         return RemoteBackend(model, timeout=remote_timeout)
+    slots = parallel_of(model)
+    if slots > 1:
+        return BatchedLlamaBackend(model, slots=slots, n_threads=n_threads,
+                                   budget_bytes=budget_bytes)
     return LlamaBackend(model, n_threads=n_threads)
 
 
@@ -817,7 +950,7 @@ def load_key(model: ModelDef) -> str:
     """What identifies a loaded model: the file (or server) and the settings it was
     loaded with. Sampling and the row's name do not change what is loaded."""
     return f"{model.source}|{model.n_ctx}|{model.n_gpu_layers}|{model.n_threads}|" \
-           f"{model.chat_format}"
+           f"{model.chat_format}|{model.parallel}"
 
 
 class ModelPool:
@@ -910,7 +1043,8 @@ class ModelPool:
             started = time.perf_counter()
             try:
                 backend = open_backend(model, n_threads=self.n_threads,
-                                       remote_timeout=self.remote_timeout)
+                                       remote_timeout=self.remote_timeout,
+                                       budget_bytes=self.budget_bytes)
             except ModelLoadError as exc:
                 self.load_failures += 1
                 self._emit("load_failed", model.name,

