@@ -133,13 +133,12 @@ def _reachability(wf: Workflow) -> list[str]:
 
 
 def _queries(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
-    """Entry points and gates must at least plan: each is tried in a savepoint that
-    is rolled back, with no subjects (an empty id list), so nothing changes."""
+    """Entry points and gates must at least run: each is tried in a transaction that
+    is rolled back, so nothing changes. An entry point is tried with the very
+    statement a run admits with (limit 0); a gate with no subjects (an empty id list)."""
     out: list[str] = []
     for ep in wf.entry_points:
-        probe = sql.SQL(Q["validate_admit_query"]).format(  # type: ignore[arg-type]
-            admit=sql.SQL(ep.admit_sql))  # type: ignore[arg-type]
-        err = _try(conn, probe, {"workflow_id": wf.id})
+        err = _try(conn, ep.admission_statement(), ep.admission_params(wf.id, 0))
         if err:
             out.append(f"entry point {ep.name!r}: query does not run: {err}")
     for number, step in sorted(wf.steps.items()):

@@ -32,8 +32,8 @@ from psycopg import sql
 from .actor_api import StepResult, Subject, utcnow
 from .breaker import Breaker
 from .db import one
-from .definitions import StepDef
-from .errors import DefinitionError, first_line
+from .definitions import EntryPoint, StepDef
+from .errors import DefinitionError
 from .queries import Q
 from .run_context import RunContext
 from .wave_rules import DEFAULT_MAX_VISITS, Claimed, build_commit
@@ -107,7 +107,7 @@ class WaveStore:
         for ep in self.ctx.wf.entry_points:
             if not ep.enabled:
                 continue
-            n = self._admit_entry_point(ep.name, ep.admit_sql, ep.first_step, limit)
+            n = self._admit_entry_point(ep, limit)
             total += n
             if limit is not None:
                 limit -= n
@@ -117,15 +117,12 @@ class WaveStore:
             log.info("admitted %d subjects", total)
         return total
 
-    def _admit_entry_point(self, name: str, admit_sql: str, first_step: int,
-                           limit: int | None) -> int:
+    def _admit_entry_point(self, ep: EntryPoint, limit: int | None) -> int:
         wf_id = self.ctx.wf.id
-        query = sql.SQL(Q["admit"]).format(admit=sql.SQL(admit_sql))  # type: ignore[arg-type]
+        query = ep.admission_statement()
 
         def do(c: psycopg.Connection[Any]) -> int:
-            ids = [r["subject_id"] for r in c.execute(query, {
-                "workflow_id": wf_id, "entry_point": name, "first_step": first_step,
-                "limit": limit})]
+            ids = [r["subject_id"] for r in c.execute(query, ep.admission_params(wf_id, limit))]
             if ids:
                 c.execute(Q["continue_visits"], {"workflow_id": wf_id, "ids": ids})
             return len(ids)
@@ -133,9 +130,7 @@ class WaveStore:
         try:
             return self.ctx.db.run(do)
         except psycopg.Error as exc:
-            raise DefinitionError(
-                f"entry point {name!r} of workflow {wf_id} failed: {first_line(exc)}"
-            ) from exc
+            raise DefinitionError(ep.admission_failure(wf_id, exc)) from exc
 
     def ready_steps(self, cap: int) -> dict[int, int]:
         """Ready subjects per step, each counted up to cap."""

@@ -5,7 +5,9 @@
 
 -- name: admit
 -- Admits what the entry point's query returns and is not admitted yet.
--- {admit} is the entry point's query, written by the workflow author.
+-- The subquery q is the entry point's query, written by the workflow author
+-- (no braces in these comments: psycopg.sql formatting fills them even here,
+-- and author SQL must never land inside a comment).
 INSERT INTO interp.subject_state (workflow_id, subject_id, entry_point, step, status)
 SELECT %(workflow_id)s, a.subject_id, %(entry_point)s, %(first_step)s, 'ready'
   FROM (SELECT DISTINCT q.subject_id::text AS subject_id FROM ({admit}) AS q) AS a
@@ -65,8 +67,8 @@ UPDATE interp.subject_state
 -- name: claim_wave
 -- Claims up to %(limit)s ready subjects of one step, sets a lease, records the
 -- wave, and returns each subject with its row from the subject table. One
--- round trip. {subject_table}, {subject_key}, {key_type} are identifiers from
--- the workflow definition.
+-- round trip. The subject table, its key and the key's type are identifiers
+-- from the workflow definition.
 WITH wave AS (
     SELECT nextval('interp.waves_wave_id_seq') AS wave_id
 ), picked AS (
@@ -118,8 +120,8 @@ VALUES (%(wave_id)s, %(workflow_id)s, %(step)s, %(run_id)s, %(size)s, NULL, %(st
         %(started)s, now(), %(committed)s, %(busy_ms)s)
 
 -- name: subject_rows
--- The subject table's rows for a wave. {subject_table}, {subject_key} and
--- {key_type} are identifiers from the workflow definition.
+-- The subject table's rows for a wave. The table, its key and the key's type
+-- are identifiers from the workflow definition.
 SELECT t.{subject_key}::text AS subject_id, to_jsonb(t) AS row
   FROM {subject_table} t
  WHERE t.{subject_key} = ANY(%(ids)s::{key_type}[])
