@@ -197,6 +197,7 @@ def _run_one(backend: Backend, workflow: Workflow, step: StepDef, subject: Subje
             room -= excess + 2
         audit["truncated_from_tokens"] = prompt_tokens
 
+    audit["prompt"] = json.dumps([system, user], ensure_ascii=False)  # the text hashed below
     audit["prompt_sha256"] = hashlib.sha256(
         json.dumps([system, user], ensure_ascii=False).encode()).hexdigest()
     messages = chat(user)

@@ -144,8 +144,17 @@ class WaveStore:
             "workflow_id": self.ctx.wf.id}))["pending"]))
 
     def reap_expired_leases(self) -> int:
-        n = self.ctx.db.run(lambda c: c.execute(Q["reap_expired_leases"],
-                                                {"workflow_id": self.ctx.wf.id}).rowcount)
+        """Returns expired leases to the queue; first marks the runs that held them
+        lost (their heartbeat is older than their lease)."""
+        by_wf = {"workflow_id": self.ctx.wf.id}
+
+        def do(c: psycopg.Connection[Any]) -> int:
+            lost = c.execute(Q["mark_lost_runs"], {**by_wf, "run_id": self.ctx.run_id}).rowcount
+            if lost:
+                log.warning("marked %d run(s) without a heartbeat as lost", lost)
+            return int(c.execute(Q["reap_expired_leases"], by_wf).rowcount)
+
+        n = self.ctx.db.run(do)
         if n:
             log.warning("returned %d subjects with expired leases to the queue", n)
         return int(n)
@@ -305,7 +314,7 @@ class WaveStore:
                   "default_outcome": str(step.params.get("default_outcome", "RUN")),
                   "max_visits": int(step.params.get("max_visits", DEFAULT_MAX_VISITS)),
                   "started": wave.started, "wave_id": wave.wave_id, "run_id": ctx.run_id,
-                  "worker_id": ctx.worker_id}
+                  "worker_id": ctx.worker_id, "sent_at": utcnow()}
         try:
             with c.transaction():  # a savepoint: the general road starts from a clean slate
                 moved = c.execute(query, params).rowcount
@@ -333,7 +342,7 @@ class WaveStore:
         cols = build_commit(ctx.wf, step, claimed, results)
         c.execute(Q["commit_results"], {**cols, "workflow_id": ctx.wf.id, "step": step.number,
                                         "wave_id": wave_id, "run_id": ctx.run_id,
-                                        "worker_id": ctx.worker_id})
+                                        "worker_id": ctx.worker_id, "sent_at": utcnow()})
 
     # ------------------------------------------------------------ the subject table
 
