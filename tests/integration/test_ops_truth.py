@@ -250,3 +250,29 @@ def test_the_audit_keeps_each_prompt_once_and_prune_drops_unused_ones(db, conn):
     assert left == {sha}
     assert trace_data(conn, 80, "2", prompts=True)["prompts"] == {
         sha: {"system": "Be brief.", "user": same}}
+
+
+@pytest.mark.model
+def test_a_model_checkpoint_keeps_the_prompt_it_was_asked(db, conn, smollm2):
+    """Through the whole engine with the real SmolLM2: the rendered prompt reaches
+    the commit, and its text is stored under the sha256 the checkpoint records."""
+    add_items(conn, 2, title="Senior data engineer {i}")
+    conn.execute("INSERT INTO interp.models (name, source, n_ctx) VALUES ('m_p', %s, 512)",
+                 (str(smollm2),))
+    conn.execute("INSERT INTO interp.actors (name, kind, target, params) VALUES "
+                 "('actor_m_p', 'model', 'm_p', '{\"max_tokens\": 8, \"reask\": 0}')")
+    conn.execute("INSERT INTO interp.prompt_templates (name, body) VALUES "
+                 "('label_p', 'Give a one-word label for: {{ title }}')")
+    make_workflow(conn, 81, steps=[{"number": 1, "actor": "actor_m_p", "template": "label_p"}],
+                  transitions=[(1, "*", None)])
+    run(db, 81)
+    rows = conn.execute("""
+        SELECT c.subject_id, c.prompt_sha256, p.body FROM interp.checkpoints c
+          LEFT JOIN interp.prompts p ON p.sha256 = c.prompt_sha256
+         WHERE c.workflow_id = 81 ORDER BY c.subject_id""").fetchall()
+    assert len(rows) == 2
+    for r in rows:
+        assert r["body"] is not None
+        assert hashlib.sha256(r["body"].encode()).hexdigest() == r["prompt_sha256"]
+        assert json.loads(r["body"])[1] == (f"Give a one-word label for: "
+                                            f"Senior data engineer {r['subject_id']}")
