@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from .errors import NotFound
+from .errors import NotFound, first_line
 from .queries import Q
 
 
@@ -71,6 +72,34 @@ class EntryPoint:
     admit_sql: str
     first_step: int
     enabled: bool
+
+    def admission_statement(self) -> sql.Composed:
+        """The one statement that admits this entry point's subjects. The run executes
+        it, and validate executes it too (rolled back), so the two cannot disagree."""
+        return sql.SQL(Q["admit"]).format(  # type: ignore[arg-type]
+            admit=sql.SQL(embedded_sql(self.admit_sql)))  # type: ignore[arg-type]
+
+    def admission_params(self, workflow_id: int, limit: int | None) -> dict[str, Any]:
+        return {"workflow_id": workflow_id, "entry_point": self.name,
+                "first_step": self.first_step, "limit": limit}
+
+    def admission_failure(self, workflow_id: int, exc: BaseException) -> str:
+        """One line that names the entry point, the error and the start of its query."""
+        return (f"entry point {self.name!r} of workflow {workflow_id} failed: "
+                f"{first_line(exc)} (query: {excerpt(self.admit_sql)})")
+
+
+def embedded_sql(text: str) -> str:
+    """Author-written SQL as the body of a subquery: on lines of its own, so that a
+    trailing `--` comment in it cannot swallow the closing parenthesis, and without
+    the semicolons that end a statement but cannot end a subquery."""
+    return "\n" + text.strip().rstrip(";").rstrip() + "\n"
+
+
+def excerpt(text: str, limit: int = 200) -> str:
+    """The first `limit` characters of a statement, on one line."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
 @dataclass

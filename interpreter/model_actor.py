@@ -289,8 +289,9 @@ def run_subject(call: ModelCall, subject: Subject) -> StepResult | NotRun:
     fitted = fit_to_context(run, system, user)
     if isinstance(fitted, StepResult):
         return fitted
-    run.audit["prompt_sha256"] = hashlib.sha256(
-        json.dumps([system, fitted], ensure_ascii=False).encode()).hexdigest()
+    # The text that was asked, kept once per distinct sha256 (interp.prompts) at commit.
+    run.audit["prompt"] = json.dumps([system, fitted], ensure_ascii=False)
+    run.audit["prompt_sha256"] = hashlib.sha256(run.audit["prompt"].encode()).hexdigest()
     return generate_until_valid(run, chat_messages(system, fitted))
 
 

@@ -10,6 +10,7 @@ definitions of done, velocity, ETA and stall live there and in docs/ops.md.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import time
 from typing import Any
@@ -148,9 +149,12 @@ def _rounded_lane(lane: dict[str, Any]) -> dict[str, Any]:
 
 def _alerts(steps: list[dict[str, Any]], open_breakers: list[str], dead: int,
             stall_window_s: float) -> list[str]:
-    alerts = [f"step {s['step']} ({s['name']}) stalled: {s['waiting']} waiting, "
-              f"{s['leased']} leased, no checkpoint for {stall_window_s:g}s"
-              for s in steps if s["stalled"]]
+    alerts = [f"{s['waiting'] + s['leased']} subject(s) at step {s['step']}, which no "
+              "longer exists (give the step back, or move or delete their subject_state rows)"
+              for s in steps if s["state"] == "missing step" and s["stalled"]]
+    alerts += [f"step {s['step']} ({s['name']}) stalled: {s['waiting']} waiting, "
+               f"{s['leased']} leased, no checkpoint for {stall_window_s:g}s"
+               for s in steps if s["stalled"] and s["state"] != "missing step"]
     # An open breaker is an alert only while subjects wait behind it: one that tripped
     # on the last subjects of its steps, with none left waiting, holds nothing up.
     held_up = {s["actor"] for s in steps if s["waiting"] + s["leased"] > 0}
@@ -179,17 +183,34 @@ def velocity_series(conn: psycopg.Connection[Any], workflow_id: int,
             "steps": [{"step": s, "name": names[s], "counts": series[s]} for s in names]}
 
 
-def trace_data(conn: psycopg.Connection[Any], workflow_id: int, subject_id: str) -> dict[str, Any]:
-    """Every checkpoint of one subject, in order, and where it stands now."""
+def trace_data(conn: psycopg.Connection[Any], workflow_id: int, subject_id: str,
+               prompts: bool = False) -> dict[str, Any]:
+    """Every checkpoint of one subject, in order, and where it stands now. With
+    prompts, also the rendered prompt of each model checkpoint, by sha256."""
     workflow_row(conn, workflow_id)
     subject = {"workflow_id": workflow_id, "subject_id": subject_id}
     state = conn.execute(Q["trace_subject_state"], subject).fetchone()
     rows = conn.execute(Q["trace_checkpoints"], subject).fetchall()
     if state is None and not rows:
         raise NotFound(f"no subject {subject_id!r} in workflow {workflow_id}")
-    return {"workflow": workflow_id, "subject": subject_id,
+    data = {"workflow": workflow_id, "subject": subject_id,
             "state": _clean(state) if state else None,
             "checkpoints": [_clean(r) for r in rows]}
+    if prompts:
+        data["prompts"] = prompt_texts(conn, workflow_id, subject_id)
+    return data
+
+
+def prompt_texts(conn: psycopg.Connection[Any], workflow_id: int,
+                 subject_id: str) -> dict[str, dict[str, str | None]]:
+    """The rendered prompts of a subject's model checkpoints: sha256 -> system, user.
+    A prompt pruned with its checkpoints is absent."""
+    out: dict[str, dict[str, str | None]] = {}
+    for r in conn.execute(Q["trace_prompts"], {"workflow_id": workflow_id,
+                                                "subject_id": subject_id}):
+        system, user = json.loads(r["body"])
+        out[r["sha256"]] = {"system": system, "user": user}
+    return out
 
 
 # ---------------------------------------------------------------- text
@@ -274,7 +295,29 @@ def render_trace(data: dict[str, Any]) -> str:
     lines.append(tabulate(rows, headers=["finished", "step", "name", "visit", "attempt",
                                          "outcome", "ms", "error", "model"],
                           tablefmt="presto", disable_numparse=True))
+    lines += _render_prompts(data)
     return "\n".join(lines)
+
+
+def _render_prompts(data: dict[str, Any]) -> list[str]:
+    """Each model checkpoint's prompt, under the step and visit it was asked at."""
+    if "prompts" not in data:
+        return []
+    lines: list[str] = []
+    for c in data["checkpoints"]:
+        sha = c.get("prompt_sha256")
+        if not sha:
+            continue
+        lines.append(f"--- prompt of step {c['step']} visit {c['visit']} attempt "
+                     f"{c['attempt']} (sha256 {sha[:12]})")
+        prompt = data["prompts"].get(sha)
+        if prompt is None:
+            lines.append("(pruned)")
+            continue
+        if prompt["system"]:
+            lines.append(f"[system]\n{prompt['system']}")
+        lines.append(f"[user]\n{prompt['user']}")
+    return lines
 
 
 # ---------------------------------------------------------------- prune
@@ -306,18 +349,19 @@ def prune(db: Any, workflow_id: int, older_than: dt.timedelta, batch_size: int =
     after, chunk = "", max(1, batch_size // 10)
     totals = {"workflow": workflow_id, "cutoff": cutoff.isoformat(), "dry_run": dry_run,
               "batch_size": batch_size, "subjects_scanned": 0, "batches": 0,
-              "candidates": 0, "deleted": 0}
+              "candidates": 0, "deleted": 0, "prompts_deleted": 0}
     started = time.monotonic()
     while True:
         params = {"wf": workflow_id, "after": after, "subjects": chunk, "cutoff": cutoff,
                   "delete": not dry_run}
-        row = db.run(lambda conn, p=params: conn.execute(Q["prune_batch"], p).fetchone())
+        row = db.run(lambda conn, p=params: _prune_batch(conn, p))
         if row["subjects"] == 0:
             break
         totals["batches"] += 1
         totals["subjects_scanned"] += row["subjects"]
         totals["candidates"] += row["candidates"]
         totals["deleted"] += row["deleted"]
+        totals["prompts_deleted"] += row["prompts_deleted"]
         after = row["last_subject"]
         per_subject = max(row["candidates"] / row["subjects"], 0.05)
         chunk = int(max(1, min(batch_size / per_subject, chunk * 4, 50_000)))
@@ -331,3 +375,13 @@ def prune(db: Any, workflow_id: int, older_than: dt.timedelta, batch_size: int =
     totals["rows_per_s"] = (round(totals["candidates"] / totals["seconds"])
                             if totals["seconds"] > 0 else None)
     return totals
+
+
+def _prune_batch(conn: psycopg.Connection[Any], params: dict[str, Any]) -> dict[str, Any]:
+    """One chunk of prune, and the prompts its deleted checkpoints leave unused, in
+    one transaction."""
+    row = dict(conn.execute(Q["prune_batch"], params).fetchone() or {})
+    shas = row.pop("prompts") or []
+    row["prompts_deleted"] = (conn.execute(Q["prune_prompts"], {"shas": shas}).rowcount
+                              if shas else 0)
+    return row

@@ -65,7 +65,7 @@ class RunControl:
             "workflow_id": ctx.wf.id, "worker_id": ctx.worker_id, "host": socket.gethostname(),
             "pid": os.getpid(), "version": ctx.wf.version,
             "args": Jsonb({"batch_size": opt.batch_size, "limit": opt.limit,
-                           "until_idle": opt.until_idle}),
+                           "until_idle": opt.until_idle, "lease_s": opt.lease_s}),
         }))["run_id"]))
 
     def finish_run(self, status: str, error: str | None) -> None:

@@ -1,7 +1,8 @@
 """`interp workflow validate`: every problem of a definition at once.
 
 The same check runs before every `interp run`, so a broken definition is
-refused with a clear error instead of failing subjects one by one.
+refused with a clear error instead of failing subjects one by one. Warnings
+(`validation_warnings`) are reported apart and never refuse a run.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from .definitions import Workflow
 from .errors import DefinitionError, first_line
 from .queries import Q
 from .scripts import check_target, load_target
-from .templates import template_problems
+from .templates import RESERVED, template_problems
 
 
 def validate_workflow(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
+    """The definition's problems: any one of them refuses `interp run`."""
     problems: list[str] = []
     problems += _structure(wf)
     problems += _actors(wf)
@@ -29,6 +31,28 @@ def validate_workflow(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
     problems += _queries(conn, wf)
     problems += _templates(conn, wf)
     return problems
+
+
+def validation_warnings(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
+    """What is legal but likely not what the author meant. Warnings never refuse a
+    run; `interp workflow validate` prints them after the problems."""
+    return _shadowed_columns(conn, wf)
+
+
+def _shadowed_columns(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
+    """Subject columns that a template cannot reach by their bare name: the context
+    names (subject, out, step) win over columns of the same name."""
+    if not any(step.template for step in wf.steps.values()):
+        return []
+    columns = _subject_columns(conn, wf)
+    return [f"subject column {name!r} is shadowed in templates by the context name "
+            f"{name!r}: write subject.{name} for the column"
+            for name in RESERVED if name in columns]
+
+
+def _subject_columns(conn: psycopg.Connection[Any], wf: Workflow) -> set[str]:
+    return {r["attname"] for r in conn.execute(Q["validate_subject_columns"],
+                                               {"table": wf.subject_table})}
 
 
 def _structure(wf: Workflow) -> list[str]:
@@ -133,13 +157,12 @@ def _reachability(wf: Workflow) -> list[str]:
 
 
 def _queries(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
-    """Entry points and gates must at least plan: each is tried in a savepoint that
-    is rolled back, with no subjects (an empty id list), so nothing changes."""
+    """Entry points and gates must at least run: each is tried in a transaction that
+    is rolled back, so nothing changes. An entry point is tried with the very
+    statement a run admits with (limit 0); a gate with no subjects (an empty id list)."""
     out: list[str] = []
     for ep in wf.entry_points:
-        probe = sql.SQL(Q["validate_admit_query"]).format(  # type: ignore[arg-type]
-            admit=sql.SQL(ep.admit_sql))  # type: ignore[arg-type]
-        err = _try(conn, probe, {"workflow_id": wf.id})
+        err = _try(conn, ep.admission_statement(), ep.admission_params(wf.id, 0))
         if err:
             out.append(f"entry point {ep.name!r}: query does not run: {err}")
     for number, step in sorted(wf.steps.items()):
@@ -162,8 +185,7 @@ def _try(conn: psycopg.Connection[Any], query: str | sql.Composed,
 
 
 def _templates(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
-    columns = {r["attname"] for r in conn.execute(Q["validate_subject_columns"],
-                                                  {"table": wf.subject_table})}
+    columns = _subject_columns(conn, wf)
     out: list[str] = []
     before = _steps_before(wf)
     for number, step in sorted(wf.steps.items()):

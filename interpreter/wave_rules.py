@@ -204,7 +204,8 @@ def route(wf: Workflow, step: StepDef, c: Claimed, r: StepResult,
 COMMIT_COLUMNS = (
     "ids", "visit", "attempt", "ok", "outcome", "output", "error", "started", "finished",
     "model", "model_sha256", "seed", "sampling", "prompt_tokens", "completion_tokens",
-    "gen_ms", "next_step", "status", "attempts", "visit_inc", "delay_s")
+    "gen_ms", "next_step", "status", "attempts", "visit_inc", "delay_s",
+    "prompt_sha256", "prompt")
 
 
 @dataclass
@@ -271,3 +272,5 @@ def append_row(cols: dict[str, list[Any]], c: Claimed, r: StepResult,
     cols["attempts"].append(move.attempts)
     cols["visit_inc"].append(move.visit_inc)
     cols["delay_s"].append(float(move.delay_s))
+    cols["prompt_sha256"].append(audit.get("prompt_sha256"))
+    cols["prompt"].append(audit.get("prompt"))

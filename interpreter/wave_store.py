@@ -47,7 +47,7 @@ from psycopg import sql
 from .actor_api import StepResult, Subject, failed_wave, utcnow
 from .breaker import Breaker
 from .db import one
-from .definitions import StepDef, Workflow
+from .definitions import EntryPoint, StepDef, Workflow
 from .errors import DefinitionError, first_line
 from .queries import Q
 from .run_context import RunContext
@@ -230,7 +230,7 @@ class WaveStore:
         for ep in self.ctx.wf.entry_points:
             if not ep.enabled:
                 continue
-            n = self._admit_entry_point(ep.name, ep.admit_sql, ep.first_step, limit)
+            n = self._admit_entry_point(ep, limit)
             total += n
             if limit is not None:
                 limit -= n
@@ -240,15 +240,12 @@ class WaveStore:
             log.info("admitted %d subjects", total)
         return total
 
-    def _admit_entry_point(self, name: str, admit_sql: str, first_step: int,
-                           limit: int | None) -> int:
+    def _admit_entry_point(self, ep: EntryPoint, limit: int | None) -> int:
         wf_id = self.ctx.wf.id
-        query = sql.SQL(Q["admit"]).format(admit=sql.SQL(admit_sql))  # type: ignore[arg-type]
+        query = ep.admission_statement()
 
         def do(c: psycopg.Connection[Any]) -> int:
-            ids = [r["subject_id"] for r in c.execute(query, {
-                "workflow_id": wf_id, "entry_point": name, "first_step": first_step,
-                "limit": limit})]
+            ids = [r["subject_id"] for r in c.execute(query, ep.admission_params(wf_id, limit))]
             if ids:
                 c.execute(Q["continue_visits"], {"workflow_id": wf_id, "ids": ids})
             return len(ids)
@@ -256,9 +253,7 @@ class WaveStore:
         try:
             return self.ctx.db.run(do)
         except psycopg.Error as exc:
-            raise DefinitionError(
-                f"entry point {name!r} of workflow {wf_id} failed: {first_line(exc)}"
-            ) from exc
+            raise DefinitionError(ep.admission_failure(wf_id, exc)) from exc
 
     def ready_steps(self, cap: int) -> dict[int, int]:
         """Ready subjects per step, each counted up to cap."""
@@ -274,14 +269,24 @@ class WaveStore:
     def reap_expired_leases(self) -> int:
         """Returns subjects whose lease expired to the queue; at the
         REAPS_PER_ATTEMPT-th expiry at one step, with an attempt charged (an error
-        checkpoint, and a dead letter after max_attempts)."""
+        checkpoint, and a dead letter after max_attempts). First marks the runs that
+        held them lost (their heartbeat is older than their lease), in the same
+        transaction."""
         ctx = self.ctx
-        rows = ctx.db.run(lambda c: c.execute(Q["reap_expired_leases"], {
-            "workflow_id": ctx.wf.id, "reaps_per_attempt": REAPS_PER_ATTEMPT,
-            "run_id": ctx.run_id, "worker_id": ctx.worker_id,
-            "error": f"its lease expired {REAPS_PER_ATTEMPT} times at this step: the worker "
-                     "running it died or hung (does this subject kill its worker?)",
-        }).fetchall())
+
+        def do(c: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+            lost = c.execute(Q["mark_lost_runs"], {"workflow_id": ctx.wf.id,
+                                                   "run_id": ctx.run_id}).rowcount
+            if lost:
+                log.warning("marked %d run(s) without a heartbeat as lost", lost)
+            return c.execute(Q["reap_expired_leases"], {
+                "workflow_id": ctx.wf.id, "reaps_per_attempt": REAPS_PER_ATTEMPT,
+                "run_id": ctx.run_id, "worker_id": ctx.worker_id,
+                "error": f"its lease expired {REAPS_PER_ATTEMPT} times at this step: the "
+                         "worker running it died or hung (does this subject kill its worker?)",
+            }).fetchall()
+
+        rows = ctx.db.run(do)
         if rows:
             charged = [r["subject_id"] for r in rows if r["charged"]]
             log.warning("returned %d subjects with expired leases to the queue", len(rows))
@@ -467,7 +472,7 @@ class WaveStore:
                   "default_outcome": str(step.params.get("default_outcome", "RUN")),
                   "max_visits": int(step.params.get("max_visits", DEFAULT_MAX_VISITS)),
                   "started": wave.started, "wave_id": wave.wave_id, "run_id": ctx.run_id,
-                  "worker_id": ctx.worker_id}
+                  "worker_id": ctx.worker_id, "sent_at": utcnow()}
         try:
             # a savepoint: the general road starts from a clean slate
             with actor_statement(c, wave, "gate SQL"):
@@ -529,7 +534,7 @@ class WaveStore:
         cols = build_commit(wf, step, claimed, results)
         c.execute(Q["commit_results"], {**cols, "workflow_id": wf.id, "step": step.number,
                                         "wave_id": wave_id, "run_id": ctx.run_id,
-                                        "worker_id": ctx.worker_id})
+                                        "worker_id": ctx.worker_id, "sent_at": utcnow()})
 
     # ------------------------------------------------------------ the subject table
 

@@ -30,10 +30,6 @@ SELECT * FROM interp.models WHERE name = ANY(%(names)s)
 SELECT DISTINCT ON (name) name, version, body FROM interp.prompt_templates
  WHERE name = ANY(%(names)s) ORDER BY name, version DESC
 
--- name: validate_admit_query
--- Plans and runs an entry point's query without returning a row.
-SELECT subject_id FROM ({admit}) AS q LIMIT 0
-
 -- name: validate_subject_columns
 -- The columns of the subject table (none when it does not exist).
 SELECT attname FROM pg_attribute

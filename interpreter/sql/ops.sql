@@ -71,10 +71,13 @@ SELECT h.actor, h.state, h.consecutive_failures, h.opened_at, h.last_error
  ORDER BY h.actor
 
 -- name: monitor_runs
-SELECT run_id, worker_id, host, pid, status, started_at, heartbeat_at, finished_at,
+-- status 'lost': the run's heartbeat is older than its lease (interp.run_status).
+SELECT run_id, worker_id, host, pid, interp.run_status(status, heartbeat_at, args) AS status,
+       started_at, heartbeat_at, finished_at,
        extract(epoch FROM now() - heartbeat_at) AS heartbeat_age_s
   FROM interp.runs WHERE workflow_id = %(workflow_id)s
- ORDER BY (status = 'running') DESC, run_id DESC LIMIT 10
+ ORDER BY (interp.run_status(status, heartbeat_at, args) = 'running') DESC, run_id DESC
+ LIMIT 10
 
 -- name: monitor_model_lanes
 SELECT run_id, worker_id, status, loaded_model, wall_ms, busy_ms, model_waves,
@@ -115,12 +118,19 @@ SELECT c.checkpoint_id, c.step, st.name AS step_name, c.visit, c.attempt, c.ok, 
        round((extract(epoch FROM c.finished_at - c.started_at) * 1000)::numeric, 1)
            AS duration_ms,
        c.wave_id, c.run_id, c.worker_id, c.model, c.model_sha256, c.seed, c.sampling,
-       c.prompt_tokens, c.completion_tokens, c.gen_ms, c.output
+       c.prompt_tokens, c.completion_tokens, c.gen_ms, c.prompt_sha256, c.output
   FROM interp.checkpoints c
   LEFT JOIN interp.steps st ON st.workflow_id = c.workflow_id
        AND st.execution_order = c.step
  WHERE c.workflow_id = %(workflow_id)s AND c.subject_id = %(subject_id)s
  ORDER BY c.started_at, c.finished_at, c.checkpoint_id
+
+-- name: trace_prompts
+-- The rendered prompts behind a subject's checkpoints (a pruned one is absent).
+SELECT p.sha256, p.body FROM interp.prompts p
+ WHERE p.sha256 IN (SELECT c.prompt_sha256 FROM interp.checkpoints c
+                     WHERE c.workflow_id = %(workflow_id)s AND c.subject_id = %(subject_id)s
+                       AND c.prompt_sha256 IS NOT NULL)
 
 -- name: prune_cutoff
 SELECT now() - %(older_than)s AS cutoff
@@ -144,12 +154,22 @@ WITH subj AS (
 ), gone AS (
     DELETE FROM interp.checkpoints
      WHERE %(delete)s AND checkpoint_id IN (SELECT checkpoint_id FROM doomed)
-    RETURNING 1
+    RETURNING prompt_sha256
 )
 SELECT (SELECT count(*) FROM subj) AS subjects,
        (SELECT max(subject_id) FROM subj) AS last_subject,
        (SELECT count(*) FROM doomed) AS candidates,
-       (SELECT count(*) FROM gone) AS deleted
+       (SELECT count(*) FROM gone) AS deleted,
+       (SELECT coalesce(array_agg(DISTINCT prompt_sha256), '{}')
+          FROM gone WHERE prompt_sha256 IS NOT NULL) AS prompts
+
+-- name: prune_prompts
+-- Prompts that no checkpoint uses any more, among those whose checkpoints the
+-- last prune_batch deleted (a separate statement: that batch's deletes are
+-- visible here, not inside its own statement).
+DELETE FROM interp.prompts p
+ WHERE p.sha256 = ANY(%(shas)s)
+   AND NOT EXISTS (SELECT 1 FROM interp.checkpoints c WHERE c.prompt_sha256 = p.sha256)
 
 -- name: prune_compact_rollups
 SELECT interp.compact_ops_rollups()

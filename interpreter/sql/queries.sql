@@ -5,7 +5,9 @@
 
 -- name: admit
 -- Admits what the entry point's query returns and is not admitted yet.
--- {admit} is the entry point's query, written by the workflow author.
+-- The subquery q is the entry point's query, written by the workflow author
+-- (no braces in these comments: psycopg.sql formatting fills them even here,
+-- and author SQL must never land inside a comment).
 INSERT INTO interp.subject_state (workflow_id, subject_id, entry_point, step, status)
 SELECT %(workflow_id)s, a.subject_id, %(entry_point)s, %(first_step)s, 'ready'
   FROM (SELECT DISTINCT q.subject_id::text AS subject_id FROM ({admit}) AS q) AS a
@@ -95,8 +97,8 @@ RETURNING s.subject_id, e.charged
 -- name: claim_wave
 -- Claims up to %(limit)s ready subjects of one step, sets a lease, records the
 -- wave, and returns each subject with its row from the subject table. One
--- round trip. {subject_table}, {subject_key}, {key_type} are identifiers from
--- the workflow definition. A subject whose lease expired before (reaps > 0:
+-- round trip. The subject table, its key and the key's type are identifiers
+-- from the workflow definition. A subject whose lease expired before (reaps > 0:
 -- its worker died on it) runs in a wave of its own, so a subject that kills
 -- its worker does not take its wave-mates down with it again.
 WITH wave AS (
@@ -154,8 +156,8 @@ VALUES (%(wave_id)s, %(workflow_id)s, %(step)s, %(run_id)s, %(size)s, NULL, %(st
         %(started)s, now(), %(committed)s, %(busy_ms)s)
 
 -- name: subject_rows
--- The subject table's rows for a wave. {subject_table}, {subject_key} and
--- {key_type} are identifiers from the workflow definition.
+-- The subject table's rows for a wave. The table, its key and the key's type
+-- are identifiers from the workflow definition.
 SELECT t.{subject_key}::text AS subject_id, to_jsonb(t) AS row
   FROM {subject_table} t
  WHERE t.{subject_key} = ANY(%(ids)s::{key_type}[])
@@ -181,10 +183,10 @@ WITH v AS (
         %(model)s::text[], %(model_sha256)s::text[], %(seed)s::bigint[], %(sampling)s::text[],
         %(prompt_tokens)s::int[], %(completion_tokens)s::int[], %(gen_ms)s::float8[],
         %(next_step)s::int[], %(status)s::text[], %(attempts)s::int[], %(visit_inc)s::int[],
-        %(delay_s)s::float8[])
+        %(delay_s)s::float8[], %(prompt_sha256)s::text[], %(prompt)s::text[])
       AS v(subject_id, visit, attempt, ok, outcome, output, error, started, finished,
            model, model_sha256, seed, sampling, prompt_tokens, completion_tokens, gen_ms,
-           next_step, status, attempts, visit_inc, delay_s)
+           next_step, status, attempts, visit_inc, delay_s, prompt_sha256, prompt)
 ),
 -- include: apply_results
 
@@ -198,15 +200,28 @@ WITH v AS (
 -- waves of 1,000 to 5,000. Adding `s.subject_id = ANY(ids)` looked better in
 -- a one-off EXPLAIN but the prepared statement then tested the whole array
 -- for each row: a gate wave of 5,000 went from 0.1 s to 1.3 s.
+-- Times: v's are the worker's clock, sent at sent_at; they are stored on the
+-- database's clock (shifted by statement_timestamp() - sent_at), because stall
+-- and velocity compare them with the database's now().
+-- A model checkpoint's rendered prompt is stored once per distinct sha256.
+prompts AS (
+    INSERT INTO interp.prompts (sha256, body)
+    SELECT DISTINCT ON (v.prompt_sha256) v.prompt_sha256, v.prompt
+      FROM v WHERE v.prompt_sha256 IS NOT NULL AND v.prompt IS NOT NULL
+    ON CONFLICT (sha256) DO NOTHING
+),
 cp AS (
     INSERT INTO interp.checkpoints
         (workflow_id, subject_id, step, visit, attempt, ok, outcome, output, error,
          started_at, finished_at, wave_id, run_id, worker_id, model, model_sha256, seed,
-         sampling, prompt_tokens, completion_tokens, gen_ms)
+         sampling, prompt_tokens, completion_tokens, gen_ms, prompt_sha256)
     SELECT %(workflow_id)s, v.subject_id, %(step)s, v.visit, v.attempt, v.ok, v.outcome,
-           v.output::jsonb, v.error, v.started, v.finished, %(wave_id)s, %(run_id)s,
+           v.output::jsonb, v.error,
+           v.started + (statement_timestamp() - %(sent_at)s::timestamptz),
+           v.finished + (statement_timestamp() - %(sent_at)s::timestamptz),
+           %(wave_id)s, %(run_id)s,
            %(worker_id)s, v.model, v.model_sha256, v.seed, v.sampling::jsonb,
-           v.prompt_tokens, v.completion_tokens, v.gen_ms
+           v.prompt_tokens, v.completion_tokens, v.gen_ms, v.prompt_sha256
       FROM v
 )
 UPDATE interp.subject_state s
@@ -260,12 +275,15 @@ WITH g AS MATERIALIZED (
       FROM routed
 ), v AS (
     SELECT subject_id, visit, attempt, true AS ok, outcome, NULL::text AS output,
-           NULL::text AS error, %(started)s::timestamptz AS started, clock_timestamp() AS finished,
+           NULL::text AS error, %(started)s::timestamptz AS started,
+           -- now, on the worker's clock (apply_results shifts it back)
+           %(sent_at)s::timestamptz + (clock_timestamp() - statement_timestamp()) AS finished,
            NULL::text AS model, NULL::text AS model_sha256, NULL::bigint AS seed,
            NULL::text AS sampling, NULL::int AS prompt_tokens, NULL::int AS completion_tokens,
            NULL::float8 AS gen_ms, next_step,
            CASE WHEN next_step IS NULL THEN 'done' ELSE 'ready' END AS status,
-           0 AS attempts, 1 AS visit_inc, 0::float8 AS delay_s
+           0 AS attempts, 1 AS visit_inc, 0::float8 AS delay_s,
+           NULL::text AS prompt_sha256, NULL::text AS prompt
       FROM routed
      WHERE NOT (SELECT is_odd FROM odd)
 ),
@@ -385,3 +403,16 @@ SELECT old, set_config('statement_timeout', %(ms)s, true) AS ms FROM prior
 
 -- name: unbound_statement
 SELECT set_config('statement_timeout', %(old)s, true)
+
+-- ---------------------------------------------------------------- opsfix
+-- (branch opsfix: ops-facing additions)
+
+-- name: mark_lost_runs
+-- Runs of this workflow whose heartbeat is older than their lease died without
+-- recording their end (SIGKILL, a lost host): the worker that reaps their
+-- leases marks them lost. interp.run_status says the same to readers.
+UPDATE interp.runs
+   SET status = 'lost',
+       error = coalesce(error, 'lost: no heartbeat for longer than the run''s lease')
+ WHERE workflow_id = %(workflow_id)s AND status = 'running' AND run_id <> %(run_id)s
+   AND heartbeat_at < now() - interp.run_lease(args)

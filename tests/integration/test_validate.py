@@ -106,3 +106,31 @@ def test_every_problem_is_listed_at_once(cli, conn):
     assert proc.returncode == 1
     lines = [x for x in proc.stdout.splitlines() if x.startswith("problem:")]
     assert len(lines) >= 4, proc.stdout
+
+
+def test_a_subject_column_named_like_a_context_name_is_a_warning_not_a_problem(db, conn):
+    from interpreter.engine import Runner, RunOptions
+    from interpreter.validate import validation_warnings
+
+    conn.execute("INSERT INTO interp.prompt_templates (name, body) "
+                 "VALUES ('t41', 'Title: {{ title }} / {{ subject.subject }}')")
+    good(conn, steps=[{"number": 1, "kind": "gate", "gate_sql": GATE_NOT_DONE_SQL},
+                      {"number": 2, "actor": "ok40", "template": "t41"}])
+    conn.execute("ALTER TABLE public.items ADD COLUMN subject text, ADD COLUMN step int")
+    wf = load_workflow(conn, 40)
+    assert validate_workflow(conn, wf) == []
+    warnings = validation_warnings(conn, wf)
+    assert len(warnings) == 2
+    assert "subject column 'subject' is shadowed in templates" in warnings[0]
+    assert "write subject.subject" in warnings[0]
+    assert "'step'" in warnings[1]
+    # a warning does not refuse the run
+    Runner(db, 40, RunOptions(until_idle=True, poll_s=0.05)).run()
+
+
+def test_no_shadow_warning_without_templates(conn):
+    from interpreter.validate import validation_warnings
+
+    good(conn)
+    conn.execute("ALTER TABLE public.items ADD COLUMN subject text")
+    assert validation_warnings(conn, load_workflow(conn, 40)) == []
