@@ -40,14 +40,22 @@ DEFAULTS = RunOptions()
 @click.option("--model-memory-mb", type=click.IntRange(1), default=DEFAULTS.model_memory_mb,
               show_default=True, help="Memory budget for resident models.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Serve Prometheus metrics on this port while running (0: any free port).")
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True,
+              help="Address the metrics server listens on.")
 @click.pass_obj
 def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, model_batch_size: int,
         until_idle: bool, worker_id: str | None, lease_s: float, poll_s: float,
-        switch_ratio: float, db_timeout: float, model_memory_mb: int, as_json: bool) -> None:
+        switch_ratio: float, db_timeout: float, model_memory_mb: int, as_json: bool,
+        metrics_port: int | None, metrics_addr: str) -> None:
     """Run a workflow: admit subjects, then drive them through the steps in waves.
 
     SIGTERM or Ctrl-C finishes or releases the current wave, then exits 0.
     Several `interp run` processes may share one workflow.
+
+    With --metrics-port, the database's metrics (all workflows) are served
+    for Prometheus at http://ADDR:PORT/metrics while the run lasts.
 
     Example:
 
@@ -68,7 +76,13 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
     opts = RunOptions(batch_size=batch_size, model_batch_size=model_batch_size, limit=limit,
                       until_idle=until_idle, worker_id=worker_id, lease_s=lease_s, poll_s=poll_s,
                       switch_ratio=switch_ratio, model_memory_mb=model_memory_mb)
-    summary = Runner(ctx.db, workflow_id, opts, stop=stop).run()
+    metrics = _start_metrics(ctx, metrics_addr, metrics_port)
+    try:
+        summary = Runner(ctx.db, workflow_id, opts, stop=stop).run()
+    finally:
+        if metrics is not None:
+            metrics.shutdown()
+            metrics.server_close()
     data = {"run_id": summary.run_id, "worker_id": summary.worker_id, "status": summary.status,
             "admitted": summary.admitted, "waves": summary.waves,
             "checkpoints": summary.checkpoints, "model_loads": summary.model_loads,
@@ -81,6 +95,17 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
                    f"{summary.checkpoints} checkpoints in {summary.waves} waves, "
                    f"{summary.model_loads} model loads, {summary.model_switches} switches",
                    err=True)
+
+
+def _start_metrics(ctx: Context, addr: str, port: int | None):
+    """The metrics server for this run, or None without --metrics-port."""
+    if port is None:
+        return None
+    from ..metrics import serve_metrics
+
+    server, url = serve_metrics(ctx.db, addr, port)
+    click.echo(f"metrics on {url}", err=True)
+    return server
 
 
 def _set_paused(ctx: Context, workflow_id: int, paused: bool) -> None:
