@@ -17,10 +17,13 @@ import urllib.request
 from collections import defaultdict
 
 import psycopg
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from interpreter.dashboard import serve_in_thread
+from interpreter.engine import Runner, RunOptions
 from interpreter.metrics import BREAKER_STATES, PARTS, WAVE_BUCKETS, metrics_registry
+from tests.helpers import add_items, make_workflow
 
 WF = 1001
 
@@ -286,3 +289,29 @@ def test_interp_run_serves_metrics_while_it_runs(cli, conn):
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+
+
+@pytest.mark.model
+def test_model_lane_figures_match_a_real_model_run(db, conn, smollm2):
+    add_items(conn, 4, title="Senior data engineer {i}")
+    conn.execute("INSERT INTO interp.models (name, source, n_ctx) VALUES ('smol', %s, 512)",
+                 (str(smollm2),))
+    conn.execute("INSERT INTO interp.actors (name, kind, target, params) VALUES "
+                 "('label_smol', 'model', 'smol', '{\"max_tokens\": 24, \"reask\": 0}')")
+    conn.execute("INSERT INTO interp.prompt_templates (name, body) VALUES ('label', "
+                 "'Give a one-word label for: {{ title }}. Answer in JSON.')")
+    make_workflow(conn, 60, steps=[{"number": 1, "actor": "label_smol", "template": "label"}],
+                  transitions=[(1, "*", None)])
+    Runner(db, 60, RunOptions(until_idle=True, poll_s=0.05, model_batch_size=4)).run()
+
+    got = families(_exposition(metrics_registry(db)))
+    tokens = conn.execute("SELECT model, sum(completion_tokens) AS c, sum(prompt_tokens) AS p "
+                          "FROM interp.checkpoints WHERE workflow_id = 60 GROUP BY 1").fetchall()
+    assert len(tokens) == 1 and tokens[0]["c"] > 0
+    k = key(workflow=60, step=1, model=tokens[0]["model"])
+    assert got["interp_model_generated_tokens"] == {k: tokens[0]["c"]}
+    assert got["interp_model_prompt_tokens"] == {k: tokens[0]["p"]}
+    assert got["interp_model_tokens_per_second"][k] == pytest.approx(tokens[0]["c"] / 300)
+    assert got["interp_wave_duration_seconds_count"][key(workflow=60, lane="model")] > 0
+    assert_matches_the_database(conn, got)
+    assert_lane_time_matches(conn, got)
