@@ -3,7 +3,8 @@
 The page (interpreter/static/) polls the JSON API every 2 s and builds its DOM
 with textContent only, so text from the database (step names, errors, model
 names) can never become markup. The API returns the same dict as
-`interp status --json`.
+`interp status --json`. `/metrics` serves the Prometheus metrics of every
+workflow in the database (interpreter/metrics.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from .errors import InterpError, NotFound
+from .metrics import metrics_registry
 from .monitor import list_workflows, status_data, velocity_series, workflow_row
 
 STATIC = Path(__file__).parent / "static"
@@ -44,6 +48,7 @@ class DashboardHandler(BaseHTTPRequestHandler):
     server_version = "interp-dashboard"
     db: Any = None
     default_workflow: int | None = None
+    metrics: Any = None  # a prometheus_client registry over `db`
 
     def log_message(self, fmt: str, *args: Any) -> None:
         log.info("%s " + fmt, self.address_string(), *args)
@@ -72,6 +77,8 @@ class DashboardHandler(BaseHTTPRequestHandler):
             self._json(200, self._status(query))
         elif path == "/api/velocity":
             self._json(200, self._velocity(query))
+        elif path == "/metrics":
+            self._send(200, generate_latest(self.metrics), CONTENT_TYPE_LATEST)
         else:
             self._json(404, {"error": "not found"})
 
@@ -116,7 +123,8 @@ class DashboardHandler(BaseHTTPRequestHandler):
 
 def make_handler(db: Any, default_workflow: int | None) -> type[BaseHTTPRequestHandler]:
     """A handler class that serves `db`, with `default_workflow` when a request names none."""
-    return type("Handler", (DashboardHandler,), {"db": db, "default_workflow": default_workflow})
+    return type("Handler", (DashboardHandler,), {"db": db, "default_workflow": default_workflow,
+                                                 "metrics": metrics_registry(db)})
 
 
 def make_server(db: Any, host: str = "127.0.0.1", port: int = 8765,

@@ -50,11 +50,16 @@ DEFAULTS = RunOptions()
               help="Progress as log lines in this format, even on a terminal "
                    "[default: a live view on a terminal, else text].")
 @click.option("--quiet", "-q", is_flag=True, help="Show no progress, only the final summary.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Serve Prometheus metrics on this port while running (0: any free port).")
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True,
+              help="Address the metrics server listens on.")
 @click.pass_obj
 def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, model_batch_size: int,
         until_idle: bool, worker_id: str | None, lease_s: float, poll_s: float,
         switch_ratio: float, db_timeout: float, model_memory_mb: int, as_json: bool,
-        progress_every: float, log_format: str | None, quiet: bool) -> None:
+        progress_every: float, log_format: str | None, quiet: bool,
+        metrics_port: int | None, metrics_addr: str) -> None:
     """Run a workflow: admit subjects, then drive them through the steps in waves.
 
     SIGTERM or Ctrl-C finishes or releases the current wave, then exits 0.
@@ -65,6 +70,9 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
     left as a summary at the end; otherwise one log line every
     --progress-every seconds (--log-format json for machines); --quiet for
     neither.
+
+    With --metrics-port, the database's metrics (all workflows) are served
+    for Prometheus at http://ADDR:PORT/metrics while the run lasts.
 
     Example:
 
@@ -89,6 +97,7 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
                       until_idle=until_idle, worker_id=worker_id, lease_s=lease_s, poll_s=poll_s,
                       switch_ratio=switch_ratio, model_memory_mb=model_memory_mb)
     runner = Runner(ctx.db, workflow_id, opts, stop=stop)
+    metrics = _start_metrics(ctx, metrics_addr, metrics_port)
     reporter = None if quiet else _start_progress(ctx, workflow_id, runner, progress_every,
                                                   log_format)
     ended = False
@@ -98,6 +107,9 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
     finally:
         if reporter is not None:
             reporter.stop(run_ended=ended)
+        if metrics is not None:
+            metrics.shutdown()
+            metrics.server_close()
     data = {"run_id": summary.run_id, "worker_id": summary.worker_id, "status": summary.status,
             "admitted": summary.admitted, "waves": summary.waves,
             "checkpoints": summary.checkpoints, "model_loads": summary.model_loads,
@@ -121,6 +133,17 @@ def _start_progress(ctx: Context, workflow_id: int, runner: Runner, every_s: flo
     live = log_format is None and _on_a_terminal()
     return start_reporter(ctx.db.dsn, workflow_id, runner, live=live, stream=sys.stderr,
                           every_s=every_s, log_format=log_format or "text")
+
+
+def _start_metrics(ctx: Context, addr: str, port: int | None):
+    """The metrics server for this run, or None without --metrics-port."""
+    if port is None:
+        return None
+    from ..metrics import serve_metrics
+
+    server, url = serve_metrics(ctx.db, addr, port)
+    click.echo(f"metrics on {url}", err=True)
+    return server
 
 
 def _set_paused(ctx: Context, workflow_id: int, paused: bool) -> None:
