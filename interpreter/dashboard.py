@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from .errors import InterpError, NotFound
-from .monitor import list_workflows, status_data, velocity_series, workflow_row
+from .monitor import list_workflows, overview_series, status_data, velocity_series, workflow_row
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ class DashboardHandler(BaseHTTPRequestHandler):
             self._json(200, self._status(query))
         elif path == "/api/velocity":
             self._json(200, self._velocity(query))
+        elif path == "/api/overview":
+            self._json(200, self._overview(query))
         else:
             self._json(404, {"error": "not found"})
 
@@ -84,6 +86,11 @@ class DashboardHandler(BaseHTTPRequestHandler):
         wf = self._workflow(query)
         minutes = int((query.get("minutes") or ["60"])[0])
         return self.db.run(lambda conn: velocity_series(conn, wf, minutes))
+
+    def _overview(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        wf = self._workflow(query)
+        minutes = int((query.get("minutes") or ["60"])[0])
+        return self.db.run(lambda conn: overview_series(conn, wf, minutes))
 
     def _workflow(self, query: dict[str, list[str]]) -> int:
         values = query.get("workflow")

@@ -211,6 +211,30 @@ def velocity_series(conn: psycopg.Connection[Any], workflow_id: int,
             "steps": [{"step": s, "name": names[s], "counts": series[s]} for s in names]}
 
 
+def overview_series(conn: psycopg.Connection[Any], workflow_id: int,
+                    minutes: int = 60) -> dict[str, Any]:
+    """The whole workflow per minute over the last `minutes`, on the velocity axis:
+    subjects finished, and the model lane's completion tokens per second of
+    generation time (None in a minute without model output)."""
+    workflow_row(conn, workflow_id)
+    minutes = max(1, min(int(minutes), 24 * 60))
+    axis = [r["minute"] for r in conn.execute(Q["velocity_minutes"], {"minutes": minutes})]
+    since = {"workflow_id": workflow_id, "since": axis[0]}
+    finished = {r["minute"]: int(r["n"])
+                for r in conn.execute(Q["overview_finished_minutes"], since)}
+    tokens = {r["minute"]: r for r in conn.execute(Q["overview_model_tokens_minutes"], since)}
+    return {"workflow": workflow_id, "minutes": [m.isoformat() for m in axis],
+            "finished": [finished.get(m, 0) for m in axis],
+            "tokens": [int(tokens[m]["tokens"]) if m in tokens else 0 for m in axis],
+            "tokens_per_s": [_tokens_per_s(tokens.get(m)) for m in axis]}
+
+
+def _tokens_per_s(row: dict[str, Any] | None) -> float | None:
+    if row is None or not row["gen_ms"]:
+        return None
+    return round(float(row["tokens"]) * 1000.0 / float(row["gen_ms"]), 1)
+
+
 def trace_data(conn: psycopg.Connection[Any], workflow_id: int, subject_id: str) -> dict[str, Any]:
     """Every checkpoint of one subject, in order, and where it stands now."""
     workflow_row(conn, workflow_id)
