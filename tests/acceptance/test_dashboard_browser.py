@@ -364,7 +364,7 @@ def test_sparkline_per_step_and_one_chart_with_time_labels(dashboard, cli):
         assert figures["tokens_per_s"].startswith("22.2 tokens/s at ")
 
 
-def test_eta_while_subjects_move_and_none_has_finished(cli, conn, tmp_path):
+def test_eta_while_subjects_move_and_none_has_finished(cli, conn):
     make_long_workflow(conn)
     clear_of_minute_boundary(conn)
     status = json.loads(cli("status", "--workflow", str(LONG_WF), "--json").stdout)
