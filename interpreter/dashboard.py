@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .errors import InterpError, NotFound
 from .metrics import metrics_registry
-from .monitor import list_workflows, status_data, velocity_series, workflow_row
+from .monitor import list_workflows, overview_series, status_data, velocity_series, workflow_row
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ class DashboardHandler(BaseHTTPRequestHandler):
             self._json(200, self._velocity(query))
         elif path == "/metrics":
             self._send(200, generate_latest(self.metrics), CONTENT_TYPE_LATEST)
+        elif path == "/api/overview":
+            self._json(200, self._overview(query))
         else:
             self._json(404, {"error": "not found"})
 
@@ -91,6 +93,11 @@ class DashboardHandler(BaseHTTPRequestHandler):
         wf = self._workflow(query)
         minutes = int((query.get("minutes") or ["60"])[0])
         return self.db.run(lambda conn: velocity_series(conn, wf, minutes))
+
+    def _overview(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        wf = self._workflow(query)
+        minutes = int((query.get("minutes") or ["60"])[0])
+        return self.db.run(lambda conn: overview_series(conn, wf, minutes))
 
     def _workflow(self, query: dict[str, list[str]]) -> int:
         values = query.get("workflow")

@@ -111,13 +111,45 @@ def _step_rows(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s: 
 def _workflow_eta(active: int, finishing_per_min: float,
                  steps: list[dict[str, Any]]) -> float | None:
     """Seconds until the active subjects are through: from the rate at which subjects
-    finish; before any has finished, the slowest step's ETA (None when unknown)."""
+    finish; before any has finished, the slowest step's ETA, or when a step with
+    work has no velocity yet, the estimate from all the steps' velocities."""
     if active == 0:
         return 0.0
     if finishing_per_min > 0:
         return round(active * 60.0 / finishing_per_min)
     pending = [s["eta_s"] for s in steps if s["waiting"] + s["leased"] > 0]
-    return max(pending) if pending and None not in pending else None
+    if pending and None not in pending:
+        return max(pending)
+    return estimate_eta_from_velocities(steps)
+
+
+#: Step states in which work is held up: while a step with work is in one of
+#: them, no rate seen so far says when it will move again.
+HELD_UP_STATES = ("stalled", "breaker open", "paused")
+
+
+def estimate_eta_from_velocities(steps: list[dict[str, Any]]) -> float | None:
+    """Seconds until the active subjects are through, from the per-step velocities alone.
+
+    For the time before any subject has finished, when some step with work has
+    no velocity yet (its first wave is still running, or nobody got there):
+    the checkpoints still to come divided by the rate at which the workflow
+    makes checkpoints now. Each active subject (waiting or leased) is counted
+    as one checkpoint at its step and one at every later step in execution
+    order, so gates that end a subject early make this an overestimate. The
+    rate is the sum of the steps' velocities. None when nothing moves, or
+    when a step with work is stalled, behind an open breaker or paused.
+    """
+    ordered = sorted(steps, key=lambda s: s["step"])
+    if any(s["waiting"] + s["leased"] > 0 and (s["stalled"] or s["state"] in HELD_UP_STATES)
+           for s in ordered):
+        return None
+    per_min = sum(float(s["velocity_per_min"] or 0) for s in ordered)
+    if per_min <= 0:
+        return None
+    to_come = sum((s["waiting"] + s["leased"]) * (len(ordered) - i)
+                  for i, s in enumerate(ordered))
+    return float(round(to_come * 60.0 / per_min))
 
 
 def _model_lane(conn: psycopg.Connection[Any], workflow_id: int,
@@ -181,6 +213,30 @@ def velocity_series(conn: psycopg.Connection[Any], workflow_id: int,
             series[r["step"]][index[r["minute"]]] = r["n"]
     return {"workflow": workflow_id, "minutes": [m.isoformat() for m in axis],
             "steps": [{"step": s, "name": names[s], "counts": series[s]} for s in names]}
+
+
+def overview_series(conn: psycopg.Connection[Any], workflow_id: int,
+                    minutes: int = 60) -> dict[str, Any]:
+    """The whole workflow per minute over the last `minutes`, on the velocity axis:
+    subjects finished, and the model lane's completion tokens per second of
+    generation time (None in a minute without model output)."""
+    workflow_row(conn, workflow_id)
+    minutes = max(1, min(int(minutes), 24 * 60))
+    axis = [r["minute"] for r in conn.execute(Q["velocity_minutes"], {"minutes": minutes})]
+    since = {"workflow_id": workflow_id, "since": axis[0]}
+    finished = {r["minute"]: int(r["n"])
+                for r in conn.execute(Q["overview_finished_minutes"], since)}
+    tokens = {r["minute"]: r for r in conn.execute(Q["overview_model_tokens_minutes"], since)}
+    return {"workflow": workflow_id, "minutes": [m.isoformat() for m in axis],
+            "finished": [finished.get(m, 0) for m in axis],
+            "tokens": [int(tokens[m]["tokens"]) if m in tokens else 0 for m in axis],
+            "tokens_per_s": [_tokens_per_s(tokens.get(m)) for m in axis]}
+
+
+def _tokens_per_s(row: dict[str, Any] | None) -> float | None:
+    if row is None or not row["gen_ms"]:
+        return None
+    return round(float(row["tokens"]) * 1000.0 / float(row["gen_ms"]), 1)
 
 
 def trace_data(conn: psycopg.Connection[Any], workflow_id: int, subject_id: str,

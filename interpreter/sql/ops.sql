@@ -103,6 +103,34 @@ SELECT step, minute, sum(n)::bigint AS n FROM interp.checkpoint_minutes
 SELECT execution_order, name FROM interp.steps WHERE workflow_id = %(workflow_id)s
  ORDER BY execution_order
 
+-- name: overview_finished_minutes
+-- Subjects that finished, per minute since %(since)s: ok checkpoints whose
+-- (step, outcome) leads to the end, as in monitor_completion_rate.
+SELECT m.minute, sum(m.n)::bigint AS n
+  FROM interp.checkpoint_minutes m
+  LEFT JOIN interp.step_transitions t ON t.workflow_id = m.workflow_id
+       AND t.from_step = m.step AND t.outcome = m.outcome
+  LEFT JOIN interp.step_transitions a ON a.workflow_id = m.workflow_id
+       AND a.from_step = m.step AND a.outcome = '*'
+ WHERE m.workflow_id = %(workflow_id)s AND m.ok AND m.minute >= %(since)s
+   AND CASE WHEN t.from_step IS NOT NULL THEN t.to_step IS NULL
+            WHEN a.from_step IS NOT NULL THEN a.to_step IS NULL
+            ELSE true END
+ GROUP BY m.minute
+
+-- name: overview_model_tokens_minutes
+-- The model steps' completion tokens and generation time, per minute of
+-- finished_at since %(since)s. Walks the (workflow_id, step, finished_at)
+-- index one model step at a time.
+SELECT date_trunc('minute', c.finished_at) AS minute,
+       sum(c.completion_tokens)::bigint AS tokens, sum(c.gen_ms) AS gen_ms
+  FROM interp.steps s
+  JOIN interp.actors a ON a.name = s.actor AND a.kind = 'model'
+  JOIN interp.checkpoints c ON c.workflow_id = s.workflow_id AND c.step = s.execution_order
+ WHERE s.workflow_id = %(workflow_id)s AND c.finished_at >= %(since)s
+   AND c.completion_tokens IS NOT NULL
+ GROUP BY 1
+
 -- name: trace_subject_state
 SELECT s.subject_id, s.entry_point, s.step, st.name AS step_name, s.status, s.attempts,
        s.visits, s.last_outcome, s.last_error, s.next_attempt_at, s.lease_owner,

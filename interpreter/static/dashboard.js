@@ -3,8 +3,6 @@
 "use strict";
 
 const REFRESH_MS = 2000;
-const COLORS = ["#3b82f6", "#ef4444", "#10b981", "#f59e0b", "#8b5cf6", "#ec4899",
-  "#14b8a6", "#84cc16", "#f97316", "#6366f1"];
 const SVG = "http://www.w3.org/2000/svg";
 let workflow = null;
 
@@ -53,7 +51,8 @@ async function getJSON(url) {
   return body;
 }
 
-function renderSteps(data) {
+function renderSteps(data, series) {
+  const counts = new Map(series.steps.map((s) => [s.step, s.counts]));
   const tbody = $("#steps tbody");
   tbody.replaceChildren();
   const width = Math.max(2, ...data.steps.map((s) => String(s.step).length));
@@ -73,6 +72,7 @@ function renderSteps(data) {
     tr.appendChild(barCell);
     tr.appendChild(el("td", s.reached > 0 ? Math.floor(100 * s.done / s.reached) + "%" : "-", "pct num"));
     tr.appendChild(el("td", Number(s.velocity_per_min).toFixed(1) + "/min", "velocity num"));
+    tr.appendChild(sparkline(s.step, counts.get(s.step) || []));
     tr.appendChild(el("td", duration(s.eta_s), "eta num"));
     tr.appendChild(el("td", s.state, "state state-" + s.state.split(" ")[0]));
     tbody.appendChild(tr);
@@ -110,41 +110,194 @@ function renderLane(data) {
     b.consecutive_failures, b.opened_at || "", b.last_error || ""]));
 }
 
-function renderChart(series) {
+// The whole workflow over the last hour: subjects finished per minute (bars,
+// left axis) and the model lane's generation speed (a line, right axis), on a
+// time axis labelled in the browser's local time.
+const CHART = {W: 900, H: 210, L: 48, R: 56, T: 24, B: 30};
+const FINISHED_COLOR = "#3b82f6", TOKENS_COLOR = "#ea580c";
+
+// The smallest 1, 2 or 5 x 10^k at or above v: round axis maxima.
+function niceCeil(v) {
+  if (!(v > 0)) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+function hhmm(date) {
+  return String(date.getHours()).padStart(2, "0") + ":" + String(date.getMinutes()).padStart(2, "0");
+}
+
+// Minutes between time labels: at most about seven labels on the axis.
+function tickEvery(n) {
+  for (const m of [1, 2, 5, 10, 15, 30, 60, 120, 180, 360]) if (n / m <= 7) return m;
+  return 720;
+}
+
+function chartText(parent, text, attrs) {
+  const t = svg("text", Object.assign({"font-size": 11, fill: "#555"}, attrs));
+  t.textContent = String(text);
+  parent.appendChild(t);
+  return t;
+}
+
+function drawTimeAxis(chart, minutes, x) {
+  const {H, B, T, L, W, R} = CHART;
+  const every = tickEvery(minutes.length);
+  chart.appendChild(svg("line", {x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#999"}));
+  minutes.forEach((iso, i) => {
+    const d = new Date(iso);
+    if (Math.round(d.getTime() / 60000) % every !== 0) return;
+    chart.appendChild(svg("line", {x1: x(i), y1: T, x2: x(i), y2: H - B + 4, stroke: "#e5e5e5",
+      class: "grid"}));
+    chartText(chart, hhmm(d), {x: x(i), y: H - B + 16, "text-anchor": "middle",
+      class: "time-label"});
+  });
+}
+
+// A value axis at one side, labelled 0, half and max (half only when a whole
+// number, for an axis of counts), with its caption above it, inside the frame.
+function drawValueAxis(chart, max, side, color, caption, counts) {
+  const {H, B, T, L, W, R} = CHART;
+  const at = side === "left" ? L : W - R;
+  const dx = side === "left" ? -4 : 4;
+  const anchor = side === "left" ? "end" : "start";
+  chart.appendChild(svg("line", {x1: at, y1: T, x2: at, y2: H - B, stroke: color}));
+  for (const v of [0, max / 2, max]) {
+    if (counts && !Number.isInteger(v)) continue;
+    const y = H - B - v * (H - B - T) / max;
+    chartText(chart, Number.isInteger(v) ? v : v.toFixed(1),
+      {x: at + dx, y: y + 4, "text-anchor": anchor, fill: color});
+  }
+  chartText(chart, caption, {x: side === "left" ? 4 : W - 4, y: T - 10,
+    "text-anchor": side === "left" ? "start" : "end", fill: color, "font-size": 11});
+}
+
+// The outline of one bar per minute, as a single line: counts per minute read
+// as bars, and a quiet minute as a gap down to zero.
+function barOutline(values, x, y, halfWidth, base) {
+  const pts = [[x(0) - halfWidth, base]];
+  values.forEach((v, i) => { pts.push([x(i) - halfWidth, y(v)], [x(i) + halfWidth, y(v)]); });
+  pts.push([x(values.length - 1) + halfWidth, base]);
+  return pts.map(([a, b]) => a.toFixed(1) + "," + b.toFixed(1)).join(" ");
+}
+
+// Runs of consecutive non-null values, each as a list of [index, value].
+function segments(values) {
+  const runs = [];
+  let run = [];
+  values.forEach((v, i) => {
+    if (v === null || v === undefined) { if (run.length) runs.push(run); run = []; }
+    else run.push([i, v]);
+  });
+  if (run.length) runs.push(run);
+  return runs;
+}
+
+function withTitle(node, text) {
+  const title = svg("title");
+  title.textContent = text;
+  node.appendChild(title);
+  return node;
+}
+
+function renderOverview(data, overview) {
+  const {W, H, L, R, T, B} = CHART;
   const chart = $("#chart");
   chart.replaceChildren();
+  const n = overview.minutes.length;
+  const x = (i) => L + (n > 1 ? i * (W - L - R) / (n - 1) : 0);
+  const finMax = niceCeil(Math.max(...overview.finished));
+  const tps = overview.tokens_per_s.filter((v) => v !== null);
+  const tokMax = niceCeil(Math.max(0, ...tps));
+  const yFin = (v) => H - B - v * (H - B - T) / finMax;
+  const yTok = (v) => H - B - v * (H - B - T) / tokMax;
+  drawTimeAxis(chart, overview.minutes, x);
+  drawValueAxis(chart, finMax, "left", FINISHED_COLOR, "subjects finished / min", true);
+  drawValueAxis(chart, tokMax, "right", TOKENS_COLOR, "model tokens / s", false);
+
+  const half = n > 1 ? (W - L - R) / (n - 1) / 2 * 0.8 : 4;
+  const outline = barOutline(overview.finished, x, yFin, half, H - B);
+  chart.appendChild(svg("polygon", {points: outline, fill: FINISHED_COLOR, "fill-opacity": 0.2}));
+  const finLine = svg("polyline", {points: outline, fill: "none", stroke: FINISHED_COLOR,
+    "stroke-width": 1, class: "finished"});
+  chart.appendChild(withTitle(finLine, "subjects finished per minute"));
+  for (const run of segments(overview.tokens_per_s)) {
+    chart.appendChild(svg("polyline", {fill: "none", stroke: TOKENS_COLOR, "stroke-width": 1.5,
+      class: "tokens", points: run.map(([i, v]) => x(i).toFixed(1) + "," + yTok(v).toFixed(1))
+        .join(" ")}));
+    for (const [i, v] of run) {
+      chart.appendChild(withTitle(svg("circle", {cx: x(i).toFixed(1), cy: yTok(v).toFixed(1),
+        r: 2.5, fill: TOKENS_COLOR, class: "tokens-point"}),
+        hhmm(new Date(overview.minutes[i])) + ": " + v + " tokens/s, "
+        + overview.tokens[i] + " tokens"));
+    }
+  }
+  renderLegend();
+  renderSummary(data, overview);
+}
+
+function renderLegend() {
   const legend = $("#legend");
   legend.replaceChildren();
-  const W = 800, H = 220, L = 40, B = 20, T = 10;
-  const n = series.minutes.length;
-  const max = Math.max(1, ...series.steps.flatMap((s) => s.counts));
-  chart.appendChild(svg("line", {x1: L, y1: H - B, x2: W, y2: H - B, stroke: "#999"}));
-  chart.appendChild(svg("line", {x1: L, y1: T, x2: L, y2: H - B, stroke: "#999"}));
-  const label = svg("text", {x: 2, y: T + 10, "font-size": 11});
-  label.textContent = String(max);
-  chart.appendChild(label);
-  const zero = svg("text", {x: 2, y: H - B, "font-size": 11});
-  zero.textContent = "0";
-  chart.appendChild(zero);
-  const x = (i) => L + (n > 1 ? i * (W - L - 5) / (n - 1) : 0);
-  const y = (v) => H - B - v * (H - B - T) / max;
-  series.steps.forEach((s, k) => {
-    if (!s.counts.some((c) => c > 0)) return;
-    const color = COLORS[k % COLORS.length];
-    const points = s.counts.map((c, i) => x(i).toFixed(1) + "," + y(c).toFixed(1)).join(" ");
-    const line = svg("polyline", {points, fill: "none", stroke: color, "stroke-width": 1.5});
-    line.dataset.step = String(s.step);
-    const title = svg("title");
-    title.textContent = "Step " + s.step + ": " + s.name;
-    line.appendChild(title);
-    chart.appendChild(line);
+  for (const [color, text] of [[FINISHED_COLOR, "subjects finished per minute (left)"],
+    [TOKENS_COLOR, "model lane: completion tokens per second of generation (right)"]]) {
     const li = el("li");
     const sw = el("span", null, "swatch");
     sw.style.background = color;
     li.appendChild(sw);
-    li.appendChild(document.createTextNode("Step " + s.step + " " + s.name));
+    li.appendChild(document.createTextNode(text));
     legend.appendChild(li);
-  });
+  }
+}
+
+// The headline figures: the same as interp status --json, plus the latest
+// minute in which the model lane generated.
+function renderSummary(data, overview) {
+  const p = $("#overview-summary");
+  p.replaceChildren();
+  const item = (label, value, key) => {
+    const span = el("span", null, "figure");
+    span.appendChild(el("span", label + " ", "muted"));
+    const b = el("b", value);
+    if (key) b.dataset.key = key;
+    span.appendChild(b);
+    p.appendChild(span);
+  };
+  const t = data.totals;
+  item("done", t.done + " of " + t.subjects, "done");
+  item("active", t.active, "active");
+  item("finished / min", Number(t.completion_per_min).toFixed(1), "completion_per_min");
+  item("ETA", duration(t.eta_s), "eta_s");
+  let last = -1;
+  overview.tokens_per_s.forEach((v, i) => { if (v !== null) last = i; });
+  item("model", last < 0 ? "no output this hour" : overview.tokens_per_s[last] + " tokens/s at "
+    + hhmm(new Date(overview.minutes[last])), "tokens_per_s");
+}
+
+// A step's ok checkpoints per minute over the hour, on its own scale (the peak
+// is written beside it), so that a slow step's shape is as visible as a fast one's.
+function sparkline(step, counts) {
+  const w = 120, h = 22;
+  const cell = el("td", null, "spark");
+  const peak = Math.max(0, ...counts);
+  const total = counts.reduce((a, b) => a + b, 0);
+  const box = svg("svg", {viewBox: "0 0 " + w + " " + h, width: w, height: h,
+    class: "sparkline", role: "img"});
+  const n = counts.length;
+  const x = (i) => (n > 1 ? i * (w - 4) / (n - 1) : 0) + 2;
+  const y = (v) => h - 2 - (peak > 0 ? v * (h - 4) / peak : 0);
+  const pts = counts.map((c, i) => x(i).toFixed(1) + "," + y(c).toFixed(1)).join(" ");
+  box.appendChild(svg("polygon", {points: x(0) + "," + (h - 2) + " " + pts + " "
+    + x(n - 1).toFixed(1) + "," + (h - 2), fill: FINISHED_COLOR, "fill-opacity": 0.15}));
+  box.appendChild(svg("polyline", {points: pts, fill: "none", stroke: FINISHED_COLOR,
+    "stroke-width": 1.2}));
+  box.dataset.total = String(total);
+  withTitle(box, "Step " + step + ": " + total + " ok checkpoints in the last " + n
+    + " min, peak " + peak + "/min");
+  cell.appendChild(box);
+  cell.appendChild(el("span", peak > 0 ? "peak " + peak : "", "peak muted"));
+  return cell;
 }
 
 async function loadWorkflows() {
@@ -171,15 +324,15 @@ async function refresh() {
   if (workflow === null) { $("#updated").textContent = "no workflow"; return; }
   const q = "?workflow=" + encodeURIComponent(workflow);
   try {
-    const [data, series] = await Promise.all([getJSON("/api/status" + q),
-      getJSON("/api/velocity" + q)]);
+    const [data, series, overview] = await Promise.all([getJSON("/api/status" + q),
+      getJSON("/api/velocity" + q), getJSON("/api/overview" + q)]);
     $("#wf-title").textContent = data.workflow.id + " · " + data.workflow.name
       + (data.workflow.paused ? " · PAUSED" : "");
-    renderSteps(data);
+    renderSteps(data, series);
     renderTotals(data);
     renderAlerts(data);
     renderLane(data);
-    renderChart(series);
+    renderOverview(data, overview);
     $("#updated").textContent = "updated " + data.generated_at;
     document.body.dataset.generatedAt = data.generated_at;
     $("#error").hidden = true;
