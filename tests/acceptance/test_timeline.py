@@ -230,3 +230,24 @@ def test_prune_removes_old_intervals_and_samples(db, conn, cli):
     left = conn.execute("SELECT (SELECT count(*) FROM interp.lane_intervals) AS i, "
                         "(SELECT count(*) FROM interp.utilisation) AS u").fetchone()
     assert (left["i"], left["u"]) == (1, 1)
+
+
+def test_a_paused_workflow_shows_as_paused_lane_time_with_a_marker(db, conn, cli, smollm2):
+    add_items(conn, 3)
+    model_rows(conn, smollm2, ["m_a"])
+    make_workflow(conn, 63, steps=[{"number": 1, "actor": "actor_m_a", "template": "label",
+                                    "output_schema": SCHEMA}], transitions=[(1, "*", None)])
+    conn.execute("UPDATE interp.workflows SET paused = true WHERE workflow_id = 63")
+    stop = threading.Event()
+    runner = Runner(db, 63, RunOptions(poll_s=0.05), stop=stop)
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    time.sleep(3)
+    stop.set()
+    thread.join(30)
+    causes = [i["cause"] for i in run_intervals(conn, int(runner.run_id or 0))]
+    assert "paused" in causes and "generating" not in causes, causes
+    lane = json.loads(cli("status", "--workflow", "63", "--json").stdout)["lane_time"]
+    assert lane["share"]["paused"] > 0.5
+    data = json.loads(cli("timeline", "--workflow", "63", "--json").stdout)
+    assert [m["kind"] for m in data["markers"]] == ["pause"]
