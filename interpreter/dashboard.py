@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .errors import InterpError, NotFound
 from .metrics import metrics_registry
 from .monitor import list_workflows, overview_series, status_data, velocity_series, workflow_row
+from .timeline import lane_time, timeline_data
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ class DashboardHandler(BaseHTTPRequestHandler):
             self._send(200, generate_latest(self.metrics), CONTENT_TYPE_LATEST)
         elif path == "/api/overview":
             self._json(200, self._overview(query))
+        elif path == "/api/timeline":
+            self._json(200, self._timeline(query))
         else:
             self._json(404, {"error": "not found"})
 
@@ -98,6 +101,20 @@ class DashboardHandler(BaseHTTPRequestHandler):
         wf = self._workflow(query)
         minutes = int((query.get("minutes") or ["60"])[0])
         return self.db.run(lambda conn: overview_series(conn, wf, minutes))
+
+    def _timeline(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        """The timeline of the last `since` seconds (or since=fit), with the lane-time share that
+        `interp status` shows (over its own window, so the page and status agree)."""
+        wf = self._workflow(query)
+        since = (query.get("since") or ["3600"])[0]
+        # since=fit: the runs of the last day, the window fitted to what was recorded.
+        fit = since == "fit"
+        seconds = 86400.0 if fit else float(since)
+
+        def read(conn: Any) -> dict[str, Any]:
+            return {**timeline_data(conn, wf, seconds, fit=fit), "lane_time": lane_time(conn, wf)}
+
+        return self.db.run(read)
 
     def _workflow(self, query: dict[str, list[str]]) -> int:
         values = query.get("workflow")

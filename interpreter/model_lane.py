@@ -6,6 +6,10 @@ larger. While it generates, a DB thread commits the previous wave and claims
 the next one, so generation does not wait on PostgreSQL, and no connection is
 held during a generation. Like the cheap lane, it claims and commits through
 the wave store and asks the breaker before it claims.
+
+It tells the run's lane clock what it is doing at every moment (generating,
+loading or switching a model, waiting for a claim or a commit, held back by a
+breaker, idle, paused): the timeline of docs/ops.md.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .breaker import Breaker
+from .db import one
 from .definitions import StepDef
 from .errors import first_line
 from .model_actor import run_model_wave
@@ -42,12 +47,33 @@ class ModelLane:
         self.recorded_sha: set[str] = set()
         # Waves sent as a half-open probe (wave id -> step), whose probe ends with them.
         self._probe_waves: dict[int, StepDef] = {}
+        self.clock = ctx.lane_clock
+        # Why the last claim found nothing: idle, breaker or paused (set by claim_next).
+        self.no_wave_cause = "idle"
+        # The commits queued on the DB thread ahead of the pending claim.
+        self._commits_ahead: list[cf.Future[int]] = []
+        self._closing = False
 
     def on_event(self, event: dict[str, Any]) -> None:
         self.events.append({"event": event.get("event"), "model": event.get("model"),
                             "from_model": event.get("from_model"),
                             "duration_ms": event.get("duration_ms"),
                             "detail": event.get("detail"), "at": datetime.now(UTC)})
+        self._clock_model_event(event)
+
+    def _clock_model_event(self, event: dict[str, Any]) -> None:
+        """A load, switch or eviction is only reported once over, with its duration:
+        the clock cuts it out of the interval it happened in. A load that turns out
+        to be a switch (the switch is reported right after it) is relabelled."""
+        kind, ms = event.get("event"), float(event.get("duration_ms") or 0)
+        if self._closing:
+            return  # the pool closing at the end of the run is no switch
+        if kind in ("load", "load_failed"):
+            self.clock.took("loading", ms / 1000, model=event.get("model"))
+        elif kind == "evict":
+            self.clock.took("switching", ms / 1000, model=event.get("model"))
+        elif kind == "switch":
+            self.clock.relabel_last("loading", "switching")
 
     def main(self) -> None:
         """The lane thread's body: a failure stops the run and is raised by the Runner."""
@@ -64,19 +90,24 @@ class ModelLane:
         db_lane = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-db")
         commits: list[cf.Future[int]] = []
         nxt: cf.Future[Wave | None] | None = None
+        clock = self.clock
         try:
-            nxt = db_lane.submit(self.claim_next)
+            nxt = self._submit_claim(db_lane, commits)
+            wave: Wave | None = None
             while not ctx.stop.is_set():
-                wave = nxt.result()
+                wave = self._await_claim(nxt, polling=wave is None)
                 if wave is None:
                     ctx.model_busy.clear()
+                    clock.enter(self.no_wave_cause)
                     ctx.stop.wait(min(ctx.opt.poll_s, 0.2))
-                    nxt = db_lane.submit(self.claim_next)
+                    nxt = self._submit_claim(db_lane, commits)
                     continue
                 ctx.model_busy.set()
                 self.current_model = self.model_key(wave.step)
                 # Claim the next wave while this one generates.
-                nxt = db_lane.submit(self.claim_next)
+                nxt = self._submit_claim(db_lane, commits)
+                clock.enter("generating", model=wave.model, step=wave.step.number,
+                            subjects=len(wave.subjects), new=True)
                 t0 = time.monotonic()
                 # On stop the generation returns early; the subjects it has no result
                 # for are released by the commit, without counting an attempt.
@@ -87,6 +118,7 @@ class ModelLane:
                 commits.append(db_lane.submit(self.commit, wave, results, busy_ms, events))
                 self._record_files(db_lane, results)
                 commits = self._surface_failed_commits(commits)
+            clock.enter("waiting_commit")
             for f in commits:
                 f.result()
         finally:
@@ -99,8 +131,31 @@ class ModelLane:
             if ctx.summary is not None:
                 ctx.summary.model_loads = getattr(pool, "loads", 0)
                 ctx.summary.model_switches = getattr(pool, "switches", 0)
+            # The lane has stopped; its clock ends with the run (the sampler ends it).
+            clock.enter("idle")
+            self._closing = True
             pool.close()
             db_lane.shutdown(wait=True)
+
+    def _submit_claim(self, db_lane: cf.ThreadPoolExecutor,
+                      commits: list[cf.Future[int]]) -> cf.Future[Wave | None]:
+        """Queues the next claim on the DB thread, behind the commits still queued."""
+        self._commits_ahead = [f for f in commits if not f.done()]
+        return db_lane.submit(self.claim_next)
+
+    def _await_claim(self, nxt: cf.Future[Wave | None], polling: bool) -> Wave | None:
+        """The claimed wave; the time spent waiting for it goes to the clock as waiting
+        on the commits queued ahead of the claim, then as waiting for the claim. While
+        polling for work (the last claim found none), a claim is no new cause: the
+        lane stays idle, paused or held back by a breaker until a claim finds a wave."""
+        if not nxt.done():
+            ahead = [f for f in self._commits_ahead if not f.done()]
+            if ahead:
+                self.clock.enter("waiting_commit")
+                cf.wait(ahead)
+            if not nxt.done() and not polling:
+                self.clock.enter("waiting_claim")
+        return nxt.result()
 
     def commit(self, wave: Wave, results: list[Any], busy_ms: float,
                events: list[dict[str, Any]]) -> int:
@@ -148,22 +203,44 @@ class ModelLane:
     # ---------------------------------------------------------------- choice
 
     def claim_next(self) -> Wave | None:
-        """Claims the next model wave (None: none to run now). The preferred step
-        first; a step its breaker holds back (open, or another worker's probe in
-        flight) gives way to the next, so the lane never idles behind it."""
+        """Claims the next model wave (None: none to run now, and `no_wave_cause`
+        says why). The preferred step first; a step its breaker holds back (open,
+        or another worker's probe in flight) gives way to the next, so the lane
+        never idles behind it."""
         ctx = self.ctx
+        self.no_wave_cause = "idle"
         if ctx.stop.is_set():
             return None
-        for step in self.candidate_steps(self.store.ready_steps(cap=MODEL_BACKLOG_CAP)):
-            wave = self._claim_from(step)
+        ready = self.store.ready_steps(cap=MODEL_BACKLOG_CAP)
+        held = self._breaker_holds_work(ready)
+        tried = False
+        for step in self.candidate_steps(ready):
+            allowance = self.breaker.allows(step)
+            if allowance == 0:
+                held = True
+                continue
+            tried = True
+            wave = self._claim_from(step, allowance)
             if wave is not None:
                 return wave
+        self.no_wave_cause = self._why_no_wave(tried, held)
         return None
 
-    def _claim_from(self, step: StepDef) -> Wave | None:
-        allowance = self.breaker.allows(step)
-        if allowance == 0:
-            return None
+    def _breaker_holds_work(self, ready: dict[int, int]) -> bool:
+        """Whether a model step with ready work is held back by its cooling breaker."""
+        wf = self.ctx.wf
+        return any(ready[n] and (step := wf.steps.get(n)) is not None
+                   and wf.is_model_step(step) and self.breaker.cooling(step) for n in ready)
+
+    def _why_no_wave(self, tried: bool, held: bool) -> str:
+        """Ready work that no claim got means a pause (the claim checks it); otherwise
+        the lane waits on a breaker, or has nothing to do."""
+        if tried and self.ctx.db.run(lambda c: one(c.execute(
+                Q["timeline_workflow_paused"], {"workflow_id": self.ctx.wf.id}))["paused"]):
+            return "paused"
+        return "breaker" if held else "idle"
+
+    def _claim_from(self, step: StepDef, allowance: int | None) -> Wave | None:
         size = int(step.params.get("batch_size",
                                    min(self.ctx.opt.model_batch_size, self.ctx.opt.batch_size)))
         model = self.ctx.wf.model_of(step)

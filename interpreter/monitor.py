@@ -21,6 +21,7 @@ from tabulate import tabulate
 from .db import one
 from .errors import InterpError, NotFound
 from .queries import Q
+from .timeline import LANE_WINDOW_S, lane_line, lane_time, prune_timeline
 
 BAR_WIDTH = 20
 
@@ -56,8 +57,10 @@ def list_workflows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
 
 
 def status_data(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s: float = 600,
-                velocity_window_s: float = 300) -> dict[str, Any]:
-    """Everything the monitor shows for one workflow, JSON-ready."""
+                velocity_window_s: float = 300,
+                lane_window_s: float = LANE_WINDOW_S) -> dict[str, Any]:
+    """Everything the monitor shows for one workflow, JSON-ready. "lane_time" is the
+    model lanes' time by cause over the last lane_window_s of their record."""
     if stall_window_s <= 0 or velocity_window_s <= 0:
         raise InterpError("the stall and velocity windows must be positive")
     wf = workflow_row(conn, workflow_id)
@@ -93,6 +96,7 @@ def status_data(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s:
         "open_breakers": open_breakers,
         "dead_letters": counts["dead"],
         "model_lane": _model_lane(conn, workflow_id, runs),
+        "lane_time": lane_time(conn, workflow_id, lane_window_s),
         "runs": runs,
         "alerts": alerts,
         "healthy": not alerts,
@@ -327,6 +331,9 @@ def render_status(data: dict[str, Any]) -> str:
     else:
         model_line = "Model lane: no run yet"
     lines = [head, table, totals, model_line]
+    lane_time_line = lane_line(data.get("lane_time") or {})
+    if lane_time_line:
+        lines.append(lane_time_line)
     for alert in data["alerts"]:
         lines.append(f"! {alert}")
     return "\n".join(lines)
@@ -391,7 +398,8 @@ def parse_age(text: str) -> dt.timedelta:
 def prune(db: Any, workflow_id: int, older_than: dt.timedelta, batch_size: int = 5000,
           dry_run: bool = False, pause_s: float = 0.0,
           progress: Any = None) -> dict[str, Any]:
-    """Delete old checkpoints of ended subjects, keeping the last per (subject, step).
+    """Delete old checkpoints of ended subjects, keeping the last per (subject, step),
+    and the workflow's timeline (lane intervals, hardware samples) older than the cutoff.
 
     Walks the ended subjects in key order, a chunk per short transaction, and
     sizes the chunks so that each deletes about `batch_size` rows; a running
@@ -427,6 +435,8 @@ def prune(db: Any, workflow_id: int, older_than: dt.timedelta, batch_size: int =
             time.sleep(pause_s)
     if not dry_run and totals["deleted"]:
         db.run(lambda conn: conn.execute(Q["prune_compact_rollups"]))
+    totals.update(prune_timeline(db, workflow_id, cutoff, batch_size=batch_size,
+                                 dry_run=dry_run))
     totals["seconds"] = round(time.monotonic() - started, 3)
     totals["rows_per_s"] = (round(totals["candidates"] / totals["seconds"])
                             if totals["seconds"] > 0 else None)

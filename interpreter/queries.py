@@ -34,6 +34,8 @@ def parse_registry(text: str) -> dict[str, str]:
             blocks[current] = []
         elif current is not None:
             blocks[current].append(line)
+    for lines in blocks.values():
+        drop_trailing_comments(lines)
     fragments = {name: "\n".join(lines).strip()
                  for (kind, name), lines in blocks.items() if kind == "fragment"}
 
@@ -47,6 +49,15 @@ def parse_registry(text: str) -> dict[str, str]:
 
     return {name: "\n".join(expand(line) for line in lines).strip()
             for (kind, name), lines in blocks.items() if kind == "name"}
+
+
+def drop_trailing_comments(lines: list[str]) -> None:
+    """Comment and blank lines after a block's statement introduce the next block (a
+    section heading), so they are not part of this one: a statement whose text is
+    written out (an export) must not carry them. An `-- include:` line is SQL."""
+    while lines and (not lines[-1].strip() or (lines[-1].lstrip().startswith("--")
+                                                and not _INCLUDE.match(lines[-1]))):
+        lines.pop()
 
 
 def registry_files() -> list[str]:

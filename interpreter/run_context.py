@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .db import Database
 from .definitions import Workflow
+from .lane_clock import LaneClock
 
 
 @dataclass
@@ -29,6 +30,8 @@ class RunOptions:
     breaker_cooldown_s: float = 30.0
     model_memory_mb: int = 4096
     validate: bool = True
+    # Record the model lane's intervals and sample the hardware (docs/ops.md, "Timeline").
+    timeline: bool = True
 
 
 @dataclass
@@ -57,6 +60,8 @@ class RunContext:
     # run idle while a model generates.
     model_busy: threading.Event = field(default_factory=threading.Event)
     model_error: BaseException | None = None
+    # What the model lane is doing at every moment; the sampler writes it.
+    lane_clock: LaneClock = field(default_factory=LaneClock)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_wave(self, step: int, checkpoints: int) -> None:

@@ -21,6 +21,7 @@ from .definitions import load_workflow
 from .errors import DefinitionError, InterpError, first_line
 from .queries import Q
 from .run_context import RunContext
+from .sampler import Sampler
 from .validate import validate_workflow
 from .wave_store import WaveStore
 
@@ -45,6 +46,7 @@ class RunControl:
         self._last_reap = 0.0
         self._heartbeat: threading.Thread | None = None
         self._heartbeat_ended = threading.Event()
+        self._sampler: Sampler | None = None
 
     # ------------------------------------------------------------ the run's record
 
@@ -79,18 +81,40 @@ class RunControl:
     # ------------------------------------------------------------ heartbeat
 
     def start_heartbeat(self) -> threading.Thread:
+        """Starts the heartbeat, and the sampler that writes the run's timeline: both
+        live exactly as long as the run's record."""
         self._heartbeat_ended.clear()
         thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         thread.start()
         self._heartbeat = thread
+        self._start_sampler()
         return thread
 
     def end_heartbeat(self, timeout: float = 5.0) -> None:
         """Ends the heartbeat when the run ends, leased waves or not: a wave a lane
-        left behind (it died) is then no longer renewed, and its lease expires."""
+        left behind (it died) is then no longer renewed, and its lease expires.
+        The sampler ends too, after writing the lane's last intervals."""
         self._heartbeat_ended.set()
         if self._heartbeat is not None:
             self._heartbeat.join(timeout)
+        if self._sampler is not None:
+            self._sampler.stop(timeout)
+            self._sampler = None
+
+    def _start_sampler(self) -> None:
+        """Samples the hardware and writes the model lane's intervals (when the
+        workflow has model steps, its clock starts with the run, idle until the
+        lane has work) — unless the run was asked not to (RunOptions.timeline)."""
+        ctx = self.ctx
+        if not ctx.opt.timeline:
+            ctx.lane_clock.enabled = False
+            return
+        wf = ctx.wf
+        has_model_lane = wf is not None and any(wf.is_model_step(s) for s in wf.steps.values())
+        if has_model_lane:
+            ctx.lane_clock.enter("idle")
+        self._sampler = Sampler(ctx, ctx.lane_clock if has_model_lane else None)
+        self._sampler.start()
 
     def _heartbeat_loop(self) -> None:
         """Beats every lease_s/3 seconds until the run stops and no leased wave is

@@ -23,6 +23,7 @@ from .ops import dashboard, prune, status, trace
 from .run import pause, resume, run
 from .security import roles
 from .seed import seed
+from .timeline import timeline
 from .workflow import workflow
 
 
@@ -51,7 +52,7 @@ def cli(ctx: click.Context, dsn: str | None, verbose: bool) -> None:
 
 
 for command in (db, seed, workflow, run, pause, resume, status, trace, prune, dashboard, models,
-                breaker):
+                breaker, timeline):
     cli.add_command(command)
 db.add_command(roles)
 

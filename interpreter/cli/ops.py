@@ -107,7 +107,7 @@ def dashboard(obj: Any, workflow_id: int | None, port: int, host: str) -> None:
     """Serve a live web page (progress, velocity chart, ETA, stalls, breakers, model lane).
 
     The page polls a JSON API under it: /api/workflows, /api/status?workflow=ID,
-    /api/velocity?workflow=ID.
+    /api/velocity?workflow=ID, /api/timeline?workflow=ID&since=SECONDS.
 
     Example:
 
@@ -132,7 +132,8 @@ def dashboard(obj: Any, workflow_id: int | None, port: int, host: str) -> None:
 @click.pass_obj
 def prune(obj: Any, workflow_id: int, older_than: str, batch_size: int, pause_s: float,
           dry_run: bool, as_json: bool) -> None:
-    """Delete old checkpoints of subjects that have ended (done or dead).
+    """Delete old checkpoints of subjects that have ended (done or dead), and the
+    workflow's timeline (lane intervals, hardware samples) older than the cutoff.
 
     The last checkpoint of each (subject, step) always stays, so "did this
     posting pass step N" still has an answer; progress and velocity come from
@@ -158,4 +159,7 @@ def prune(obj: Any, workflow_id: int, older_than: str, batch_size: int, pause_s:
         click.echo(f"{verb} {n} checkpoint(s) older than {older_than} of "
                    f"{result['subjects_scanned']} ended subject(s) in workflow {workflow_id} "
                    f"({result['batches']} batch(es), {result['seconds']}s)")
+        t = "candidates" if dry_run else "deleted"
+        click.echo(f"{verb} {result['intervals_' + t]} lane interval(s) and "
+                   f"{result['samples_' + t]} hardware sample(s) older than {older_than}")
 

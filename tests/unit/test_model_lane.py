@@ -14,10 +14,15 @@ from interpreter.model_lane import ModelLane
 from interpreter.run_context import RunContext, RunOptions
 
 
+class FakeStep:
+    number = 1
+
+
 class FakeWave:
     def __init__(self, wave_id: int):
         self.wave_id = wave_id
-        self.step = "step"
+        self.step = FakeStep()
+        self.model = None
         self.subjects = [f"s{wave_id}"]
         self.wf = None  # the definition it was claimed under; the fake generation ignores it
 

@@ -28,3 +28,9 @@ def test_fragments_are_included_and_are_not_queries():
 def test_including_an_unknown_fragment_is_an_error():
     with pytest.raises(ValueError, match="unknown fragment 'nope'"):
         parse_registry("-- name: a\nSELECT 1\n-- include: nope\n")
+
+
+def test_comments_after_a_statement_belong_to_the_next_block():
+    text = ("-- name: a\n-- why a\nSELECT 1\n\n-- ---- next section\n-- about b\n"
+            "-- name: b\nSELECT 2 -- inline stays\n")
+    assert parse_registry(text) == {"a": "-- why a\nSELECT 1", "b": "SELECT 2 -- inline stays"}
