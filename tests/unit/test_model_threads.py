@@ -20,8 +20,21 @@ def test_row_overrides_caller_overrides_default_rule():
     default = choose_threads(ModelDef("m", "x.gguf"))
     cpus = usable_cpus()
     assert default.n_threads == max(1, min(8, cpus // 2))
-    assert default.n_threads_batch == max(1, min(16, cpus - 1))
+    assert 1 <= default.n_threads_batch <= min(16, cpus)
     assert f"{cpus} usable CPUs" in default.chosen_by
+
+
+def test_prompt_threads_are_the_cpus_idle_when_the_model_loads(monkeypatch):
+    monkeypatch.setattr("interpreter.models.usable_cpus", lambda: 2)
+    quiet = choose_threads(ModelDef("m", "x.gguf"), load1=0.3)
+    assert (quiet.n_threads, quiet.n_threads_batch) == (1, 2)
+    assert "load average 0.30" in quiet.chosen_by
+    busy = choose_threads(ModelDef("m", "x.gguf"), load1=1.4)
+    assert (busy.n_threads, busy.n_threads_batch) == (1, 1)
+    assert choose_threads(ModelDef("m", "x.gguf"), load1=9.0).n_threads_batch == 1
+    monkeypatch.setattr("interpreter.models.usable_cpus", lambda: 32)
+    assert choose_threads(ModelDef("m", "x.gguf"), load1=0.0).n_threads_batch == 16
+    assert choose_threads(ModelDef("m", "x.gguf"), load1=0.0).n_threads == 8
 
 
 def _policy_after_import(env_policy: str | None) -> str:
