@@ -39,10 +39,15 @@ def describe_target(dsn: str) -> str:
     return f"{where}/{db}" if db else where
 
 
+# How long a worker keeps retrying an unreachable database before it exits 2.
+DEFAULT_DB_TIMEOUT_S = 60.0
+
+
 class Database:
     """One pool per process. ``db_timeout`` bounds how long we keep retrying."""
 
-    def __init__(self, choice: DatabaseChoice, *, max_size: int = 4, db_timeout: float = 60.0,
+    def __init__(self, choice: DatabaseChoice, *, max_size: int = 4,
+                 db_timeout: float = DEFAULT_DB_TIMEOUT_S,
                  application_name: str = "interp"):
         self.choice = choice
         self.dsn = choice.dsn

@@ -16,6 +16,7 @@ import threading
 
 import click
 
+from ..db import DEFAULT_DB_TIMEOUT_S
 from ..engine import Runner, RunOptions
 from ..progress import ProgressReporter, start_reporter
 from .context import Context
@@ -39,7 +40,8 @@ DEFAULTS = RunOptions()
               show_default=True, help="Seconds between polls when idle.")
 @click.option("--switch-ratio", type=click.FloatRange(1), default=DEFAULTS.switch_ratio,
               show_default=True, help="Switch models only for a backlog this many times larger.")
-@click.option("--db-timeout", type=click.FloatRange(1), default=60.0, show_default=True,
+@click.option("--db-timeout", type=click.FloatRange(1), default=DEFAULT_DB_TIMEOUT_S,
+              show_default=True,
               help="Give up (exit 2) after the database is unreachable this long.")
 @click.option("--model-memory-mb", type=click.IntRange(1), default=DEFAULTS.model_memory_mb,
               show_default=True, help="Memory budget for resident models.")
