@@ -18,6 +18,7 @@ One JSON object goes to stdout. The scratch database is dropped unless --keep.
     .venv/bin/python bench/bench_3001.py                 # 200 postings (hours on 2 CPU cores)
     .venv/bin/python bench/bench_3001.py --count 20
     .venv/bin/python bench/bench_3001.py --count 20 --all-smollm2   # every role on SmolLM2
+    .venv/bin/python bench/bench_3001.py --count 20 --parallel 4    # continuous batching, N = 4
 """
 
 from __future__ import annotations
@@ -137,6 +138,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="interp run --batch-size")
     ap.add_argument("--all-smollm2", action="store_true",
                     help="map every role to SmolLM2 (what the acceptance test does)")
+    ap.add_argument("--parallel", type=int, default=None,
+                    help="set interp.models.parallel for the four roles (continuous batching)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch database")
     ap.add_argument("--timeout", type=float, default=None, help="give up after this many s")
     args = ap.parse_args()
@@ -156,8 +159,12 @@ def main() -> None:
             with psycopg.connect(dsn, autocommit=True) as c:
                 c.execute("UPDATE interp.models SET source = %s WHERE name IN "
                           "('gemma3', 'gemma2', 'qwen2.5', 'phi3')", (SMOLLM2,))
+        if args.parallel:
+            with psycopg.connect(dsn, autocommit=True) as c:
+                c.execute("UPDATE interp.models SET parallel = %s WHERE name IN "
+                          "('gemma3', 'gemma2', 'qwen2.5', 'phi3')", (args.parallel,))
         interp(dsn, "seed", "postings", "--count", str(args.count), "--seed", str(args.seed))
-        models = rows(dsn, "SELECT name, source, n_gpu_layers, n_ctx FROM interp.models "
+        models = rows(dsn, "SELECT name, source, n_gpu_layers, n_ctx, parallel FROM interp.models "
                            "WHERE name IN ('gemma3', 'gemma2', 'qwen2.5', 'phi3') ORDER BY name")
         run_args = ["run", "--workflow", "3001", "--until-idle"]
         if args.batch_size:
