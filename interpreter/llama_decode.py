@@ -27,13 +27,18 @@ so the candidates rarely differ).
 Not thread-safe: one `LlamaDecoder` per loaded model, used from one thread. The
 batched decoder (`interpreter.batched`) samples with the same `TokenSampler`, one
 per sequence, all on its decode-loop thread.
+
+`timed_sampling` measures the samplers' time for benchmarks
+(`bench/bench_time_split.py`); it is off unless a block turns it on.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,10 +141,7 @@ class TokenSampler:
             if allowed is not None:
                 return allowed
         self.full_masks += 1
-        size = self._apply(self.grammar, self._fill_full(logits), self.n_vocab)[0]
-        if size == 0:   # pragma: no cover - llama.cpp keeps the array size
-            raise RuntimeError("the grammar allows no token")
-        return self._choose(self.chain, self.buf.full, self.n_vocab)
+        return self._sample_masked_full(logits)
 
     def accept(self, token: int) -> None:
         self.lc.llama_sampler_accept(self.chain, token)
@@ -158,6 +160,13 @@ class TokenSampler:
         one[0] = (token, 1.0, 0.0)
         self._apply(self.grammar, one, 1)
         return bool(np.isfinite(one[0]["logit"]))
+
+    def _sample_masked_full(self, logits: np.ndarray) -> int:
+        """The chain's pick after the grammar has masked the whole vocabulary."""
+        size = self._apply(self.grammar, self._fill_full(logits), self.n_vocab)[0]
+        if size == 0:   # pragma: no cover - llama.cpp keeps the array size
+            raise RuntimeError("the grammar allows no token")
+        return self._choose(self.chain, self.buf.full, self.n_vocab)
 
     def _sample_allowed_top(self, logits: np.ndarray, k: int) -> int | None:
         """The chain's pick among the k most likely tokens that the grammar allows; None
@@ -189,6 +198,53 @@ class TokenSampler:
         _, selected = self._apply(chain, buf, size)
         # Read through the array's own pointer: a sampler may point it elsewhere.
         return int(self._last.data[selected].id)
+
+
+@dataclass
+class SamplingClock:
+    """Where the sampling time went while `timed_sampling` was on, in seconds."""
+
+    sample_s: float = 0.0     # choosing the tokens: the model's pick and the grammar
+    grammar_s: float = 0.0    # of sample_s: the grammar's checks and the fallbacks they caused
+    setup_s: float = 0.0      # building samplers (the chain, and the grammar from its GBNF)
+    tokens: int = 0           # tokens sampled
+
+
+# What timed_sampling wraps: TokenSampler's method -> the clock field it adds to.
+_TIMED_METHODS = {"__init__": "setup_s", "sample": "sample_s", "_grammar_allows": "grammar_s",
+                  "_sample_allowed_top": "grammar_s", "_sample_masked_full": "grammar_s"}
+
+
+@contextmanager
+def timed_sampling() -> Iterator[SamplingClock]:
+    """Times every TokenSampler's work while the block runs (for benchmarks: where a
+    generation's time goes). Off by default, and it adds nothing to sampling when
+    off: the block swaps timed versions of the methods in and the plain ones back.
+    One block at a time; the sums are exact when one thread samples (the
+    sequential decoder, the batched decoder's loop)."""
+    clock = SamplingClock()
+    plain = {name: TokenSampler.__dict__[name] for name in _TIMED_METHODS}
+    for name, field in _TIMED_METHODS.items():
+        setattr(TokenSampler, name, _timed(plain[name], clock, field, name == "sample"))
+    try:
+        yield clock
+    finally:
+        for name, method in plain.items():
+            setattr(TokenSampler, name, method)
+
+
+def _timed(method: Callable[..., Any], clock: SamplingClock, field: str,
+           counts_token: bool) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            setattr(clock, field, getattr(clock, field) + time.perf_counter() - started)
+            if counts_token:
+                clock.tokens += 1
+    return timed
 
 
 def is_plain_greedy(sampling: dict[str, Any]) -> bool:

@@ -22,10 +22,10 @@ from typing import Any
 
 from .breaker import Breaker
 from .db import one
-from .definitions import StepDef
+from .definitions import ModelDef, StepDef
 from .errors import first_line
 from .model_actor import run_model_wave
-from .models import ModelPool, load_key
+from .models import ModelLoadError, ModelPool, is_remote, load_key, parallel_of, remote_endpoints
 from .queries import Q
 from .run_context import RunContext
 from .wave_store import Wave, WaveStore
@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 # Backlogs are counted up to this many per step: enough to compare models
 # (switch_ratio), bounded so the count stays cheap on a huge queue.
 MODEL_BACKLOG_CAP = 100_000
+# A wave holds at least this many subjects per sequence the model serves at
+# once. The model actor runs a wave to its end before the next one starts, so a
+# wave of exactly N subjects for N slots would run them all at once and then
+# leave slots empty while the slowest finish; with 2N, a slot freed early takes
+# the next subject at once and the slots stay full for most of the wave.
+WAVE_SUBJECTS_PER_SLOT = 2
 
 
 class ModelLane:
@@ -240,9 +246,23 @@ class ModelLane:
             return "paused"
         return "breaker" if held else "idle"
 
+    def wave_size(self, step: StepDef) -> int:
+        """Subjects to claim for one wave of a model step: the step's own
+        `batch_size` param when it has one, else `--model-batch-size` (within
+        `--batch-size`) but at least WAVE_SUBJECTS_PER_SLOT x the sequences the
+        step's model serves at once, so that a model with more slots than the
+        default wave size can fill them."""
+        own = step.params.get("batch_size")
+        if own is not None:
+            return int(own)
+        size = min(self.ctx.opt.model_batch_size, self.ctx.opt.batch_size)
+        model = self.ctx.wf.model_of(step)
+        if model is None:
+            return size
+        return max(size, WAVE_SUBJECTS_PER_SLOT * model_slots(model))
+
     def _claim_from(self, step: StepDef, allowance: int | None) -> Wave | None:
-        size = int(step.params.get("batch_size",
-                                   min(self.ctx.opt.model_batch_size, self.ctx.opt.batch_size)))
+        size = self.wave_size(step)
         model = self.ctx.wf.model_of(step)
         wave = self.store.claim(step, allowance or size, with_rows=True,
                                 model=model.name if model else None)
@@ -290,6 +310,19 @@ class ModelLane:
 
     def current_model_key(self) -> str | None:
         return self.current_model
+
+
+def model_slots(model: ModelDef) -> int:
+    """Sequences a model serves at once, known without loading it: a server row's
+    slots are the sum of its servers' ``#parallel`` (as the remote backend counts
+    them), a local model's its ``parallel`` or the backend's default. A source
+    that does not parse counts 1: its load fails and says why."""
+    if is_remote(model.source):
+        try:
+            return sum(e.parallel for e in remote_endpoints(model.source))
+        except ModelLoadError:
+            return 1
+    return parallel_of(model)
 
 
 def choose_model(current: str | None, backlog: dict[str, int], switch_ratio: float) -> str:

@@ -352,7 +352,8 @@ def render_trace(data: dict[str, Any]) -> str:
         model = ""
         if c["model"]:
             model = (f"{c['model']} seed={c['seed']} tokens={c['prompt_tokens']}/"
-                     f"{c['completion_tokens']} gen={c['gen_ms']}ms")
+                     f"{c['completion_tokens']} gen={c['gen_ms']}ms"
+                     + (f" batch={c['batch_width']}" if c.get("batch_width") else ""))
         rows.append([c["finished_at"], c["step"], c["step_name"], c["visit"], c["attempt"],
                      c["outcome"], c["duration_ms"], (c["error"] or "")[:80], model])
     lines.append(tabulate(rows, headers=["finished", "step", "name", "visit", "attempt",

@@ -43,8 +43,10 @@ DEFAULT_MAX_OUTPUT_BYTES = 2 * 1024 * 1024
 DEFAULT_MAX_VISITS = 1000
 _NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# The audit's integer columns and the largest value each takes (bigint, int).
-_AUDIT_INTS = {"seed": 2**63 - 1, "prompt_tokens": 2**31 - 1, "completion_tokens": 2**31 - 1}
+# The audit's integer columns and the range each takes (bigint, int; batch_width
+# has a CHECK of its own).
+_AUDIT_INTS = {"seed": (-2**63, 2**63 - 1), "prompt_tokens": (-2**31, 2**31 - 1),
+               "completion_tokens": (-2**31, 2**31 - 1), "batch_width": (1, 2**31 - 1)}
 
 
 @dataclass
@@ -117,10 +119,10 @@ def clean_audit(audit: dict[str, Any]) -> dict[str, Any]:
     for key in ("model", "model_sha256"):
         if clean.get(key) is not None:
             clean[key] = clean_text(clean[key])
-    for key, top in _AUDIT_INTS.items():
+    for key, (low, top) in _AUDIT_INTS.items():
         value = clean.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                  or not -top - 1 <= value <= top):
+                                  or not low <= value <= top):
             clean[key] = None
     gen_ms = clean.get("gen_ms")
     if gen_ms is not None and (not isinstance(gen_ms, int | float)
@@ -205,7 +207,7 @@ COMMIT_COLUMNS = (
     "ids", "visit", "attempt", "ok", "outcome", "output", "error", "started", "finished",
     "model", "model_sha256", "seed", "sampling", "prompt_tokens", "completion_tokens",
     "gen_ms", "next_step", "status", "attempts", "visit_inc", "delay_s",
-    "prompt_sha256", "prompt")
+    "prompt_sha256", "prompt", "batch_width")
 
 
 @dataclass
@@ -274,3 +276,4 @@ def append_row(cols: dict[str, list[Any]], c: Claimed, r: StepResult,
     cols["delay_s"].append(float(move.delay_s))
     cols["prompt_sha256"].append(audit.get("prompt_sha256"))
     cols["prompt"].append(audit.get("prompt"))
+    cols["batch_width"].append(audit.get("batch_width"))

@@ -146,7 +146,8 @@ SELECT c.checkpoint_id, c.step, st.name AS step_name, c.visit, c.attempt, c.ok, 
        round((extract(epoch FROM c.finished_at - c.started_at) * 1000)::numeric, 1)
            AS duration_ms,
        c.wave_id, c.run_id, c.worker_id, c.model, c.model_sha256, c.seed, c.sampling,
-       c.prompt_tokens, c.completion_tokens, c.gen_ms, c.prompt_sha256, c.output
+       c.prompt_tokens, c.completion_tokens, c.gen_ms, c.prompt_sha256, c.batch_width,
+       c.output
   FROM interp.checkpoints c
   LEFT JOIN interp.steps st ON st.workflow_id = c.workflow_id
        AND st.execution_order = c.step

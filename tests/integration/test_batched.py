@@ -240,3 +240,36 @@ def test_a_workflow_with_a_parallel_model_row_runs_batched_through_the_engine(db
     for r in rows:
         jsonschema.validate(r["output"], label)
         assert r["model"] == "m4" and r["completion_tokens"] > 0
+
+
+def test_a_model_wave_through_the_engine_records_its_batch_width(db, conn, smollm2):
+    """Step 1's model serves 2 sequences: with --model-batch-size 1 the lane still
+    claims a wave of 4 (twice its parallel) and each checkpoint records width 2;
+    step 2's model runs one subject at a time (width 1); `interp trace` shows it."""
+    from interpreter.engine import Runner, RunOptions
+    from interpreter.monitor import render_trace, trace_data
+    from tests.helpers import add_items, check_invariants, make_workflow
+
+    add_items(conn, 4, title="Warehouse picker {i}")
+    for name, parallel in (("m2", 2), ("m1", 1)):
+        conn.execute("INSERT INTO interp.models (name, source, n_ctx, n_threads, parallel) "
+                     "VALUES (%s, %s, 512, %s, %s)", (name, str(smollm2), THREADS, parallel))
+        conn.execute("INSERT INTO interp.actors (name, kind, target, params) VALUES "
+                     "(%s, 'model', %s, '{\"max_tokens\": 8}')", (f"actor_{name}", name))
+    conn.execute("INSERT INTO interp.prompt_templates (name, body) VALUES ('word', "
+                 "'One word for: {{ title }}')")
+    make_workflow(conn, 61, steps=[{"number": 1, "actor": "actor_m2", "template": "word"},
+                                   {"number": 2, "actor": "actor_m1", "template": "word"}],
+                  transitions=[(1, "*", 2), (2, "*", None)])
+    Runner(db, 61, RunOptions(until_idle=True, poll_s=0.05, model_batch_size=1)).run()
+    assert check_invariants(conn, 61) == {}
+    rows = conn.execute("SELECT step, wave_id, batch_width FROM interp.checkpoints "
+                        "WHERE workflow_id = 61 AND ok").fetchall()
+    first = [r for r in rows if r["step"] == 1]
+    second = [r for r in rows if r["step"] == 2]
+    assert len(first) == 4 and len(second) == 4
+    assert len({r["wave_id"] for r in first}) == 1          # one wave of 2 x parallel
+    assert {r["batch_width"] for r in first} == {2}
+    assert {r["batch_width"] for r in second} == {1}
+    trace = render_trace(trace_data(conn, 61, "1"))
+    assert "batch=2" in trace and "batch=1" in trace

@@ -1,5 +1,6 @@
 """The model lane with a fake wave store, breaker and generation: when a commit
-fails, the lane stops the run and gives back the wave it had claimed ahead."""
+fails, the lane stops the run and gives back the wave it had claimed ahead; a
+wave claims enough subjects to fill the model's parallel slots."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 
 from interpreter import model_lane
 from interpreter.actor_api import StepResult
-from interpreter.model_lane import ModelLane
+from interpreter.definitions import ActorDef, ModelDef, StepDef, Workflow
+from interpreter.model_lane import ModelLane, model_slots
+from interpreter.models import DEFAULT_GPU_PARALLEL, DEFAULT_REMOTE_PARALLEL
 from interpreter.run_context import RunContext, RunOptions
 
 
@@ -87,3 +90,72 @@ def test_a_failed_commit_stops_the_lane_and_releases_the_prefetched_wave(monkeyp
     assert never_run and store.released == never_run
     assert set(store.committed) <= set(generated)
 
+
+
+# ---------------------------------------------------------------- wave size
+
+class ClaimRecorder:
+    """A wave store with plenty of ready work at step 1 that records each claim's limit."""
+
+    def __init__(self) -> None:
+        self.limits: list[int] = []
+
+    def ready_steps(self, cap: int) -> dict[int, int]:
+        return {1: 1000}
+
+    def claim(self, step: Any, limit: int, *, with_rows: bool, model: str | None) -> FakeWave:
+        self.limits.append(limit)
+        return FakeWave(len(self.limits))
+
+
+class ClosedBreaker:
+    def allows(self, step: Any) -> None:
+        return None   # closed: no limit of its own
+
+    def cooling(self, step: Any) -> bool:
+        return False
+
+
+def model_workflow(model: ModelDef, step_params: dict[str, Any] | None = None) -> Workflow:
+    step = StepDef(workflow_id=1, number=1, name="extract", kind="actor", actor="a",
+                   template="t", params=step_params or {})
+    return Workflow(id=1, name="w", description="", subject_table="items", subject_key="id",
+                    paused=False, version=1, steps={1: step}, transitions={}, entry_points=[],
+                    actors={"a": ActorDef("a", "model", model.name)},
+                    models={model.name: model}, templates={"t": "{{ title }}"})
+
+
+def claimed_limit(model: ModelDef, step_params: dict[str, Any] | None = None,
+                  **options: Any) -> int:
+    """The limit of the model lane's first claim for a step of this model."""
+    store = ClaimRecorder()
+    ctx = RunContext(None, model_workflow(model, step_params),  # type: ignore[arg-type]
+                     RunOptions(**options), "w1", threading.Event())
+    lane = ModelLane(ctx, store, ClosedBreaker())  # type: ignore[arg-type]
+    assert lane.claim_next() is not None
+    return store.limits[0]
+
+
+def test_a_wave_claims_twice_the_model_parallel_when_that_is_more_than_the_batch_size():
+    assert claimed_limit(ModelDef("m", "m.gguf", parallel=16)) == 32
+    assert claimed_limit(ModelDef("m", "m.gguf", parallel=4), model_batch_size=3) == 8
+
+
+def test_a_wave_keeps_the_model_batch_size_when_it_already_covers_the_slots():
+    assert claimed_limit(ModelDef("m", "m.gguf")) == 8                 # CPU default: 1 slot
+    assert claimed_limit(ModelDef("m", "m.gguf", parallel=2)) == 8
+    assert claimed_limit(ModelDef("m", "m.gguf", parallel=2), model_batch_size=20) == 20
+    # GPU layers without a parallel: the GPU default of 8 slots
+    assert claimed_limit(ModelDef("m", "m.gguf", n_gpu_layers=-1)) == 2 * DEFAULT_GPU_PARALLEL
+
+
+def test_a_server_row_counts_the_slots_of_all_its_servers():
+    servers = "http://gpu1:8080#parallel=8, http://gpu2:8080#parallel=8"
+    assert claimed_limit(ModelDef("m", servers)) == 32
+    assert claimed_limit(ModelDef("m", "http://gpu1:8080")) == 2 * DEFAULT_REMOTE_PARALLEL
+    assert model_slots(ModelDef("m", "http://gpu1:8080#parallel=x")) == 1  # its load says why
+
+
+def test_the_step_batch_size_param_overrides_the_model_slots():
+    assert claimed_limit(ModelDef("m", "m.gguf", parallel=16), {"batch_size": 4}) == 4
+    assert claimed_limit(ModelDef("m", "m.gguf"), {"batch_size": 50}) == 50

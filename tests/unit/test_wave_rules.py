@@ -182,10 +182,17 @@ def test_model_audit_is_carried_into_the_columns():
     wf = workflow(s1, transitions={1: {"DONE": None}})
     row = commit_one(wf, s1, ok(model="m", model_sha256="abc", seed=7,
                                 sampling={"temperature": 0}, prompt_tokens=3,
-                                completion_tokens=4, gen_ms=1.5))
+                                completion_tokens=4, gen_ms=1.5, batch_width=4))
     assert (row["model"], row["model_sha256"], row["seed"], row["prompt_tokens"],
             row["completion_tokens"], row["gen_ms"]) == ("m", "abc", 7, 3, 4, 1.5)
     assert json.loads(row["sampling"]) == {"temperature": 0}
+    assert row["batch_width"] == 4
+
+
+def test_a_result_without_a_model_audit_has_no_batch_width():
+    s1 = step(1)
+    wf = workflow(s1, transitions={1: {"DONE": None}})
+    assert commit_one(wf, s1, ok())["batch_width"] is None
 
 
 def test_one_element_per_subject_in_result_order():
@@ -280,9 +287,10 @@ def test_error_texts_outcomes_and_audit_are_made_storable():
     assert (row["ok"], row["outcome"], row["error"]) == (False, "ERROR", "bad\ufffd \ufffd")
     row = commit_one(wf, s1, ok(model="m\x00", seed=2**64, prompt_tokens=True,
                                 completion_tokens=2**31, gen_ms=float("nan"),
-                                sampling={"x": object()}))
+                                sampling={"x": object()}, batch_width=0))
     assert (row["model"], row["seed"], row["prompt_tokens"], row["completion_tokens"],
-            row["gen_ms"], row["sampling"]) == ("m\ufffd", None, None, None, None, None)
+            row["gen_ms"], row["sampling"], row["batch_width"]) == (
+        "m\ufffd", None, None, None, None, None, None)
 
 
 def test_normalise_result_keeps_a_clean_result_as_it_is():
