@@ -5,6 +5,10 @@ decides when an --until-idle run is done.
 Gates, SQL actors and quick scripts run inline (claim, compute and commit in
 one transaction); other scripts take a leased wave, like the model lane.
 
+A step whose actor is held by its rate or concurrency limit is passed over
+until the limit lets it claim again; when only such steps have work, the lane
+sleeps until the first of them may claim (limits.py), not a poll interval.
+
 A gate's or SQL actor's statement runs through the wave store's
 actor_statement: in a savepoint, bounded by the step's timeout_s, a transient
 error redoing the wave. A SQL actor's savepoint is kept only when every result
@@ -60,10 +64,16 @@ class CheapLane:
                     return
                 ctx.stop.wait(opt.poll_s)
                 continue
-            picked = self.pick_step(self.store.ready_steps(cap=1))
+            ready = self.store.ready_steps(cap=1)
+            picked = self.pick_step(ready)
             if picked is not None:
                 idle_checks = 0
                 self.drain(*picked)
+                continue
+            limited = self.limit_wait(ready)
+            if limited is not None:
+                idle_checks = 0
+                ctx.stop.wait(min(max(limited, 0.01), opt.poll_s))
                 continue
             pending = self.store.anything_pending()
             if not pending and not ctx.model_busy.is_set():
@@ -89,14 +99,27 @@ class CheapLane:
         self.ctx.count_admitted(n)
         return n
 
-    def pick_step(self, ready: dict[int, int]) -> tuple[StepDef, int | None] | None:
-        """The earliest cheap step with ready work whose breaker lets it run, and how
-        many it may claim (None: a full wave; 1: a half-open probe)."""
+    def cheap_steps(self, ready: dict[int, int]) -> list[StepDef]:
+        """The cheap steps with ready work, earliest first."""
         wf = self.ctx.wf
-        for number in sorted(ready):
-            step = wf.steps.get(number)
-            if step is None or wf.is_model_step(step):
-                continue  # a subject parked at a removed step waits; models have a lane
+        steps = [wf.steps.get(number) for number in sorted(ready)]
+        # A subject parked at a removed step waits; models have a lane.
+        return [s for s in steps if s is not None and not wf.is_model_step(s)]
+
+    def limit_wait(self, ready: dict[int, int]) -> float | None:
+        """When every cheap step with ready work is held by its actor's limit: the
+        seconds until the first may claim again (None: some step is not held)."""
+        waits = [self.store.limit_wait(s) for s in self.cheap_steps(ready)]
+        if not waits or min(waits) <= 0:
+            return None
+        return min(waits)
+
+    def pick_step(self, ready: dict[int, int]) -> tuple[StepDef, int | None] | None:
+        """The earliest cheap step with ready work whose breaker and limits let it run,
+        and how many it may claim (None: a full wave; 1: a half-open probe)."""
+        for step in self.cheap_steps(ready):
+            if self.store.limit_wait(step) > 0:
+                continue  # held by its actor's rate or concurrency limit
             allowance = self.breaker.allows(step)
             if allowance == 0:
                 continue

@@ -19,8 +19,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-CAUSES = ("generating", "loading", "switching", "waiting_claim", "breaker", "waiting_commit",
-          "idle", "paused")
+CAUSES = ("generating", "loading", "switching", "waiting_claim", "breaker", "limited",
+          "waiting_commit", "idle", "paused")
 # An interval shorter than this is not kept as its own row: the next cause takes
 # it over (its start stays, so the intervals still meet).
 MIN_INTERVAL_S = 0.001

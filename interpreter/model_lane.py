@@ -5,11 +5,13 @@ model has no work left or another model's backlog is `switch_ratio` times
 larger. While it generates, a DB thread commits the previous wave and claims
 the next one, so generation does not wait on PostgreSQL, and no connection is
 held during a generation. Like the cheap lane, it claims and commits through
-the wave store and asks the breaker before it claims.
+the wave store and asks the breaker before it claims; a step whose actor is
+held by its rate or concurrency limit (limits.py) gives way to the next, and
+while only such steps have work the lane waits until the first may claim.
 
 It tells the run's lane clock what it is doing at every moment (generating,
 loading or switching a model, waiting for a claim or a commit, held back by a
-breaker, idle, paused): the timeline of docs/ops.md.
+breaker or an actor's limit, idle, paused): the timeline of docs/ops.md.
 """
 
 from __future__ import annotations
@@ -54,8 +56,10 @@ class ModelLane:
         # Waves sent as a half-open probe (wave id -> step), whose probe ends with them.
         self._probe_waves: dict[int, StepDef] = {}
         self.clock = ctx.lane_clock
-        # Why the last claim found nothing: idle, breaker or paused (set by claim_next).
+        # Why the last claim found nothing: idle, breaker, limited or paused (set by
+        # claim_next); when limited, how long until a held step may claim again.
         self.no_wave_cause = "idle"
+        self.limit_wait = 0.0
         # The commits queued on the DB thread ahead of the pending claim.
         self._commits_ahead: list[cf.Future[int]] = []
         self._closing = False
@@ -105,7 +109,7 @@ class ModelLane:
                 if wave is None:
                     ctx.model_busy.clear()
                     clock.enter(self.no_wave_cause)
-                    ctx.stop.wait(min(ctx.opt.poll_s, 0.2))
+                    ctx.stop.wait(self.idle_wait())
                     nxt = self._submit_claim(db_lane, commits)
                     continue
                 ctx.model_busy.set()
@@ -142,6 +146,14 @@ class ModelLane:
             self._closing = True
             pool.close()
             db_lane.shutdown(wait=True)
+
+    def idle_wait(self) -> float:
+        """How long to wait before the next claim when the last found nothing: a poll,
+        or less when a limit lets a held step claim sooner."""
+        wait = min(self.ctx.opt.poll_s, 0.2)
+        if self.no_wave_cause == "limited":
+            wait = min(wait, max(self.limit_wait, 0.01))
+        return wait
 
     def _submit_claim(self, db_lane: cf.ThreadPoolExecutor,
                       commits: list[cf.Future[int]]) -> cf.Future[Wave | None]:
@@ -220,7 +232,11 @@ class ModelLane:
         ready = self.store.ready_steps(cap=MODEL_BACKLOG_CAP)
         held = self._breaker_holds_work(ready)
         tried = False
+        limit_waits: list[float] = []
         for step in self.candidate_steps(ready):
+            if (wait := self.store.limit_wait(step)) > 0:
+                limit_waits.append(wait)
+                continue
             allowance = self.breaker.allows(step)
             if allowance == 0:
                 held = True
@@ -229,7 +245,11 @@ class ModelLane:
             wave = self._claim_from(step, allowance)
             if wave is not None:
                 return wave
+            if (wait := self.store.limit_wait(step)) > 0:  # the claim found its limit
+                limit_waits.append(wait)
         self.no_wave_cause = self._why_no_wave(tried, held)
+        if limit_waits and self.no_wave_cause == "idle":
+            self.no_wave_cause, self.limit_wait = "limited", min(limit_waits)
         return None
 
     def _breaker_holds_work(self, ready: dict[int, int]) -> bool:

@@ -25,7 +25,7 @@ DEFINITION_TABLES = ("workflows", "steps", "step_transitions", "entry_points", "
                      "models", "prompt_templates")
 # Written by the engine while it runs.
 RUNTIME_TABLES = ("subject_state", "checkpoints", "waves", "runs", "actor_health",
-                  "model_events", "prompts", "lane_intervals", "utilisation")
+                  "actor_limits", "model_events", "prompts", "lane_intervals", "utilisation")
 # Kept up to date by triggers on the runtime tables (schema/0002); a trigger runs
 # with the privileges of the worker that fired it.
 ROLLUP_TABLES = ("checkpoint_totals", "checkpoint_minutes", "subject_counts")

@@ -15,6 +15,9 @@ from .db import Database
 from .definitions import Workflow
 from .lane_clock import LaneClock
 
+# The lowest priority a subject can have (subject_state.priority is an integer).
+PRIORITY_MIN = -(2 ** 31)
+
 
 @dataclass
 class RunOptions:
@@ -32,6 +35,13 @@ class RunOptions:
     validate: bool = True
     # Record the model lane's intervals and sample the hardware (docs/ops.md, "Timeline").
     timeline: bool = True
+    # Take only subjects of at least this priority (None: any); docs/running.md, "Priorities".
+    priority_at_least: int | None = None
+
+    @property
+    def min_priority(self) -> int:
+        """The lowest priority this run takes, as the claim queries compare it."""
+        return PRIORITY_MIN if self.priority_at_least is None else self.priority_at_least
 
 
 @dataclass

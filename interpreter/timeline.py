@@ -22,7 +22,7 @@ from .queries import Q
 
 # How the status line names each cause.
 CAUSE_LABELS = {"generating": "generating", "loading": "loading", "switching": "switching",
-                "waiting_claim": "claiming", "breaker": "breaker",
+                "waiting_claim": "claiming", "breaker": "breaker", "limited": "limited",
                 "waiting_commit": "waiting on DB", "idle": "idle", "paused": "paused"}
 # The dashboard's timeline is drawn from at most this many sample buckets.
 SAMPLE_POINTS = 600

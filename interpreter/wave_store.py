@@ -8,6 +8,8 @@ Everything a lane does to a subject goes through its public methods:
 - `ready_steps` and `anything_pending` say where work waits;
 - `claim` takes a leased wave, `commit` fences and writes it, `release` gives
   it back, and `renew_leases` keeps its leases alive;
+- `limit_wait` says how long a step's actor is held by its rate or concurrency
+  limit (limits.py): a claim takes no more than the actor's limits allow;
 - `run_inline` locks, computes and commits a wave in one transaction, and
   `commit_gate_wave` is a gate's fast road inside it;
 - `reap_expired_leases` returns the subjects of dead workers to the queue.
@@ -49,6 +51,7 @@ from .breaker import Breaker
 from .db import one
 from .definitions import EntryPoint, StepDef, Workflow
 from .errors import DefinitionError, first_line
+from .limits import Limiter
 from .queries import Q
 from .run_context import RunContext
 from .wave_rules import DEFAULT_MAX_VISITS, Claimed, build_commit, clean_text, normalise_result
@@ -221,6 +224,8 @@ class WaveStore:
         self.key_type = self._key_type()
         self._lock = threading.Lock()
         self._active_waves: set[int] = set()
+        # Claims of an actor with limits take them in the claim's transaction.
+        self.limiter = Limiter(ctx)
 
     # ------------------------------------------------------------ the queue
 
@@ -258,13 +263,19 @@ class WaveStore:
     def ready_steps(self, cap: int) -> dict[int, int]:
         """Ready subjects per step, each counted up to cap."""
         rows = self.ctx.db.run(lambda c: c.execute(Q["ready_steps"], {
-            "workflow_id": self.ctx.wf.id, "cap": cap}).fetchall())
+            "workflow_id": self.ctx.wf.id, "cap": cap,
+            "min_priority": self.ctx.opt.min_priority}).fetchall())
         return {r["step"]: r["ready"] for r in rows}
 
     def anything_pending(self) -> bool:
         """Whether any subject is still on its way (ready now or later, or leased)."""
         return bool(self.ctx.db.run(lambda c: one(c.execute(Q["anything_pending"], {
-            "workflow_id": self.ctx.wf.id}))["pending"]))
+            "workflow_id": self.ctx.wf.id, "min_priority": self.ctx.opt.min_priority}))["pending"]))
+
+    def limit_wait(self, step: StepDef) -> float:
+        """Seconds until this worker tries the step again because its actor is held
+        by a rate or concurrency limit (0: it may claim now)."""
+        return self.limiter.held_for(step)
 
     def reap_expired_leases(self) -> int:
         """Returns subjects whose lease expired to the queue; at the
@@ -300,16 +311,24 @@ class WaveStore:
 
     def claim(self, step: StepDef, limit: int, *, with_rows: bool,
               model: str | None = None) -> Wave | None:
-        """Leases up to limit ready subjects of a step, with their subject rows. The
-        wave keeps the definition in force now: it commits under it."""
+        """Leases up to limit ready subjects of a step, with their subject rows, and no
+        more than its actor's limits allow now (None when they allow none: then
+        limit_wait says for how long). The wave keeps the definition in force now:
+        it commits under it."""
         ctx = self.ctx
         wf = ctx.wf
 
         def do(c: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-            return c.execute(self._with_subject_table(Q["claim_wave"]), {
-                "workflow_id": ctx.wf.id, "step": step.number, "limit": limit,
+            allowed = self.limiter.take(c, step, limit)
+            if allowed <= 0:
+                return []
+            rows = c.execute(self._with_subject_table(Q["claim_wave"]), {
+                "workflow_id": ctx.wf.id, "step": step.number, "limit": allowed,
                 "worker_id": ctx.worker_id, "lease_s": ctx.opt.lease_s, "run_id": ctx.run_id,
-                "model": model, "with_rows": with_rows}).fetchall()
+                "model": model, "with_rows": with_rows,
+                "min_priority": ctx.opt.min_priority}).fetchall()
+            self.limiter.spend(c, step, len(rows))
+            return rows
 
         rows = ctx.db.run(do)
         if not rows:
@@ -437,9 +456,16 @@ class WaveStore:
 
     def _lock_inline_wave(self, c: psycopg.Connection[Any], step: StepDef,
                           limit: int, *, last_try: bool = False) -> InlineWave | None:
+        # An actor with limits: its lock, taken here, is held until the wave commits
+        # (an inline wave has no lease for other workers to count).
+        limit = self.limiter.take(c, step, limit)
+        if limit <= 0:
+            return None
         rows = c.execute(Q["lock_inline_wave"], {
             "workflow_id": self.ctx.wf.id, "step": step.number, "limit": limit,
-            "with_outputs": step.kind != "gate"}).fetchall()
+            "with_outputs": step.kind != "gate",
+            "min_priority": self.ctx.opt.min_priority}).fetchall()
+        self.limiter.spend(c, step, len(rows))
         if not rows:
             return None
         claimed = {r["subject_id"]: Claimed(r["subject_id"], r["attempts"], r["visits"])

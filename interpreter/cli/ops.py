@@ -35,7 +35,7 @@ def status(obj: Any, workflow_id: int, watch: bool, interval: float, as_json: bo
            stall_window: float, velocity_window: float) -> None:
     """Show progress per step: done/total, a bar, velocity, ETA and state.
 
-    States: running, waiting, idle, stalled, breaker open, paused
+    States: running, waiting, idle, stalled, breaker open, limited, paused
     (docs/ops.md). Totals and the model lane (loaded model, duty cycle,
     switches) follow the table.
 

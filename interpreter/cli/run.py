@@ -45,6 +45,9 @@ DEFAULTS = RunOptions()
               help="Give up (exit 2) after the database is unreachable this long.")
 @click.option("--model-memory-mb", type=click.IntRange(1), default=DEFAULTS.model_memory_mb,
               show_default=True, help="Memory budget for resident models.")
+@click.option("--priority-at-least", type=int, default=DEFAULTS.priority_at_least,
+              help="Take only subjects of at least this priority (a worker for urgent "
+                   "work) [default: any].")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.option("--progress-every", type=click.FloatRange(0.1), default=30.0, show_default=True,
               help="Seconds between progress log lines (when not on a terminal).")
@@ -61,7 +64,7 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
         until_idle: bool, worker_id: str | None, lease_s: float, poll_s: float,
         switch_ratio: float, db_timeout: float, model_memory_mb: int, as_json: bool,
         progress_every: float, log_format: str | None, quiet: bool,
-        metrics_port: int | None, metrics_addr: str) -> None:
+        metrics_port: int | None, metrics_addr: str, priority_at_least: int | None) -> None:
     """Run a workflow: admit subjects, then drive them through the steps in waves.
 
     SIGTERM or Ctrl-C finishes or releases the current wave, then exits 0.
@@ -72,6 +75,10 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
     left as a summary at the end; otherwise one log line every
     --progress-every seconds (--log-format json for machines); --quiet for
     neither.
+
+    Subjects are claimed highest priority first (an entry point's `priority`
+    column); with --priority-at-least N this worker takes only those of
+    priority N or more.
 
     With --metrics-port, the database's metrics (all workflows) are served
     for Prometheus at http://ADDR:PORT/metrics while the run lasts.
@@ -97,7 +104,8 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
     signal.signal(signal.SIGINT, on_signal)
     opts = RunOptions(batch_size=batch_size, model_batch_size=model_batch_size, limit=limit,
                       until_idle=until_idle, worker_id=worker_id, lease_s=lease_s, poll_s=poll_s,
-                      switch_ratio=switch_ratio, model_memory_mb=model_memory_mb)
+                      switch_ratio=switch_ratio, model_memory_mb=model_memory_mb,
+                      priority_at_least=priority_at_least)
     runner = Runner(ctx.db, workflow_id, opts, stop=stop)
     metrics = _start_metrics(ctx, metrics_addr, metrics_port)
     reporter = None if quiet else _start_progress(ctx, workflow_id, runner, progress_every,

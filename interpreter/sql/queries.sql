@@ -7,10 +7,15 @@
 -- Admits what the entry point's query returns and is not admitted yet.
 -- The subquery q is the entry point's query, written by the workflow author
 -- (no braces in these comments: psycopg.sql formatting fills them even here,
--- and author SQL must never land inside a comment).
-INSERT INTO interp.subject_state (workflow_id, subject_id, entry_point, step, status)
-SELECT %(workflow_id)s, a.subject_id, %(entry_point)s, %(first_step)s, 'ready'
-  FROM (SELECT DISTINCT q.subject_id::text AS subject_id FROM ({admit}) AS q) AS a
+-- and author SQL must never land inside a comment). Its optional column
+-- priority (an integer, default 0) is read from the row as JSON, so a query
+-- without that column needs no other statement; a subject returned twice
+-- keeps its highest priority.
+INSERT INTO interp.subject_state (workflow_id, subject_id, entry_point, step, status, priority)
+SELECT %(workflow_id)s, a.subject_id, %(entry_point)s, %(first_step)s, 'ready', a.priority
+  FROM (SELECT q.subject_id::text AS subject_id,
+               max(coalesce((to_jsonb(q) ->> 'priority')::integer, 0)) AS priority
+          FROM ({admit}) AS q GROUP BY 1) AS a
  WHERE NOT EXISTS (SELECT 1 FROM interp.subject_state s
                     WHERE s.workflow_id = %(workflow_id)s AND s.subject_id = a.subject_id)
  LIMIT %(limit)s
@@ -38,23 +43,28 @@ SELECT paused, version FROM interp.workflows WHERE workflow_id = %(workflow_id)s
 -- Ready work per step, counted up to %(cap)s: one bounded probe of the
 -- subject_state_ready index per step, so the cost does not grow with the
 -- queue (a full count of 100k subjects before every wave was most of a run).
+-- Only work of at least %(min_priority)s counts (the worker's --priority-at-least).
 SELECT s.execution_order AS step, r.n AS ready
   FROM interp.steps s
  CROSS JOIN LATERAL (
        SELECT count(*) AS n FROM (
               SELECT 1 FROM interp.subject_state q
                WHERE q.workflow_id = s.workflow_id AND q.step = s.execution_order
-                 AND q.status = 'ready' AND q.next_attempt_at <= now()
+                 AND q.status = 'ready' AND q.priority >= %(min_priority)s
+                 AND q.next_attempt_at <= now()
                LIMIT %(cap)s) AS x) AS r
  WHERE s.workflow_id = %(workflow_id)s AND r.n > 0
  ORDER BY s.execution_order
 
 -- name: anything_pending
--- Is any subject still on its way (ready now or later, or leased)?
+-- Is any subject of at least %(min_priority)s still on its way (ready now or
+-- later, or leased)?
 SELECT EXISTS (SELECT 1 FROM interp.subject_state
-                WHERE workflow_id = %(workflow_id)s AND status = 'ready')
+                WHERE workflow_id = %(workflow_id)s AND status = 'ready'
+                  AND priority >= %(min_priority)s)
     OR EXISTS (SELECT 1 FROM interp.subject_state
-                WHERE workflow_id = %(workflow_id)s AND status = 'leased') AS pending
+                WHERE workflow_id = %(workflow_id)s AND status = 'leased'
+                  AND priority >= %(min_priority)s) AS pending
 
 -- name: reap_expired_leases
 -- A lease that ran out goes back to the queue. Clearing wave_id fences the
@@ -100,15 +110,17 @@ RETURNING s.subject_id, e.charged
 -- round trip. The subject table, its key and the key's type are identifiers
 -- from the workflow definition. A subject whose lease expired before (reaps > 0:
 -- its worker died on it) runs in a wave of its own, so a subject that kills
--- its worker does not take its wave-mates down with it again.
+-- its worker does not take its wave-mates down with it again. Highest
+-- priority first (at least %(min_priority)s), oldest due first within one: the
+-- order of the subject_state_ready index.
 WITH wave AS (
     SELECT nextval('interp.waves_wave_id_seq') AS wave_id
 ), picked AS (
     SELECT subject_id, reaps FROM interp.subject_state
      WHERE workflow_id = %(workflow_id)s AND step = %(step)s AND status = 'ready'
-       AND next_attempt_at <= now()
+       AND priority >= %(min_priority)s AND next_attempt_at <= now()
        AND NOT (SELECT paused FROM interp.workflows WHERE workflow_id = %(workflow_id)s)
-     ORDER BY next_attempt_at
+     ORDER BY priority DESC, next_attempt_at
      LIMIT %(limit)s
      FOR UPDATE SKIP LOCKED
 ), chosen AS (
@@ -135,13 +147,13 @@ SELECT l.subject_id, l.attempts, l.visits, l.outputs, l.wave_id,
 
 -- name: lock_inline_wave
 -- Gates and SQL actors run inside one transaction: the row locks are the
--- lease, and a crash rolls the whole wave back.
+-- lease, and a crash rolls the whole wave back. In claim_wave's order.
 SELECT subject_id, attempts, visits, CASE WHEN %(with_outputs)s THEN outputs END AS outputs
   FROM interp.subject_state
  WHERE workflow_id = %(workflow_id)s AND step = %(step)s AND status = 'ready'
-   AND next_attempt_at <= now()
+   AND priority >= %(min_priority)s AND next_attempt_at <= now()
    AND NOT (SELECT paused FROM interp.workflows WHERE workflow_id = %(workflow_id)s)
- ORDER BY next_attempt_at
+ ORDER BY priority DESC, next_attempt_at
  LIMIT %(limit)s
  FOR UPDATE SKIP LOCKED
 
@@ -418,3 +430,32 @@ UPDATE interp.runs
        error = coalesce(error, 'lost: no heartbeat for longer than the run''s lease')
  WHERE workflow_id = %(workflow_id)s AND status = 'running' AND run_id <> %(run_id)s
    AND heartbeat_at < now() - interp.run_lease(args)
+
+-- ---------------------------------------------------------------- limits
+-- Per-actor rate and concurrency limits (interpreter/limits.py), in the
+-- claim's transaction.
+
+-- name: limits_take
+-- Locks the actor's bucket until the claim's transaction ends, refilled at
+-- %(rate)s tokens a second up to %(burst)s for the time since its last refill;
+-- a new actor's bucket starts full. The upsert locks and reads the newest
+-- row, whichever claim committed it.
+INSERT INTO interp.actor_limits AS l (actor, tokens, refilled_at)
+VALUES (%(actor)s, %(burst)s, clock_timestamp())
+ON CONFLICT (actor) DO UPDATE
+   SET tokens = least(%(burst)s::float8, l.tokens + %(rate)s::float8 * greatest(
+                    0, extract(epoch FROM clock_timestamp() - l.refilled_at)::float8)),
+       refilled_at = greatest(l.refilled_at, clock_timestamp())
+RETURNING tokens
+
+-- name: limits_leased
+-- The actor's subjects leased now, by every worker, over every step that uses
+-- it. Run after limits_take, as a statement of its own, so that its snapshot
+-- sees the leases of the claim that held the lock before.
+SELECT count(*) AS leased
+  FROM interp.steps st
+  JOIN interp.subject_state s ON s.workflow_id = st.workflow_id AND s.step = st.execution_order
+ WHERE st.actor = %(actor)s AND s.status = 'leased'
+
+-- name: limits_spend
+UPDATE interp.actor_limits SET tokens = tokens - %(n)s WHERE actor = %(actor)s

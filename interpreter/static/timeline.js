@@ -10,7 +10,8 @@
   const NS = "http://www.w3.org/2000/svg";
   const CAUSE_COLORS = {
     generating: "#10b981", loading: "#f59e0b", switching: "#f97316",
-    waiting_claim: "#93c5fd", breaker: "#ef4444", waiting_commit: "#6366f1",
+    waiting_claim: "#93c5fd", breaker: "#ef4444", limited: "#a855f7",
+    waiting_commit: "#6366f1",
     idle: "#e5e7eb", paused: "#6b7280",
   };
   const MARKER_COLORS = {load: "#b45309", switch: "#c2410c", load_failed: "#7f1d1d",

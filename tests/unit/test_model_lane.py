@@ -103,6 +103,9 @@ class ClaimRecorder:
     def ready_steps(self, cap: int) -> dict[int, int]:
         return {1: 1000}
 
+    def limit_wait(self, step: Any) -> float:
+        return 0.0   # no rate or concurrency limit
+
     def claim(self, step: Any, limit: int, *, with_rows: bool, model: str | None) -> FakeWave:
         self.limits.append(limit)
         return FakeWave(len(self.limits))
@@ -111,6 +114,54 @@ class ClaimRecorder:
 class ClosedBreaker:
     def allows(self, step: Any) -> None:
         return None   # closed: no limit of its own
+
+    def cooling(self, step: Any) -> bool:
+        return False
+
+
+class LimitedStep:
+    def __init__(self, number: int):
+        self.number = number
+        self.actor = f"api{number}"
+        self.params: dict[str, Any] = {}
+
+
+class ModelSteps:
+    """Two model steps of one model (the fake models have no file: one load key)."""
+
+    def __init__(self) -> None:
+        self.steps = {1: LimitedStep(1), 2: LimitedStep(2)}
+
+    def is_model_step(self, step: Any) -> bool:
+        return True
+
+    def model_of(self, step: Any) -> None:
+        return None
+
+
+class HeldStore:
+    """Ready work at both steps; step 1's actor is held by its limit already, and
+    step 2's claim finds its actor at its limit (the store then holds it)."""
+
+    def __init__(self) -> None:
+        self.waits = {1: 0.3, 2: 0.0}
+        self.claims: list[int] = []
+
+    def ready_steps(self, cap: int) -> dict[int, int]:
+        return {1: 5, 2: 5}
+
+    def limit_wait(self, step: LimitedStep) -> float:
+        return self.waits[step.number]
+
+    def claim(self, step: LimitedStep, limit: int, **kw: Any) -> None:
+        self.claims.append(step.number)
+        self.waits[step.number] = 0.05
+        return None
+
+
+class OpenBreaker:
+    def allows(self, step: Any) -> None:
+        return None
 
     def cooling(self, step: Any) -> bool:
         return False
@@ -159,3 +210,21 @@ def test_a_server_row_counts_the_slots_of_all_its_servers():
 def test_the_step_batch_size_param_overrides_the_model_slots():
     assert claimed_limit(ModelDef("m", "m.gguf", parallel=16), {"batch_size": 4}) == 4
     assert claimed_limit(ModelDef("m", "m.gguf"), {"batch_size": 50}) == 50
+
+
+class NotPaused:
+    def run(self, fn: Any, **kw: Any) -> bool:
+        return False
+
+
+def test_a_step_held_by_its_limit_gives_way_and_the_lane_waits_for_the_limit():
+    ctx = RunContext(NotPaused(), ModelSteps(), RunOptions(poll_s=1.0), "w1",  # type: ignore[arg-type]
+                     threading.Event())
+    store = HeldStore()
+    lane = ModelLane(ctx, store, OpenBreaker())  # type: ignore[arg-type]
+    assert lane.claim_next() is None
+    # Step 1 was not even tried (its actor is held); step 2's claim found its limit.
+    assert store.claims == [2]
+    assert lane.no_wave_cause == "limited"
+    assert lane.limit_wait == 0.05
+    assert lane.idle_wait() == 0.05  # not a poll: as soon as a limit lets a step claim
