@@ -437,22 +437,34 @@ class LlamaBackend:
         try:
             sampler = TokenSampler(self.llama, sampling, seed,
                                    self.grammar_for(schema) if schema is not None else None,
-                                   self.decoder.buffers)
+                                   self.sampler_buffers())
             try:
-                decoded = self.decoder.generate(prompt, sampler, max_tokens=max_tokens,
-                                                stop=stop, deadline=deadline,
-                                                should_stop=should_stop)
+                text, decoded = self.decode_prompt(prompt, sampler, max_tokens, stop,
+                                                   deadline, should_stop)
             finally:
                 sampler.close()
         except Exception as exc:  # noqa: BLE001 - llama.cpp errors surface as many types
             raise GenerationError(f"{self.name}: {first_line(exc)}") from exc
-        return Generation(text=decoded.text, finish_reason=decoded.finish_reason,
+        return Generation(text=text, finish_reason=decoded.finish_reason,
                           prompt_tokens=decoded.prompt_tokens,
                           completion_tokens=len(decoded.tokens),
                           gen_ms=(time.perf_counter() - started) * 1000,
                           prompt_ms=decoded.prompt_ms,
                           grammar_rejections=decoded.grammar_rejections,
                           full_vocab_masks=decoded.full_vocab_masks)
+
+    def sampler_buffers(self) -> Any:
+        """The candidate buffers the samplers share (one set per loaded model)."""
+        return self.decoder.buffers
+
+    def decode_prompt(self, prompt: list[int], sampler: Any, max_tokens: int, stop: list[str],
+                      deadline: float | None,
+                      should_stop: Callable[[], bool] | None) -> tuple[str, Any]:
+        """Decodes the prompt and generates: the text, and the decoder's record of it
+        (finish reason, token counts, timings). One sequence, on this thread."""
+        decoded = self.decoder.generate(prompt, sampler, max_tokens=max_tokens, stop=stop,
+                                        deadline=deadline, should_stop=should_stop)
+        return decoded.text, decoded
 
     def close(self) -> None:
         llama = getattr(self, "llama", None)
@@ -495,40 +507,24 @@ class BatchedLlamaBackend(LlamaBackend):
         self.slots = slots
         self.size_bytes += self.kv_bytes
 
-    def generate(self, messages_or_prompt: Messages | str, *,
-                 schema: dict[str, Any] | None, sampling: dict[str, Any], seed: int,
-                 max_tokens: int, deadline: float | None,
-                 should_stop: Callable[[], bool] | None = None) -> Generation:
-        prompt, stop = self.prompt_tokens(messages_or_prompt)
-        if len(prompt) >= self.n_ctx:
-            raise PromptTooLong(f"prompt has {len(prompt)} tokens; the context window "
-                                f"(n_ctx) is {self.n_ctx}")
-        from .batched import SeqRequest
-        from .llama_decode import TokenSampler, cut_at_stop
+    def sampler_buffers(self) -> Any:
+        return self.engine.buffers
 
-        started = time.perf_counter()
-        try:
-            sampler = TokenSampler(self.llama, sampling, seed,
-                                   self.grammar_for(schema) if schema is not None else None,
-                                   self.engine.buffers)
-            try:
-                decoded = self.engine.run(SeqRequest(prompt, sampler, max_tokens, stop,
-                                                     deadline, should_stop))
-            finally:
-                sampler.close()
-        except Exception as exc:  # noqa: BLE001 - llama.cpp errors surface as many types
-            raise GenerationError(f"{self.name}: {first_line(exc)}") from exc
+    def decode_prompt(self, prompt: list[int], sampler: Any, max_tokens: int, stop: list[str],
+                      deadline: float | None,
+                      should_stop: Callable[[], bool] | None) -> tuple[str, Any]:
+        """Hands the sequence to the batching engine, which decodes it alongside the
+        other threads' sequences, and waits for it to end."""
+        from .batched import SeqRequest
+        from .llama_decode import cut_at_stop
+
+        decoded = self.engine.run(SeqRequest(prompt, sampler, max_tokens, stop, deadline,
+                                             should_stop))
         text = self.llama.detokenize(decoded.tokens, prev_tokens=prompt) \
             .decode("utf-8", "ignore")
         if decoded.finish_reason == "stop" and stop:
             text = cut_at_stop(text, stop)
-        return Generation(text=text, finish_reason=decoded.finish_reason,
-                          prompt_tokens=decoded.prompt_tokens,
-                          completion_tokens=len(decoded.tokens),
-                          gen_ms=(time.perf_counter() - started) * 1000,
-                          prompt_ms=decoded.prompt_ms,
-                          grammar_rejections=decoded.grammar_rejections,
-                          full_vocab_masks=decoded.full_vocab_masks)
+        return text, decoded
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(),
