@@ -299,8 +299,9 @@ def step_label(step: int, width: int) -> str:
     return f"Step {step:>{width}}"
 
 
-def render_status(data: dict[str, Any]) -> str:
-    steps = data["steps"]
+def step_table(steps: list[dict[str, Any]]) -> str:
+    """The per-step rows (`Step  2 | name | done | of | progress ...`): the layout of
+    `interp status`, which `interp run`'s live view shows too."""
     width = max([2] + [len(str(s["step"])) for s in steps])
     rows = []
     for s in steps:
@@ -309,13 +310,17 @@ def render_status(data: dict[str, Any]) -> str:
         rows.append([step_label(s["step"], width), s["name"], s["done"], total,
                      bar(s["done"], total), pct, f"{s['velocity_per_min']:.1f}/min",
                      format_duration(s["eta_s"]), s["state"]])
+    return tabulate(rows, headers=["step", "name", "done", "of", "progress", "%",
+                                   "velocity", "ETA", "state"],
+                    tablefmt="presto", colalign=("left", "left", "right", "right", "left",
+                                                 "right", "right", "right", "left"),
+                    disable_numparse=True)
+
+
+def render_status(data: dict[str, Any]) -> str:
     wf = data["workflow"]
     head = f"Workflow {wf['id']} · {wf['name']}" + (" · PAUSED" if wf["paused"] else "")
-    table = tabulate(rows, headers=["step", "name", "done", "of", "progress", "%",
-                                    "velocity", "ETA", "state"],
-                     tablefmt="presto", colalign=("left", "left", "right", "right", "left",
-                                                  "right", "right", "right", "left"),
-                     disable_numparse=True)
+    table = step_table(data["steps"])
     t = data["totals"]
     totals = (f"Total: {t['subjects']} subjects · {t['done']} done · {t['active']} active "
               f"({t['waiting']} waiting, {t['leased']} leased) · {t['dead']} dead · "

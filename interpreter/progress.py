@@ -30,10 +30,9 @@ from typing import IO, Any, Protocol
 
 import psycopg
 from psycopg.rows import dict_row
-from tabulate import tabulate
 
 from .errors import first_line
-from .monitor import bar, format_duration, status_data, step_label
+from .monitor import format_duration, status_data, step_label, step_table
 from .queries import Q
 
 log = logging.getLogger(__name__)
@@ -223,23 +222,6 @@ def copy_counts(counts: dict[int, int]) -> dict[int, int]:
 
 
 # ---------------------------------------------------------------- drawing
-
-def step_table(steps: list[dict[str, Any]]) -> str:
-    """The per-step rows in the layout of `interp status` (`Step  2 | name | done | of ...`)."""
-    width = max([2] + [len(str(s["step"])) for s in steps])
-    rows = []
-    for s in steps:
-        total = s["reached"]
-        pct = f"{100 * s['done'] // total}%" if total else "-"
-        rows.append([step_label(s["step"], width), s["name"], s["done"], total,
-                     bar(s["done"], total), pct, f"{s['velocity_per_min']:.1f}/min",
-                     format_duration(s["eta_s"]), s["state"]])
-    return tabulate(rows, headers=["step", "name", "done", "of", "progress", "%", "velocity",
-                                   "ETA", "state"],
-                    tablefmt="presto", colalign=("left", "left", "right", "right", "left",
-                                                 "right", "right", "right", "left"),
-                    disable_numparse=True)
-
 
 def model_line(snap: Snapshot) -> str:
     if not snap.has_model_steps:
