@@ -6,6 +6,7 @@ it only for the length of one short transaction.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -123,3 +124,18 @@ def psycopg_pool_timeout() -> type[Exception]:
     return PoolTimeout
 
 
+
+
+def json_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row ready for JSON: timestamps as ISO 8601 text, intervals in seconds,
+    numerics as floats (what `--json` outputs and the dashboard's API show)."""
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, dt.datetime):
+            v = v.isoformat()
+        elif isinstance(v, dt.timedelta):
+            v = v.total_seconds()
+        elif hasattr(v, "as_integer_ratio") and not isinstance(v, int | float):  # Decimal
+            v = float(v)
+        out[k] = v
+    return out

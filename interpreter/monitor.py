@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from tabulate import tabulate
 
-from .db import one
+from .db import json_row, one
 from .errors import InterpError, NotFound
 from .queries import Q
 from .timeline import LANE_WINDOW_S, lane_line, lane_time, prune_timeline
@@ -32,19 +32,6 @@ def _iso(value: Any) -> Any:
     return value
 
 
-def _clean(row: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in row.items():
-        if isinstance(v, dt.datetime):
-            v = v.isoformat()
-        elif isinstance(v, dt.timedelta):
-            v = v.total_seconds()
-        elif hasattr(v, "as_integer_ratio") and not isinstance(v, int | float):  # Decimal
-            v = float(v)
-        out[k] = v
-    return out
-
-
 def workflow_row(conn: psycopg.Connection[Any], workflow_id: int) -> dict[str, Any]:
     row = conn.execute(Q["monitor_workflow"], {"workflow_id": workflow_id}).fetchone()
     if row is None:
@@ -53,7 +40,7 @@ def workflow_row(conn: psycopg.Connection[Any], workflow_id: int) -> dict[str, A
 
 
 def list_workflows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-    return [_clean(r) for r in conn.execute(Q["monitor_workflows"])]
+    return [json_row(r) for r in conn.execute(Q["monitor_workflows"])]
 
 
 def status_data(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s: float = 600,
@@ -72,8 +59,8 @@ def status_data(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s:
     rate = float(one(conn.execute(Q["monitor_completion_rate"], {
         **by_wf, "velocity_s": velocity_window_s}))["rate"] or 0)
     active = counts["waiting"] + counts["leased"]
-    breakers = [_clean(r) for r in conn.execute(Q["monitor_breakers"], by_wf)]
-    runs = [_clean(r) for r in conn.execute(Q["monitor_runs"], by_wf)]
+    breakers = [json_row(r) for r in conn.execute(Q["monitor_breakers"], by_wf)]
+    runs = [json_row(r) for r in conn.execute(Q["monitor_runs"], by_wf)]
     open_breakers = [b["actor"] for b in breakers if b["state"] == "open"]
     alerts = _alerts(steps, open_breakers, counts["dead"], stall_window_s)
     return {
@@ -105,7 +92,7 @@ def status_data(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s:
 
 def _step_rows(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s: float,
                velocity_window_s: float) -> list[dict[str, Any]]:
-    steps = [_clean(r) for r in conn.execute(Q["monitor_step_status"], {
+    steps = [json_row(r) for r in conn.execute(Q["monitor_step_status"], {
         "workflow_id": workflow_id, "stall_s": stall_window_s, "velocity_s": velocity_window_s})]
     for s in steps:
         s.pop("workflow_id", None)
@@ -161,9 +148,9 @@ def _model_lane(conn: psycopg.Connection[Any], workflow_id: int,
     """The model lane of the running runs (or of the latest run when none runs)."""
     running = [r["run_id"] for r in runs if r["status"] == "running"]
     lane_runs = running or [r["run_id"] for r in runs[:1]]
-    lanes = [_rounded_lane(_clean(r))
+    lanes = [_rounded_lane(json_row(r))
              for r in conn.execute(Q["monitor_model_lanes"], {"run_ids": lane_runs})]
-    events = [_clean(r) for r in conn.execute(Q["monitor_model_events"],
+    events = [json_row(r) for r in conn.execute(Q["monitor_model_events"],
                                               {"workflow_id": workflow_id})]
     return {
         "loaded_model": next((ln["loaded_model"] for ln in lanes
@@ -254,8 +241,8 @@ def trace_data(conn: psycopg.Connection[Any], workflow_id: int, subject_id: str,
     if state is None and not rows:
         raise NotFound(f"no subject {subject_id!r} in workflow {workflow_id}")
     data = {"workflow": workflow_id, "subject": subject_id,
-            "state": _clean(state) if state else None,
-            "checkpoints": [_clean(r) for r in rows]}
+            "state": json_row(state) if state else None,
+            "checkpoints": [json_row(r) for r in rows]}
     if prompts:
         data["prompts"] = prompt_texts(conn, workflow_id, subject_id)
     return data

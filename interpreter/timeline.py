@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from .db import one
+from .db import json_row, one
 from .errors import InterpError, NotFound
 from .lane_clock import CAUSES
 from .queries import Q
@@ -29,17 +29,6 @@ SAMPLE_POINTS = 600
 MAX_INTERVALS = 5000
 # The window of `interp status`'s lane-time line, ending at the lane's latest interval.
 LANE_WINDOW_S = 3600.0
-
-
-def _plain(row: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in row.items():
-        if isinstance(v, dt.datetime):
-            v = v.isoformat()
-        elif hasattr(v, "as_integer_ratio") and not isinstance(v, int | float):  # Decimal
-            v = float(v)
-        out[k] = v
-    return out
 
 
 def lane_time(conn: psycopg.Connection[Any], workflow_id: int,
@@ -112,10 +101,10 @@ def timeline_data(conn: psycopg.Connection[Any], workflow_id: int,
             since_s = max(1.0, (now - first).total_seconds())
             since = first
             window["since"] = since
-    intervals = [_plain(r) for r in conn.execute(Q["timeline_intervals"],
+    intervals = [json_row(r) for r in conn.execute(Q["timeline_intervals"],
                                                  {**window, "limit": MAX_INTERVALS})]
     bucket_s = max(1, math.ceil(since_s / SAMPLE_POINTS))
-    samples = [_plain(r) for r in conn.execute(Q["timeline_samples"],
+    samples = [json_row(r) for r in conn.execute(Q["timeline_samples"],
                                                {**window, "bucket_s": bucket_s})]
     markers = (_model_markers(conn, window) + _breaker_markers(conn, window)
                + _pause_markers(intervals))
