@@ -52,6 +52,10 @@ class Subject:
     row: dict[str, Any]          # the subject table's row (to_jsonb)
     outputs: dict[str, Any]      # earlier steps' latest outputs, keyed by step number as text
     attempt: int = 1             # 1 for the first try at this step
+    # Which pass through this step this is: 1 the first time the subject reaches
+    # it, 2 when a loop brings it back after one success here, ... (its earlier
+    # successful checkpoints at this step, plus one; retries do not count).
+    visit_of_step: int = 1
 
 
 @dataclass

@@ -89,6 +89,16 @@ class Runner:
     def admit(self, limit: int | None) -> int:
         return self.store.admit(limit)
 
+    def release_all(self, timeout_s: float = 2.0) -> int | None:
+        """For a process about to exit without finishing its waves (a second Ctrl-C):
+        gives back this worker's leased waves, uncounted, and records the run as
+        stopped, within about timeout_s. Returns the subjects released, or None when
+        the database did not answer in time (the leases then expire as after a crash).
+        A wave in flight is not waited for: a result it commits later is fenced out."""
+        if self.ctx.run_id is None:
+            return 0
+        return self.control.release_now(timeout_s)
+
     # ------------------------------------------------------------ the run
 
     def run(self) -> RunSummary:

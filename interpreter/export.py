@@ -29,8 +29,11 @@ def export_workflow(conn: psycopg.Connection[Any], wf: Workflow) -> str:
 
     # The name goes into a comment line: a line break in it must not end the comment.
     title = " ".join(f"Workflow {wf.id}: {wf.name}".splitlines())
+    # No BEGIN/COMMIT in the file: the loader owns the transaction (a seed file may
+    # not control it), so a file is applied whole or not at all.
     out = [f"-- {title}", "-- Exported by `interp workflow export`; loading it again changes nothing.",
-           statement(Q["export_begin"]), "",
+           "-- Load it with `interp seed load FILE` (or `psql --single-transaction -f FILE`):",
+           "-- one transaction, all or nothing.", "",
            statement(Q["export_workflow"], name=wf.name, description=wf.description,
                      subject_table=wf.subject_table, subject_key=wf.subject_key), ""]
     out += [statement(Q["export_model"], name=m.name, source=m.source, n_gpu_layers=m.n_gpu_layers,
@@ -60,7 +63,7 @@ def export_workflow(conn: psycopg.Connection[Any], wf: Workflow) -> str:
     out += [statement(Q["export_entry_point"], name=ep.name, admit_sql=ep.admit_sql,
                       first_step=ep.first_step, enabled=ep.enabled)
             for ep in wf.entry_points]
-    out += ["", statement(Q["export_commit"]), ""]
+    out.append("")
     return "\n".join(out)
 
 

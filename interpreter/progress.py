@@ -437,6 +437,16 @@ class ProgressReporter:
         if not self.thread.is_alive():
             self.source.close()
 
+    def abandon(self) -> None:
+        """Stops drawing for a process that leaves at once (no final summary, no
+        database read): a live view gives the terminal back as it was."""
+        self.stopping.set()
+        if isinstance(self.view, LiveView):
+            try:
+                self.view.stop()
+            except Exception:  # noqa: BLE001 - leaving anyway
+                pass
+
 
 def start_reporter(dsn: str, workflow_id: int, run: RunLike, *, live: bool, stream: IO[str],
                    every_s: float, log_format: str) -> ProgressReporter:

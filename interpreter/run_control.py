@@ -78,6 +78,44 @@ class RunControl:
         except Exception:  # noqa: BLE001 - best effort on the way out
             log.warning("could not record the end of run %s", self.ctx.run_id)
 
+    def release_now(self, timeout_s: float) -> int | None:
+        """Gives back this worker's leased waves and half-open probes and records the
+        run as stopped, at once, for a process that is about to leave without
+        finishing its waves (a second Ctrl-C). Runs on a connection of its own (the
+        pool's may be held by a lane in the middle of a statement) and gives up
+        after timeout_s (the database may be unreachable: the leases then expire).
+        Returns the subjects released, or None when it did not finish in time."""
+        done: list[int] = []
+        thread = threading.Thread(target=lambda: done.append(self._release(timeout_s)),
+                                  name="release-now", daemon=True)
+        thread.start()
+        thread.join(timeout_s)
+        return done[0] if done else None
+
+    def _release(self, timeout_s: float) -> int:
+        ctx = self.ctx
+        ms = str(max(1, int(timeout_s * 1000)))
+        try:
+            # autocommit: each wave given back stays given back if a later one times out
+            with psycopg.connect(ctx.db.dsn, autocommit=True,
+                                 connect_timeout=max(1, int(timeout_s)),
+                                 options=f"-c lock_timeout={ms} -c statement_timeout={ms}",
+                                 application_name="interp release") as c:
+                released = 0
+                for wave_id in self.store.active_wave_ids():
+                    released += c.execute(Q["release_wave"], {
+                        "workflow_id": ctx.wf.id, "wave_id": wave_id,
+                        "worker_id": ctx.worker_id}).rowcount
+                for actor in self.breaker.held_probes():
+                    c.execute(Q["breaker_return_probe"], {"actor": actor,
+                                                          "worker_id": ctx.worker_id})
+                c.execute(Q["finish_run"], {"run_id": ctx.run_id, "status": "stopped",
+                                            "error": None})
+                return released
+        except psycopg.Error as exc:
+            log.warning("could not give back the leases at once: %s", first_line(exc))
+            return 0
+
     # ------------------------------------------------------------ heartbeat
 
     def start_heartbeat(self) -> threading.Thread:

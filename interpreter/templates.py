@@ -9,7 +9,8 @@ The context for a subject at a step:
 
 - every column of the subject row, at top level and under ``subject``;
 - ``out``: earlier steps' outputs by step number (an int): ``out[2].title``;
-- ``step``: ``{"number": ..., "name": ...}``.
+- ``step``: ``{"number": ..., "name": ..., "visit": ...}``, visit being which pass
+  through this step the subject is on (1, then 2 when a loop brings it back...).
 
 The names ``subject``, ``out`` and ``step`` win over subject columns of the same
 name (those columns stay reachable as ``subject.out`` etc.).
@@ -74,7 +75,8 @@ def build_context(subject: Subject, step: StepDef) -> dict[str, Any]:
     context: dict[str, Any] = dict(row)
     context["subject"] = row
     context["out"] = outputs_by_step(subject.outputs)
-    context["step"] = {"number": step.number, "name": step.name}
+    context["step"] = {"number": step.number, "name": step.name,
+                       "visit": subject.visit_of_step}
     return context
 
 

@@ -16,6 +16,7 @@ from psycopg import sql
 
 from .definitions import Workflow
 from .errors import DefinitionError, first_line
+from .models import ModelLoadError, is_remote, remote_endpoints
 from .queries import Q
 from .scripts import check_target, load_target
 from .templates import RESERVED, template_problems
@@ -26,6 +27,7 @@ def validate_workflow(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
     problems: list[str] = []
     problems += _structure(wf)
     problems += _actors(wf)
+    problems += _model_sources(wf)
     problems += _schemas(wf)
     problems += _reachability(wf)
     problems += _queries(conn, wf)
@@ -109,6 +111,25 @@ def _actors(wf: Workflow) -> list[str]:
                 out.append(f"step {number} ({step.name}): {exc}")
         elif actor.kind == "sql" and not actor.target.strip():
             out.append(f"step {number} ({step.name}): SQL actor {actor.name!r} has no SQL")
+    return out
+
+
+def _model_sources(wf: Workflow) -> list[str]:
+    """A model served remotely must name its servers well (http(s) URLs, each at most
+    once, `#parallel=N` with N >= 1): a run would fail its every wave otherwise.
+    Checked once per model the workflow's steps use; no server is contacted."""
+    used = sorted({actor.target for step in wf.steps.values()
+                   if (actor := wf.actors.get(step.actor or "")) is not None
+                   and actor.kind == "model" and actor.target in wf.models})
+    out: list[str] = []
+    for name in used:
+        source = wf.models[name].source
+        if not is_remote(source):
+            continue
+        try:
+            remote_endpoints(source)
+        except ModelLoadError as exc:
+            out.append(f"model {name!r}: {first_line(exc)}")
     return out
 
 

@@ -339,7 +339,7 @@ class WaveStore:
         claimed = {r["subject_id"]: Claimed(r["subject_id"], r["attempts"], r["visits"])
                    for r in rows}
         subjects = [Subject(r["subject_id"], r["row"] or {}, r["outputs"] or {},
-                            r["attempts"] + 1) for r in rows]
+                            r["attempts"] + 1, r["visit_of_step"]) for r in rows]
         return Wave(step, wave_id, claimed, subjects, wf, model)
 
     def commit(self, wave: Wave, results: list[StepResult], busy_ms: float,
@@ -511,11 +511,14 @@ class WaveStore:
         return moved == len(ids)
 
     def subjects_of(self, c: psycopg.Connection[Any], wave: InlineWave) -> list[Subject]:
-        """The wave's subjects with their subject-table rows, as a script actor sees them."""
+        """The wave's subjects with their subject-table rows and which pass through the
+        step each is on, as a script actor sees them."""
         found = {r["subject_id"]: r["row"] for r in c.execute(
             self._with_subject_table(Q["subject_rows"]), {"ids": wave.ids})}
+        visits = {r["subject_id"]: r["visit_of_step"] for r in c.execute(
+            Q["visits_of_step"], wave.params())}
         return [Subject(i, found.get(i) or {}, wave.outputs.get(i) or {},
-                        wave.claimed[i].attempts + 1) for i in wave.ids]
+                        wave.claimed[i].attempts + 1, visits.get(i, 1)) for i in wave.ids]
 
     # ------------------------------------------------------------ writing
 

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from typing import NoReturn
 
 import click
 
@@ -67,7 +68,8 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
         metrics_port: int | None, metrics_addr: str, priority_at_least: int | None) -> None:
     """Run a workflow: admit subjects, then drive them through the steps in waves.
 
-    SIGTERM or Ctrl-C finishes or releases the current wave, then exits 0.
+    SIGTERM or Ctrl-C finishes or releases the current wave, then exits 0; a
+    second one gives this worker's leases back and exits 130 at once.
     Several `interp run` processes may share one workflow.
 
     Progress goes to stderr: on a terminal a live view (steps done/total, the
@@ -91,13 +93,16 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
     ctx.migrate_if_needed()
     stop = threading.Event()
 
+    runner: Runner | None = None
+    reporter: ProgressReporter | None = None
+
     def on_signal(signum, frame):  # noqa: ARG001
         if stop.is_set():
-            sys.exit(130)  # a second Ctrl-C: leave now; leases expire and others take over
+            _leave_now(runner, reporter)  # a second Ctrl-C: give the leases back, exit 130
         # sys.stderr looked up now: during a live view it is the view's proxy, which
         # prints the line above the view instead of into it.
-        click.echo(f"stopping after the current wave ({signal.Signals(signum).name})",
-                   file=sys.stderr)
+        click.echo(f"stopping after the current wave ({signal.Signals(signum).name}); "
+                   "again to leave at once", file=sys.stderr)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -132,6 +137,30 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
                    f"{summary.checkpoints} checkpoints in {summary.waves} waves, "
                    f"{summary.model_loads} model loads, {summary.model_switches} switches",
                    err=True)
+
+
+# A second signal gives the leases back within about this long, then exits
+# whether the database answered or not (unanswered, the leases expire).
+RELEASE_TIMEOUT_S = 2.0
+
+
+def _leave_now(runner: Runner | None, reporter: ProgressReporter | None) -> NoReturn:
+    """Exits 130 at once: no wave is finished or waited for. This worker's leased
+    waves go back to ready first (no attempt counted) and the run is recorded as
+    stopped, so other workers need not wait for the leases to expire."""
+    released = runner.release_all(RELEASE_TIMEOUT_S) if runner is not None else 0
+    if reporter is not None:
+        reporter.abandon()
+    if released is None:
+        note = "the database did not answer; its leases expire in --lease seconds"
+    else:
+        note = f"{released} leased subject(s) given back"
+    click.echo(f"leaving at once ({note})", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # os._exit, not sys.exit: SystemExit would unwind through the run's cleanup,
+    # which joins the lanes, and a lane may be inside a long call.
+    os._exit(130)
 
 
 def _on_a_terminal() -> bool:

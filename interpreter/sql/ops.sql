@@ -203,9 +203,6 @@ DELETE FROM interp.prompts p
 -- name: prune_compact_rollups
 SELECT interp.compact_ops_rollups()
 
--- name: export_begin
-BEGIN;
-
 -- name: export_workflow
 INSERT INTO interp.workflows (workflow_id, name, description, subject_table, subject_key)
 VALUES ({workflow_id}, {name}, {description}, {subject_table}, {subject_key})
@@ -250,9 +247,6 @@ INSERT INTO interp.entry_points (workflow_id, name, admit_sql, first_step, enabl
 VALUES ({workflow_id}, {name}, {admit_sql}, {first_step}, {enabled})
 ON CONFLICT (workflow_id, name) DO UPDATE SET admit_sql = EXCLUDED.admit_sql,
   first_step = EXCLUDED.first_step, enabled = EXCLUDED.enabled;
-
--- name: export_commit
-COMMIT;
 
 -- (branch live) The progress view of `interp run`.
 

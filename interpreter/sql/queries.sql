@@ -141,7 +141,12 @@ WITH wave AS (
       FROM leased HAVING count(*) > 0
 )
 SELECT l.subject_id, l.attempts, l.visits, l.outputs, l.wave_id,
-       CASE WHEN %(with_rows)s THEN to_jsonb(t) END AS row
+       CASE WHEN %(with_rows)s THEN to_jsonb(t) END AS row,
+       -- which pass through this step (Subject.visit_of_step): its earlier
+       -- successes here, plus one (the checkpoints_one_success index's prefix)
+       (SELECT count(*) FROM interp.checkpoints c
+         WHERE c.workflow_id = %(workflow_id)s AND c.subject_id = l.subject_id
+           AND c.step = %(step)s AND c.ok) + 1 AS visit_of_step
   FROM leased l
   LEFT JOIN {subject_table} t ON %(with_rows)s AND t.{subject_key} = l.subject_id::{key_type}
 
@@ -459,3 +464,14 @@ SELECT count(*) AS leased
 
 -- name: limits_spend
 UPDATE interp.actor_limits SET tokens = tokens - %(n)s WHERE actor = %(actor)s
+
+-- ---------------------------------------------------------------- branch rest
+
+-- name: visits_of_step
+-- Which pass through a step each subject of an inline script wave is on
+-- (Subject.visit_of_step): its earlier successes at the step, plus one.
+SELECT i.subject_id,
+       (SELECT count(*) FROM interp.checkpoints c
+         WHERE c.workflow_id = %(workflow_id)s AND c.subject_id = i.subject_id
+           AND c.step = %(step)s AND c.ok) + 1 AS visit_of_step
+  FROM unnest(%(ids)s::text[]) AS i(subject_id)

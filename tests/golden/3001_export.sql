@@ -1,6 +1,7 @@
 -- Workflow 3001: Complete Job Processing Pipeline
 -- Exported by `interp workflow export`; loading it again changes nothing.
-BEGIN;
+-- Load it with `interp seed load FILE` (or `psql --single-transaction -f FILE`):
+-- one transaction, all or nothing.
 
 INSERT INTO interp.workflows (workflow_id, name, description, subject_table, subject_key)
 VALUES (3001, 'Complete Job Processing Pipeline', 'Summarise, grade, improve and save each enabled posting; extract and map its skills; score its internal-hire likelihood (IHL). Failed summaries go to public.review_queue.', 'public.postings', 'posting_id')
@@ -527,5 +528,3 @@ INSERT INTO interp.entry_points (workflow_id, name, admit_sql, first_step, enabl
 VALUES (3001, 'enabled postings', 'SELECT posting_id AS subject_id FROM public.postings WHERE enabled', 1, true)
 ON CONFLICT (workflow_id, name) DO UPDATE SET admit_sql = EXCLUDED.admit_sql,
   first_step = EXCLUDED.first_step, enabled = EXCLUDED.enabled;
-
-COMMIT;

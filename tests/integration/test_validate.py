@@ -62,6 +62,34 @@ def test_model_that_does_not_exist(conn):
     assert any("model 'ghost'" in p for p in problems(conn, 40))
 
 
+@pytest.mark.parametrize("source,needle", [
+    ("http://127.0.0.1:8080#parallel=0", "parallel=N with N >= 1"),
+    ("http://a.example:8080, ftp://b.example", "must be an http(s):// URL"),
+    ("http://a.example/v1 http://a.example", "listed twice"),
+])
+def test_a_remote_model_source_that_is_malformed_names_the_model(conn, source, needle):
+    conn.execute("INSERT INTO interp.models (name, source) VALUES ('remote40', %s)", (source,))
+    conn.execute("INSERT INTO interp.actors (name, kind, target) VALUES "
+                 "('r40', 'model', 'remote40')")
+    conn.execute("INSERT INTO interp.prompt_templates (name, body) VALUES ('t40', 'hi')")
+    good(conn, steps=[{"number": 1, "kind": "gate", "gate_sql": GATE_NOT_DONE_SQL},
+                      {"number": 2, "actor": "r40", "template": "t40"}])
+    found = [p for p in problems(conn, 40) if "remote40" in p]
+    assert len(found) == 1 and found[0].startswith("model 'remote40': ") and needle in found[0]
+
+
+def test_a_well_formed_remote_model_source_is_no_problem(conn):
+    # validate never contacts the servers: these need not be up
+    conn.execute("INSERT INTO interp.models (name, source) VALUES ('remote41', "
+                 "'http://127.0.0.1:9/v1#parallel=2, https://b.example')")
+    conn.execute("INSERT INTO interp.actors (name, kind, target) VALUES "
+                 "('r41', 'model', 'remote41')")
+    conn.execute("INSERT INTO interp.prompt_templates (name, body) VALUES ('t41', 'hi')")
+    good(conn, steps=[{"number": 1, "kind": "gate", "gate_sql": GATE_NOT_DONE_SQL},
+                      {"number": 2, "actor": "r41", "template": "t41"}])
+    assert problems(conn, 40) == []
+
+
 def test_output_schema_that_is_not_json_schema(conn):
     good(conn, steps=[{"number": 1, "kind": "gate", "gate_sql": GATE_NOT_DONE_SQL},
                       {"number": 2, "actor": "ok40", "output_schema": {"type": "banana"}}])

@@ -15,9 +15,17 @@ def test_context_has_columns_subject_out_and_step():
     c = ctx({"title": "Dev"}, {"1": {"city": "Berlin"}, "2": None})
     assert c["title"] == "Dev" and c["subject"]["title"] == "Dev"
     assert c["out"] == {1: {"city": "Berlin"}, 2: None}
-    assert c["step"] == {"number": 3, "name": "grade"}
+    assert c["step"] == {"number": 3, "name": "grade", "visit": 1}
     assert render("{{ title }} in {{ out[1].city }} at {{ step.name }}", c) == \
         "Dev in Berlin at grade"
+
+
+def test_step_visit_says_which_pass_through_the_step_the_subject_is_on():
+    subject = Subject("42", {"title": "Dev"}, {"3": {"score": 2}}, attempt=2, visit_of_step=3)
+    c = build_context(subject, STEP)
+    assert render("pass {{ step.visit }} of {{ step.name }}, last score {{ out[3].score }}",
+                  c) == "pass 3 of grade, last score 2"
+    assert template_problems("{% if step.visit > 1 %}again{% endif %}", {"title"}, {}) == []
 
 
 def test_subject_text_is_data_not_template():
