@@ -130,11 +130,14 @@ class Runner:
             if model_thread is not None:
                 model_thread.join()
             self.scripts.shutdown()
-            self.control.end_heartbeat()
+            lost_db = lost_db or isinstance(ctx.model_error, DatabaseUnreachable)
+            # Without a database the heartbeat and the sampler can only wait for it
+            # (a connection attempt lasts --db-timeout): do not wait for them, they
+            # are daemon threads, and --db-timeout is the limit the user set.
+            self.control.end_heartbeat(timeout=0.5 if lost_db else 5.0)
             if ctx.model_error is not None and status == "finished":
                 status, error = "failed", first_line(ctx.model_error)
             summary.status = status
-            lost_db = lost_db or isinstance(ctx.model_error, DatabaseUnreachable)
             if not lost_db:  # else the database is why we stop: do not wait for it again
                 self.control.finish_run(status, error)
         if ctx.model_error is not None:

@@ -120,7 +120,11 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
         summary = runner.run()
         ended = True
     finally:
-        if reporter is not None:
+        if reporter is not None and not runner.run_id:
+            # Refused before it started (an invalid definition): the error's one line
+            # is all there is to say, no progress summary of a run that never was.
+            reporter.abandon()
+        elif reporter is not None:
             reporter.stop(run_ended=ended)
         if metrics is not None:
             metrics.shutdown()
