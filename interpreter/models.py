@@ -329,18 +329,20 @@ class LlamaBackend:
         self._grammars: dict[str, str] = {}
         prepare_llama_import()
         try:
-            from llama_cpp import Llama
-
+            from .llama_build import extra_buffers_choice, open_llama
             from .llama_decode import LlamaDecoder
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ModelLoadError(f"llama-cpp-python is not installed: {first_line(exc)}") from exc
         self.threads = choose_threads(model, n_threads)
         started = time.perf_counter()
         try:
-            self.llama = Llama(model_path=str(path), n_gpu_layers=model.n_gpu_layers,
-                               n_ctx=own_context or model.n_ctx, n_threads=self.threads.n_threads,
-                               n_threads_batch=self.threads.n_threads_batch,
-                               verbose=False, seed=0)
+            self.extra_buffers = extra_buffers_choice()
+            self.llama = open_llama(self.extra_buffers, model_path=str(path),
+                                    n_gpu_layers=model.n_gpu_layers,
+                                    n_ctx=own_context or model.n_ctx,
+                                    n_threads=self.threads.n_threads,
+                                    n_threads_batch=self.threads.n_threads_batch,
+                                    verbose=False, seed=0)
         except Exception as exc:  # noqa: BLE001 - ValueError (corrupt), MemoryError, RuntimeError
             raise ModelLoadError(f"model {model.name!r} failed to load from {path}: "
                                  f"{first_line(exc)}") from exc
@@ -394,6 +396,8 @@ class LlamaBackend:
                 "n_threads": self.threads.n_threads,
                 "n_threads_batch": self.threads.n_threads_batch,
                 "threads_chosen_by": self.threads.chosen_by, "parallel": self.slots,
+                "extra_buffers": self.extra_buffers.on,
+                "extra_buffers_chosen_by": self.extra_buffers.chosen_by,
                 **omp_wait_policy()}
 
     def count_prompt(self, messages: Messages) -> int:

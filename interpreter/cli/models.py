@@ -136,12 +136,14 @@ def _chosen(value: Any, chosen_by: Any) -> str:
 
 
 def _threads(report: dict[str, Any]) -> str:
-    """e.g. `1/1 (rule) omp=passive`: generation/batch threads, what chose them, wait policy."""
+    """e.g. `1/1 (rule) omp=passive`: generation/batch threads, what chose them, wait policy
+    (and `extra-buffers=off` when the AMX guard of llama_build.py is on)."""
     if report.get("n_threads") is None:
         return ""
     policy = report.get("omp_wait_policy")
     return (f"{report['n_threads']}/{report.get('n_threads_batch')} "
-            f"({report.get('threads_chosen_by')})" + (f" omp={policy}" if policy else ""))
+            f"({report.get('threads_chosen_by')})" + (f" omp={policy}" if policy else "")
+            + (" extra-buffers=off" if report.get("extra_buffers") is False else ""))
 
 
 @models.command("check")
