@@ -116,6 +116,34 @@ def test_truncated_output_is_reasked_then_fail(pool):
     assert r.audit["completion_tokens"] == 8
 
 
+# A prompt from a real run of workflow 3001 (IHL Skeptic) on which SmolLM2 writes a
+# newline inside the "counter" string at temperature 0: 15 of 17 such answers failed
+# json.loads ("Invalid control character") before the grammar's string rule was fixed.
+SKEPTIC_PROMPT = (
+    "You are a skeptic. An analyst scored how likely this job posting was written for an "
+    "insider (1 = open, 10 = insider).\n\nJob: {{ title }}\nEvidence:\n- no signal found\n"
+    "Score from the signals alone: 2 of 10.\nAnalyst score: 2. Argument: 10\n\n"
+    "Give your own score from 1 to 10 and the strongest counter-argument.\n")
+SKEPTIC_SCHEMA = {"type": "object", "additionalProperties": False,
+                  "required": ["score", "counter"],
+                  "properties": {"score": {"enum": list(range(1, 11))},
+                                 "counter": {"type": "string", "maxLength": 120}}}
+
+
+def test_grammar_made_strings_hold_no_raw_control_characters(pool):
+    s = step(output_schema=SKEPTIC_SCHEMA, params={"max_tokens": 160, "reask": 0})
+    wf = workflow([s], [smol()], {"t": SKEPTIC_PROMPT})
+    rows = [(f"k{i}", title, "") for i, title in enumerate(
+        ["Senior MLOps Engineer at Northwind Retail SAS", "Data Engineer at Acme",
+         "Nurse at St. Mary", "Warehouse Lead at Globex"])]
+    results = run_model_wave(pool, wf, s, subjects(rows))
+    for r in results:
+        # One try each (reask 0): the first answer parses and matches the schema.
+        assert r.ok and r.outcome == "DONE", r.output
+        jsonschema.validate(r.output, SKEPTIC_SCHEMA)
+        assert r.audit["tries"] == 1
+
+
 def test_invalid_json_without_grammar_is_reasked(pool, monkeypatch):
     # An unsatisfiable schema: the grammar cannot help; jsonschema rejects every answer.
     impossible = {"type": "object", "properties": {"n": {"type": "integer"}},

@@ -54,3 +54,21 @@ def test_a_model_loaded_without_extra_buffers_generates_and_says_so(monkeypatch,
     # The swap of llama-cpp-python's defaults is undone after the load.
     import llama_cpp.llama_cpp as lc
     assert lc.llama_model_default_params().use_extra_bufts is True
+
+
+def test_json_grammars_use_llama_cpp_string_rule_without_control_characters():
+    import json
+
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    from interpreter.models import JSON_STRING_CHAR_RULE, json_string_chars
+
+    raw = json_schema_to_gbnf(json.dumps({"type": "object", "properties": {
+        "a": {"type": "string", "maxLength": 5}}}))
+    fixed = json_string_chars(raw)
+    char_rules = [line for line in fixed.splitlines() if line.startswith("char ::=")]
+    assert char_rules == [JSON_STRING_CHAR_RULE]
+    assert r"\x00-\x1F" in JSON_STRING_CHAR_RULE
+    # Everything else is the converter's own.
+    assert [x for x in raw.splitlines() if not x.startswith("char ::=")] == \
+        [x for x in fixed.splitlines() if not x.startswith("char ::=")]
