@@ -22,6 +22,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from .actor_api import utcnow
 from .breaker import Breaker
 from .db import one
 from .definitions import ModelDef, StepDef
@@ -118,14 +119,15 @@ class ModelLane:
                 nxt = self._submit_claim(db_lane, commits)
                 clock.enter("generating", model=wave.model, step=wave.step.number,
                             subjects=len(wave.subjects), new=True)
-                t0 = time.monotonic()
+                t0, started = time.monotonic(), utcnow()
                 # On stop the generation returns early; the subjects it has no result
                 # for are released by the commit, without counting an attempt.
                 results = run_model_wave(pool, wave.wf, wave.step, wave.subjects,
                                          should_stop=ctx.stop.is_set)
                 busy_ms = (time.monotonic() - t0) * 1000
                 events, self.events = self.events, []
-                commits.append(db_lane.submit(self.commit, wave, results, busy_ms, events))
+                commits.append(db_lane.submit(self.commit, wave, results, busy_ms, events,
+                                              started))
                 self._record_files(db_lane, results)
                 commits = self._surface_failed_commits(commits)
             clock.enter("waiting_commit")
@@ -176,10 +178,12 @@ class ModelLane:
         return nxt.result()
 
     def commit(self, wave: Wave, results: list[Any], busy_ms: float,
-               events: list[dict[str, Any]]) -> int:
-        """Commits a generated wave (on the DB thread), then ends its probe if it was one."""
+               events: list[dict[str, Any]], started: datetime | None = None) -> int:
+        """Commits a generated wave (on the DB thread), then ends its probe if it was one.
+        `started` is when its generation began: the wave's started_at, which
+        interp.model_lane_gaps compares with the previous wave's end."""
         try:
-            return self.store.commit(wave, results, busy_ms, events)
+            return self.store.commit(wave, results, busy_ms, events, started)
         finally:
             self._end_probe(wave)
 

@@ -273,3 +273,12 @@ def test_a_model_wave_through_the_engine_records_its_batch_width(db, conn, smoll
     assert {r["batch_width"] for r in second} == {1}
     trace = render_trace(trace_data(conn, 61, "1"))
     assert "batch=2" in trace and "batch=1" in trace
+    # Each model wave records when its generation started, between its claim and
+    # its commit, so interp.model_lane_gaps sees the gaps between model waves.
+    waves = conn.execute("SELECT claimed_at, started_at, finished_at FROM interp.waves "
+                         "WHERE workflow_id = 61 AND model IS NOT NULL").fetchall()
+    assert len(waves) >= 2
+    assert all(w["claimed_at"] <= w["started_at"] <= w["finished_at"] for w in waves)
+    gaps = conn.execute("SELECT count(*) AS n FROM interp.model_lane_gaps "
+                        "WHERE workflow_id = 61").fetchone()
+    assert gaps["n"] == len(waves)
