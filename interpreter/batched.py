@@ -12,7 +12,11 @@ shared prompt prefix. One decode-loop thread does all the work on it. Each step:
 
 1. sequences whose caller has stopped (``should_stop``) or whose deadline has
    passed end now, with the tokens they have;
-2. waiting calls take the free sequence slots;
+2. waiting calls take the free sequence slots, in the order they came. The
+   model lane starts the next wave of the same model once every subject of the
+   current one has started (cross-wave continuity, `interpreter.model_lane`):
+   its calls wait here behind the running sequences, so the slot a finished
+   sequence frees at a wave's tail goes to the next wave's first subject;
 3. one ``llama_batch`` is built: the last sampled token of every generating
    sequence, then up to one prompt chunk (64 tokens on a CPU, 512 on a GPU) of
    the sequences still reading their prompts, so that a new prompt never holds

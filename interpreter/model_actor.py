@@ -16,7 +16,10 @@ A backend with N slots (a batched local model, a server taking N requests at
 once) runs up to N subjects of the wave at once: a pool of N threads, each
 taking the next subject and running its whole conversation (generate,
 validate, re-ask), so a re-ask enters the backend as a new sequence while the
-other subjects go on. Each result's audit records the batch width.
+other subjects go on. Each result's audit records the batch width. Once every
+subject of the wave has a thread, the wave says so (`all_started`): the model
+lane then starts the next wave of the same model, whose subjects queue in the
+backend behind this wave's (cross-wave continuity, docs/actors.md).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,10 +116,16 @@ class ModelCall:
 
 
 def run_model_wave(pool: ModelPool, workflow: Workflow, step: StepDef, subjects: list[Subject],
-                   should_stop: Callable[[], bool] = lambda: False) -> list[StepResult]:
+                   should_stop: Callable[[], bool] = lambda: False,
+                   all_started: Callable[[], None] | None = None) -> list[StepResult]:
     """Run one model step over a wave; one StepResult per subject that ran, in the
     wave's order. Up to the backend's slots subjects run at once (see the module's
     docstring); with one slot they run one after another.
+
+    all_started() is called once every subject has started, only by a wave whose
+    subjects run concurrently (a backend with more than one slot, a wave of more
+    than one subject): with one slot, or when the model did not load, it is never
+    called, and the model lane lets the next wave wait for this one's end.
 
     should_stop() is read between subjects and between the tokens of a
     generation: when it turns true, the generation in flight is abandoned within
@@ -133,7 +143,7 @@ def run_model_wave(pool: ModelPool, workflow: Workflow, step: StepDef, subjects:
     except WaveFailure as exc:
         return [StepResult.failure(s.id, str(exc), actor_failure=True) for s in subjects]
     if call.batch_width > 1:
-        return run_concurrently(call, subjects)
+        return run_concurrently(call, subjects, all_started)
     results: list[StepResult] = []
     for subject in subjects:
         if should_stop():
@@ -145,12 +155,22 @@ def run_model_wave(pool: ModelPool, workflow: Workflow, step: StepDef, subjects:
     return results
 
 
-def run_concurrently(call: ModelCall, subjects: list[Subject]) -> list[StepResult]:
+def run_concurrently(call: ModelCall, subjects: list[Subject],
+                     all_started: Callable[[], None] | None = None) -> list[StepResult]:
     """The wave on call.batch_width threads, each running whole subjects; the results
     of the subjects that finished, in the wave's order. Once should_stop() turns
     true, subjects not started are not started, and those generating end without a
-    result (the backend aborts them at its next decode step)."""
+    result (the backend aborts them at its next decode step).
+
+    all_started() is called when the last subject gets its thread: from then on
+    no subject of this wave waits for a thread (the last one renders its prompt
+    and enters the backend at once), so a later wave's subjects, queued in the
+    backend behind this wave's, never hold up one of its first tries (a re-ask
+    of this wave does queue behind them)."""
+    countdown = Countdown(len(subjects), all_started)
+
     def one(subject: Subject) -> StepResult | NotRun:
+        countdown.tick()
         if call.should_stop():
             return NOT_RUN
         return run_subject_guarded(call, subject)
@@ -158,6 +178,22 @@ def run_concurrently(call: ModelCall, subjects: list[Subject]) -> list[StepResul
     with cf.ThreadPoolExecutor(call.batch_width, thread_name_prefix="model-subject") as ex:
         outcomes = list(ex.map(one, subjects))
     return [r for r in outcomes if not isinstance(r, NotRun)]
+
+
+class Countdown:
+    """Calls `then` once, when `tick` has been called `n` times (from any threads)."""
+
+    def __init__(self, n: int, then: Callable[[], None] | None):
+        self.left = n
+        self.then = then
+        self.lock = threading.Lock()
+
+    def tick(self) -> None:
+        with self.lock:
+            self.left -= 1
+            last = self.left == 0
+        if last and self.then is not None:
+            self.then()
 
 
 class WaveFailure(Exception):

@@ -1,27 +1,45 @@
-"""The model lane: one thread that owns the resident models and keeps them busy.
+"""The model lane: one thread that schedules the model waves and keeps the resident
+models busy.
 
 It prefers waves for the model already loaded, and switches only when that
 model has no work left or another model's backlog is `switch_ratio` times
-larger. While it generates, a DB thread commits the previous wave and claims
-the next one, so generation does not wait on PostgreSQL, and no connection is
-held during a generation. Like the cheap lane, it claims and commits through
-the wave store and asks the breaker before it claims; a step whose actor is
-held by its rate or concurrency limit (limits.py) gives way to the next, and
-while only such steps have work the lane waits until the first may claim.
+larger. A wave generates on a small generation executor while the lane thread
+claims the next one through a DB thread, which also commits each wave as soon
+as its generation returns, so generation does not wait on PostgreSQL, and no
+connection is held during a generation. Like the cheap lane, it claims and
+commits through the wave store and asks the breaker before it claims; a step
+whose actor is held by its rate or concurrency limit (limits.py) gives way to
+the next, and while only such steps have work the lane waits until the first
+may claim.
+
+Cross-wave continuity: up to two waves generate at once. The next wave starts
+while the current one still generates when both use the same loaded model,
+that model serves more than one sequence (a batched local model, a server
+row), neither wave is a breaker probe, and every subject of the current wave
+has started: its subjects then queue in the backend behind the running ones
+and take the slots as the current wave's sequences end (`BatchEngine` admits in
+order), so the slots do not empty at a wave's tail. Otherwise it waits for the
+waves in flight to end, as a different model must never load or evict while
+another wave generates on the pool. Each wave is committed on its own.
 
 It tells the run's lane clock what it is doing at every moment (generating,
 loading or switching a model, waiting for a claim or a commit, held back by a
 breaker or an actor's limit, idle, paused): the timeline of docs/ops.md.
+While any wave generates it says generating (an interval per wave started, so
+the common time of two waves is counted once, as it is in their busy_ms).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import threading
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .actor_api import utcnow
 from .breaker import Breaker
 from .db import one
 from .definitions import ModelDef, StepDef
@@ -38,11 +56,30 @@ log = logging.getLogger(__name__)
 # (switch_ratio), bounded so the count stays cheap on a huge queue.
 MODEL_BACKLOG_CAP = 100_000
 # A wave holds at least this many subjects per sequence the model serves at
-# once. The model actor runs a wave to its end before the next one starts, so a
-# wave of exactly N subjects for N slots would run them all at once and then
-# leave slots empty while the slowest finish; with 2N, a slot freed early takes
-# the next subject at once and the slots stay full for most of the wave.
+# once. With N, a wave would start all its subjects at once and the next wave
+# would join it at once (cross-wave continuity, above): the slots would stay
+# full as well, but the lane would claim and commit twice as often. With 2N the
+# next wave joins halfway, and its claim has the first half's time to come back.
 WAVE_SUBJECTS_PER_SLOT = 2
+# Waves generating at once: the one finishing and the next, queued behind it.
+# A third would only queue behind the second, holding its subjects' leases.
+MAX_WAVES_IN_FLIGHT = 2
+# How often a lane that waits for its waves looks at the stop flag again when
+# nothing else wakes it (the waits end at once on what they wait for).
+WAKE_POLL_S = 0.2
+
+
+@dataclass(eq=False)
+class Flight:
+    """A wave generating on the generation executor."""
+
+    wave: Wave
+    key: str                      # the load key of its model
+    slots: int                    # sequences that model serves at once
+    t0: float = field(default_factory=time.monotonic)
+    started: datetime = field(default_factory=utcnow)
+    # Set by the model actor once every subject of the wave has started.
+    all_in: threading.Event = field(default_factory=threading.Event)
 
 
 class ModelLane:
@@ -63,12 +100,27 @@ class ModelLane:
         # The commits queued on the DB thread ahead of the pending claim.
         self._commits_ahead: list[cf.Future[int]] = []
         self._closing = False
+        # Shared with the generation threads, under _lock: the waves in flight, the
+        # futures of their generations and of the commits not yet checked, and how
+        # far the lane's generating time has been accounted to committed waves.
+        self._lock = threading.Lock()
+        self._flights: list[Flight] = []
+        self._generations: list[cf.Future[None]] = []
+        self._commits: list[cf.Future[int]] = []
+        self._busy_until = 0.0
+        # Set when a generation ends or a wave has started all its subjects: what a
+        # wave waiting for its turn to start waits for (_await_start).
+        self._wake = threading.Event()
+        self._next_claim: cf.Future[Wave | None] | None = None
+        self._held: Wave | None = None        # claimed, waiting for its turn to start
+        self._polling = True                  # the last claim found nothing to do
 
     def on_event(self, event: dict[str, Any]) -> None:
-        self.events.append({"event": event.get("event"), "model": event.get("model"),
-                            "from_model": event.get("from_model"),
-                            "duration_ms": event.get("duration_ms"),
-                            "detail": event.get("detail"), "at": datetime.now(UTC)})
+        with self._lock:   # from a generation thread (the pool loads there)
+            self.events.append({"event": event.get("event"), "model": event.get("model"),
+                                "from_model": event.get("from_model"),
+                                "duration_ms": event.get("duration_ms"),
+                                "detail": event.get("detail"), "at": datetime.now(UTC)})
         self._clock_model_event(event)
 
     def _clock_model_event(self, event: dict[str, Any]) -> None:
@@ -96,56 +148,180 @@ class ModelLane:
 
     def run(self) -> None:
         ctx = self.ctx
-        pool = ModelPool(ctx.opt.model_memory_mb * 1024 * 1024, on_event=self.on_event)
-        db_lane = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-db")
-        commits: list[cf.Future[int]] = []
-        nxt: cf.Future[Wave | None] | None = None
-        clock = self.clock
+        self._pool = ModelPool(ctx.opt.model_memory_mb * 1024 * 1024, on_event=self.on_event)
+        self._db_lane = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-db")
+        self._gen_lane = cf.ThreadPoolExecutor(max_workers=MAX_WAVES_IN_FLIGHT,
+                                               thread_name_prefix="model-wave")
         try:
-            nxt = self._submit_claim(db_lane, commits)
-            wave: Wave | None = None
-            while not ctx.stop.is_set():
-                wave = self._await_claim(nxt, polling=wave is None)
-                if wave is None:
-                    ctx.model_busy.clear()
-                    clock.enter(self.no_wave_cause)
-                    ctx.stop.wait(self.idle_wait())
-                    nxt = self._submit_claim(db_lane, commits)
-                    continue
-                ctx.model_busy.set()
-                self.current_model = self.model_key(wave.step)
-                # Claim the next wave while this one generates.
-                nxt = self._submit_claim(db_lane, commits)
-                clock.enter("generating", model=wave.model, step=wave.step.number,
-                            subjects=len(wave.subjects), new=True)
-                t0 = time.monotonic()
-                # On stop the generation returns early; the subjects it has no result
-                # for are released by the commit, without counting an attempt.
-                results = run_model_wave(pool, wave.wf, wave.step, wave.subjects,
-                                         should_stop=ctx.stop.is_set)
-                busy_ms = (time.monotonic() - t0) * 1000
-                events, self.events = self.events, []
-                commits.append(db_lane.submit(self.commit, wave, results, busy_ms, events))
-                self._record_files(db_lane, results)
-                commits = self._surface_failed_commits(commits)
-            clock.enter("waiting_commit")
-            for f in commits:
-                f.result()
+            self._next_claim = self._submit_claim()
+            self._schedule()
+            self._drain()
+        except BaseException:
+            # The lane failed: the waves in flight end at their next decode step, and
+            # their commits give back the subjects they have no result for.
+            ctx.stop.set()
+            raise
         finally:
-            # Stopping, or the lane failed: give back a prefetched wave nobody will run.
-            # (A wave whose generation or commit failed is not given back: its lease
-            # expires and the reaper returns it, as for a worker that died on it.)
-            if nxt is not None:
-                self._give_back(db_lane, nxt)
-            ctx.model_busy.clear()
-            if ctx.summary is not None:
-                ctx.summary.model_loads = getattr(pool, "loads", 0)
-                ctx.summary.model_switches = getattr(pool, "switches", 0)
-            # The lane has stopped; its clock ends with the run (the sampler ends it).
-            clock.enter("idle")
-            self._closing = True
-            pool.close()
-            db_lane.shutdown(wait=True)
+            self._close_down()
+
+    def _schedule(self) -> None:
+        """Until the run stops: take the claimed wave, wait for its turn (may_start),
+        start it, and claim the next one while it generates."""
+        while not self.ctx.stop.is_set():
+            assert self._next_claim is not None
+            wave = self._await_claim(self._next_claim)
+            self._next_claim = None
+            if wave is None:
+                self._no_wave()
+                self._next_claim = self._submit_claim()
+                continue
+            self._held = wave
+            if not self._await_start(wave):
+                return          # stopping: _close_down gives the held wave back
+            self._held = None
+            self._start(wave)
+            self._next_claim = self._submit_claim()
+
+    def _no_wave(self) -> None:
+        """The last claim found nothing. While waves generate, the lane claims again
+        when one ends (its commit may make work ready) or after a poll; otherwise it
+        is idle (or paused, held back...) for a poll."""
+        generating = self._pending_generations()
+        if generating:
+            cf.wait(generating, timeout=self.idle_wait(), return_when=cf.FIRST_COMPLETED)
+            return
+        self._polling = True
+        self.ctx.model_busy.clear()
+        self.clock.enter(self.no_wave_cause)
+        self.ctx.stop.wait(self.idle_wait())
+
+    def _await_start(self, wave: Wave) -> bool:
+        """Waits until the wave may start (may_start); False when the run stops first."""
+        while True:
+            self._wake.clear()
+            self._surface_failures()
+            if self.ctx.stop.is_set():
+                return False
+            with self._lock:
+                flights = list(self._flights)
+            if self.may_start(wave, flights):
+                return True
+            self._wake.wait(WAKE_POLL_S)
+
+    def may_start(self, wave: Wave, flights: list[Flight]) -> bool:
+        """A wave starts at once when none generates. Beside waves in flight only when
+        its subjects would queue in their loaded backend behind theirs: the same load
+        key, a backend that serves more than one sequence (the model actor reports
+        all_in only for such a wave), every subject of theirs started (so this wave
+        takes no thread or slot they wait for), no breaker probe on either side (a
+        probe's verdict is its own subject's), and room for one more wave. A wave of
+        another model waits for their end: it must not load or evict under them."""
+        if not flights:
+            return True
+        if len(flights) >= MAX_WAVES_IN_FLIGHT or wave.wave_id in self._probe_waves:
+            return False
+        key = wave_key(wave)
+        return all(f.key == key and f.slots > 1 and f.all_in.is_set()
+                   and f.wave.wave_id not in self._probe_waves for f in flights)
+
+    def _start(self, wave: Wave) -> None:
+        """Starts the wave's generation on the generation executor."""
+        model = wave.wf.model_of(wave.step)
+        flight = Flight(wave, wave_key(wave), model_slots(model) if model else 1)
+        self.ctx.model_busy.set()
+        self.current_model = self.model_key(wave.step)
+        self._polling = False
+        with self._lock:
+            self._flights.append(flight)
+        # Entered before the generation starts, so that a model load it begins with
+        # is cut out of this interval (on_event). With two waves in flight the
+        # interval is the newest wave's: the lane's time is counted once.
+        self.clock.enter("generating", model=wave.model, step=wave.step.number,
+                         subjects=len(wave.subjects), new=True)
+        future = self._gen_lane.submit(self._generate, flight)
+        with self._lock:
+            self._generations.append(future)
+        future.add_done_callback(self._wakeup)
+
+    def _generate(self, flight: Flight) -> None:
+        """One wave's generation, on a generation thread; its commit is queued on the
+        DB thread as soon as it returns, whatever the other wave in flight does."""
+        wave = flight.wave
+        try:
+            # On stop the generation returns early; the subjects it has no result
+            # for are released by the commit, without counting an attempt.
+            results = run_model_wave(self._pool, wave.wf, wave.step, wave.subjects,
+                                     should_stop=self.ctx.stop.is_set,
+                                     all_started=lambda: self._all_in(flight))
+            with self._lock:
+                busy_ms = self._account_busy(flight)
+                events, self.events = self.events, []
+                commit = self._db_lane.submit(self.commit, wave, results, busy_ms, events,
+                                              flight.started)
+                self._commits.append(commit)
+                self._record_files(results)
+        finally:
+            with self._lock:
+                self._flights.remove(flight)
+
+    def _all_in(self, flight: Flight) -> None:
+        flight.all_in.set()
+        self._wake.set()
+
+    def _wakeup(self, _done: cf.Future[Any]) -> None:
+        self._wake.set()
+
+    def _in_flight(self) -> bool:
+        with self._lock:
+            return bool(self._flights)
+
+    def _pending_generations(self) -> list[cf.Future[None]]:
+        with self._lock:
+            return [f for f in self._generations if not f.done()]
+
+    def _account_busy(self, flight: Flight) -> float:
+        """The generating time this wave's commit accounts for (ms, under _lock): from
+        the start of the earliest wave in flight, or from where the time already
+        accounted ends, until now. Overlapping waves count their common time once,
+        so Σ busy_ms over a run is the time the lane spent generating and the duty
+        cycle (docs/ops.md) stays a share of the run's wall time."""
+        now = time.monotonic()
+        start = max(self._busy_until, min(f.t0 for f in self._flights))
+        self._busy_until = max(self._busy_until, now)
+        return max(0.0, now - start) * 1000
+
+    def _drain(self) -> None:
+        """The run is stopping: the waves in flight end within a decode step; wait for
+        them, then for every commit, raising the first failure."""
+        with self._lock:
+            generations = list(self._generations)
+        cf.wait(generations)
+        self._surface_failures()
+        self.clock.enter("waiting_commit")
+        with self._lock:
+            commits = list(self._commits)
+        for f in commits:
+            f.result()
+
+    def _close_down(self) -> None:
+        """Stopping, or the lane failed: lets the waves in flight end (the stop flag ends
+        them within a decode step), gives back the claimed waves nobody will run, and
+        closes the models. (A wave whose generation or commit failed is not given back:
+        its lease expires and the reaper returns it, as for a worker that died on it.)"""
+        ctx = self.ctx
+        self._gen_lane.shutdown(wait=True)
+        for claimed in (self._next_claim, self._held):
+            if claimed is not None:
+                self._give_back(claimed)
+        ctx.model_busy.clear()
+        if ctx.summary is not None:
+            ctx.summary.model_loads = getattr(self._pool, "loads", 0)
+            ctx.summary.model_switches = getattr(self._pool, "switches", 0)
+        # The lane has stopped; its clock ends with the run (the sampler ends it).
+        self.clock.enter("idle")
+        self._closing = True
+        self._pool.close()
+        self._db_lane.shutdown(wait=True)
 
     def idle_wait(self) -> float:
         """How long to wait before the next claim when the last found nothing: a poll,
@@ -155,41 +331,51 @@ class ModelLane:
             wait = min(wait, max(self.limit_wait, 0.01))
         return wait
 
-    def _submit_claim(self, db_lane: cf.ThreadPoolExecutor,
-                      commits: list[cf.Future[int]]) -> cf.Future[Wave | None]:
+    def _submit_claim(self) -> cf.Future[Wave | None]:
         """Queues the next claim on the DB thread, behind the commits still queued."""
-        self._commits_ahead = [f for f in commits if not f.done()]
-        return db_lane.submit(self.claim_next)
+        with self._lock:
+            self._commits_ahead = [f for f in self._commits if not f.done()]
+        return self._db_lane.submit(self.claim_next)
 
-    def _await_claim(self, nxt: cf.Future[Wave | None], polling: bool) -> Wave | None:
-        """The claimed wave; the time spent waiting for it goes to the clock as waiting
-        on the commits queued ahead of the claim, then as waiting for the claim. While
-        polling for work (the last claim found none), a claim is no new cause: the
-        lane stays idle, paused or held back by a breaker until a claim finds a wave."""
-        if not nxt.done():
+    def _await_claim(self, nxt: cf.Future[Wave | None]) -> Wave | None:
+        """The claimed wave. While waves generate the clock stays on generating;
+        otherwise the time spent waiting goes to the clock as waiting on the commits
+        queued ahead of the claim, then as waiting for the claim. While polling for
+        work (the last claim found none), a claim is no new cause: the lane stays
+        idle, paused or held back by a breaker until a claim finds a wave."""
+        while not nxt.done():
+            self._surface_failures()
+            generating = self._pending_generations()
             ahead = [f for f in self._commits_ahead if not f.done()]
-            if ahead:
-                self.clock.enter("waiting_commit")
-                cf.wait(ahead)
-            if not nxt.done() and not polling:
-                self.clock.enter("waiting_claim")
+            if not self._in_flight():
+                if ahead:
+                    self.clock.enter("waiting_commit")
+                elif not self._polling:
+                    self.clock.enter("waiting_claim")
+            # Woken by the claim, or by a generation or commit that ends (the clock's
+            # cause changes then).
+            waits: list[cf.Future[Any]] = [nxt, *generating, *ahead]
+            cf.wait(waits, timeout=WAKE_POLL_S, return_when=cf.FIRST_COMPLETED)
         return nxt.result()
 
     def commit(self, wave: Wave, results: list[Any], busy_ms: float,
-               events: list[dict[str, Any]]) -> int:
-        """Commits a generated wave (on the DB thread), then ends its probe if it was one."""
+               events: list[dict[str, Any]], started: datetime | None = None) -> int:
+        """Commits a generated wave (on the DB thread), then ends its probe if it was one.
+        `started` is when its generation began: the wave's started_at, which
+        interp.model_lane_gaps compares with the previous wave's end."""
         try:
-            return self.store.commit(wave, results, busy_ms, events)
+            return self.store.commit(wave, results, busy_ms, events, started)
         finally:
             self._end_probe(wave)
 
-    def _give_back(self, db_lane: cf.ThreadPoolExecutor, nxt: cf.Future[Wave | None]) -> None:
-        """Releases the prefetched wave, if its claim found one; best effort, since the
-        lane may be ending because the database failed (then its lease expires)."""
+    def _give_back(self, claimed: cf.Future[Wave | None] | Wave) -> None:
+        """Releases a claimed wave that will not run (a claim's future: if it found
+        one); best effort, since the lane may be ending because the database failed
+        (then its lease expires)."""
         try:
-            wave = nxt.result()
+            wave = claimed.result() if isinstance(claimed, cf.Future) else claimed
             if wave is not None:
-                db_lane.submit(self._release, wave).result()
+                self._db_lane.submit(self._release, wave).result()
         except Exception as exc:  # noqa: BLE001 - the lane's own error is what matters
             log.warning("could not give back the prefetched model wave: %s", first_line(exc))
 
@@ -203,19 +389,22 @@ class ModelLane:
         if self._probe_waves.pop(wave.wave_id, None) is not None:
             self.breaker.end_probe(wave.step)
 
-    @staticmethod
-    def _surface_failed_commits(commits: list[cf.Future[int]]) -> list[cf.Future[int]]:
-        """Raises a finished commit's error now; returns the commits still running."""
-        for f in [f for f in commits if f.done()]:
+    def _surface_failures(self) -> None:
+        """Raises a finished generation's or commit's error now; forgets those checked."""
+        with self._lock:
+            running: list[cf.Future[Any]] = [*self._generations, *self._commits]
+            done = [f for f in running if f.done()]
+            self._generations = [f for f in self._generations if f not in done]
+            self._commits = [f for f in self._commits if f not in done]
+        for f in done:
             f.result()
-        return [f for f in commits if not f.done()]
 
-    def _record_files(self, db_lane: cf.ThreadPoolExecutor, results: list[Any]) -> None:
+    def _record_files(self, results: list[Any]) -> None:
         for res in results:
             name, sha = res.audit.get("model"), res.audit.get("model_sha256")
             if name and sha and name not in self.recorded_sha:
                 self.recorded_sha.add(name)
-                db_lane.submit(self.ctx.db.run, lambda c, n=name, s=sha: c.execute(
+                self._db_lane.submit(self.ctx.db.run, lambda c, n=name, s=sha: c.execute(
                     Q["record_model_file"], {"name": n, "sha256": s, "size_bytes": None}))
 
     # ---------------------------------------------------------------- choice
@@ -330,6 +519,13 @@ class ModelLane:
 
     def current_model_key(self) -> str | None:
         return self.current_model
+
+
+def wave_key(wave: Wave) -> str:
+    """The load key of the model a wave runs on, under the definition it was claimed
+    with (a model row edited since is another load)."""
+    model = wave.wf.model_of(wave.step)
+    return load_key(model) if model is not None else "?"
 
 
 def model_slots(model: ModelDef) -> int:

@@ -995,8 +995,12 @@ class ModelPool:
     ``on_event`` as a dict (event, model, from_model, duration_ms, detail), for
     the run loop to write to ``interp.model_events``.
 
-    A model bigger than the whole budget is still loaded, alone. A pool belongs
-    to one thread: never share it (or a backend from it) between threads.
+    A model bigger than the whole budget is still loaded, alone. A pool is not
+    thread-safe: its calls must never overlap. The model lane's generation
+    threads share one, and start a wave beside another only once that one has
+    acquired its backend, for the same loaded model (so nothing loads or evicts
+    under a generation). A backend with more than one slot serves any threads at
+    once; a one-slot `LlamaBackend` serves one thread at a time.
     """
 
     def __init__(self, budget_bytes: int, on_event: Callable[[dict[str, Any]], None] | None = None,

@@ -343,9 +343,11 @@ class WaveStore:
         return Wave(step, wave_id, claimed, subjects, wf, model)
 
     def commit(self, wave: Wave, results: list[StepResult], busy_ms: float,
-               events: list[dict[str, Any]] | None = None) -> int:
+               events: list[dict[str, Any]] | None = None,
+               started: datetime | None = None) -> int:
         """Writes a leased wave's results whose lease this worker still holds, and
-        gives back the subjects that have no result. Returns the checkpoints written."""
+        gives back the subjects that have no result. Returns the checkpoints written.
+        `started` (when its actor began on it) becomes the wave's started_at."""
         ctx, step = self.ctx, wave.step
         ids = [r.subject_id for r in results if r.subject_id in wave.claimed]
         leftover = [i for i in wave.claimed if i not in set(ids)]
@@ -361,8 +363,9 @@ class WaveStore:
             for e in events or []:
                 c.execute(Q["model_event"], {"run_id": ctx.run_id, "worker_id": ctx.worker_id,
                                              **e, "detail": clean_text(e.get("detail"))})
-            c.execute(Q["finish_wave"], {"wave_id": wave.wave_id, "started": None,
-                                         "committed": len(kept), "busy_ms": busy_ms})
+            c.execute(Q["finish_wave"], {"wave_id": wave.wave_id, "started": started,
+                                         "sent_at": utcnow(), "committed": len(kept),
+                                         "busy_ms": busy_ms})
             return len(kept)
 
         try:

@@ -309,8 +309,12 @@ WITH g AS MATERIALIZED (
 -- include: apply_results
 
 -- name: finish_wave
+-- started: when a model wave began generating (the worker's clock, sent at
+-- sent_at, shifted onto the database's as a checkpoint's times are), or NULL.
 UPDATE interp.waves
-   SET started_at = coalesce(started_at, %(started)s), finished_at = now(),
+   SET started_at = coalesce(started_at, %(started)s::timestamptz
+                                         + (statement_timestamp() - %(sent_at)s::timestamptz)),
+       finished_at = now(),
        committed = %(committed)s, busy_ms = %(busy_ms)s
  WHERE wave_id = %(wave_id)s
 

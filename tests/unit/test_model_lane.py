@@ -27,7 +27,7 @@ class FakeWave:
         self.step = FakeStep()
         self.model = None
         self.subjects = [f"s{wave_id}"]
-        self.wf = None  # the definition it was claimed under; the fake generation ignores it
+        self.wf = FakeWorkflow()  # the definition it was claimed under: no model row
 
 
 class FailingCommits:
@@ -70,7 +70,7 @@ class FakeWorkflow:
 def test_a_failed_commit_stops_the_lane_and_releases_the_prefetched_wave(monkeypatch):
     generated: list[int] = []
 
-    def generate(pool, wf, step, subjects, should_stop):
+    def generate(pool, wf, step, subjects, should_stop, all_started=None):
         generated.append(int(subjects[0][1:]))
         time.sleep(0.02)
         return [StepResult(subjects[0], True, "DONE")]
