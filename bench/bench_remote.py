@@ -125,6 +125,49 @@ class Server:
         self.log.close()
 
 
+class SlotWatch:
+    """Polls the servers' own `/slots` every 20 ms while a pass runs: the most requests
+    each server was processing at once, as the server itself reports it (not as the
+    client believes), so "4 in flight" is the server's word."""
+
+    def __init__(self, servers: list[Server]):
+        self.servers = servers
+        self.peak = {s.url: 0 for s in servers}
+        self.peak_total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> SlotWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.02):
+            total = 0
+            for server in self.servers:
+                busy = processing(server.url)
+                self.peak[server.url] = max(self.peak[server.url], busy)
+                total += busy
+            self.peak_total = max(self.peak_total, total)
+
+    def report(self) -> dict[str, Any]:
+        return {"peak_processing_per_server": self.peak,
+                "peak_processing_total": self.peak_total}
+
+
+def processing(url: str) -> int:
+    """Slots of a llama-server processing a request now (0 when it does not answer)."""
+    try:
+        with urllib.request.urlopen(url + "/slots", timeout=1) as resp:
+            return sum(1 for slot in json.load(resp) if slot.get("is_processing"))
+    except (OSError, ValueError):
+        return 0
+
+
 def run_pass(backend: RemoteBackend, work: list[list[dict[str, str]]], max_tokens: int,
              schema: dict[str, Any] | None,
              on_answer: Any = None) -> dict[str, Any]:
@@ -215,10 +258,14 @@ def main() -> None:
             s.wait_ready()
         one = RemoteBackend(ModelDef("bench", f"{servers[0].url}#parallel=1"), timeout=300)
         run_pass(one, work[:2], args.max_tokens, schema)             # warm-up
-        sequential = run_pass(one, work, args.max_tokens, schema)
+        with SlotWatch(servers) as watch_one:
+            sequential = run_pass(one, work, args.max_tokens, schema)
         source = ", ".join(f"{s.url}#parallel={s.parallel}" for s in servers)
         wide = RemoteBackend(ModelDef("bench", source), timeout=300)
-        parallel = run_pass(wide, work, args.max_tokens, schema)
+        with SlotWatch(servers) as watch_wide:
+            parallel = run_pass(wide, work, args.max_tokens, schema)
+        sequential.update(watch_one.report())
+        parallel.update(watch_wide.report())
         same = sum(parallel["texts"].get(i) == t for i, t in sequential["texts"].items())
         result["slots_1"] = {k: v for k, v in sequential.items() if k != "texts"}
         result["slots_4"] = {k: v for k, v in parallel.items() if k != "texts"}
@@ -236,7 +283,9 @@ def main() -> None:
                     victim.proc.kill()
 
             fleet = RemoteBackend(ModelDef("bench", source), timeout=300)
-            after = run_pass(fleet, work, args.max_tokens, schema, on_answer=kill_after)
+            with SlotWatch(servers) as watch_kill:
+                after = run_pass(fleet, work, args.max_tokens, schema, on_answer=kill_after)
+            after.update(watch_kill.report())
             result["kill_one"] = {k: v for k, v in after.items() if k != "texts"}
             result["kill_one"]["killed"] = victim.url
     finally:
@@ -247,7 +296,10 @@ def main() -> None:
     log(f"slots 1: {result['slots_1']['tokens_per_s']} tok/s in "
         f"{result['slots_1']['wall_s']} s; slots 4: {result['slots_4']['tokens_per_s']} "
         f"tok/s in {result['slots_4']['wall_s']} s (x{result['speedup']}); served "
-        f"{result['slots_4']['served']}; identical {result['identical_outputs']}; "
+        f"{result['slots_4']['served']}; in flight at the servers: "
+        f"{result['slots_4']['peak_processing_total']} (peak; slots 1: "
+        f"{result['slots_1']['peak_processing_total']}); "
+        f"identical {result['identical_outputs']}; "
         f"load {load_start} -> {result['loadavg_end']}")
     if "kill_one" in result:
         k = result["kill_one"]
