@@ -265,6 +265,18 @@ def json_string_chars(gbnf: str) -> str:
                   flags=re.MULTILINE)
 
 
+def lookup_tokens(sampling: dict[str, Any]) -> int:
+    """How many tokens a local model drafts at once by prompt lookup (the sampling's
+    ``lookup_tokens``; 0 turns drafting off). A value that is not a whole number
+    counts as the default: drafting never changes an answer, only its speed."""
+    from .llama_decode import LOOKUP_MAX, LOOKUP_TOKENS
+
+    value = sampling.get("lookup_tokens", LOOKUP_TOKENS)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return LOOKUP_TOKENS
+    return max(0, min(LOOKUP_MAX, value))
+
+
 # ---------------------------------------------------------------- backends
 
 class Backend(Protocol):
@@ -464,7 +476,8 @@ class LlamaBackend:
                                    self.sampler_buffers())
             try:
                 text, decoded = self.decode_prompt(prompt, sampler, max_tokens, stop,
-                                                   deadline, should_stop)
+                                                   deadline, should_stop,
+                                                   lookup_tokens(sampling))
             finally:
                 sampler.close()
         except Exception as exc:  # noqa: BLE001 - llama.cpp errors surface as many types
@@ -482,15 +495,20 @@ class LlamaBackend:
         return self.decoder.buffers
 
     def decode_prompt(self, prompt: list[int], sampler: Any, max_tokens: int, stop: list[str],
-                      deadline: float | None,
-                      should_stop: Callable[[], bool] | None) -> tuple[str, Any]:
+                      deadline: float | None, should_stop: Callable[[], bool] | None,
+                      lookup: int = 0) -> tuple[str, Any]:
         """Decodes the prompt and generates: the text, and the decoder's record of it
-        (finish reason, token counts, timings). One sequence, on this thread."""
+        (finish reason, token counts, timings). One sequence, on this thread, drafting
+        up to `lookup` tokens at a time (llama_decode.LookupDrafter)."""
         decoded = self.decoder.generate(prompt, sampler, max_tokens=max_tokens, stop=stop,
-                                        deadline=deadline, should_stop=should_stop)
+                                        deadline=deadline, should_stop=should_stop,
+                                        lookup=lookup)
         return decoded.text, decoded
 
     def close(self) -> None:
+        decoder = getattr(self, "decoder", None)
+        if decoder is not None:
+            decoder.close()
         llama = getattr(self, "llama", None)
         if llama is not None:
             try:
@@ -535,10 +553,11 @@ class BatchedLlamaBackend(LlamaBackend):
         return self.engine.buffers
 
     def decode_prompt(self, prompt: list[int], sampler: Any, max_tokens: int, stop: list[str],
-                      deadline: float | None,
-                      should_stop: Callable[[], bool] | None) -> tuple[str, Any]:
+                      deadline: float | None, should_stop: Callable[[], bool] | None,
+                      lookup: int = 0) -> tuple[str, Any]:
         """Hands the sequence to the batching engine, which decodes it alongside the
-        other threads' sequences, and waits for it to end."""
+        other threads' sequences, and waits for it to end. (No drafting here: the
+        batch's other sequences fill the decode steps that drafts would.)"""
         from .batched import SeqRequest
         from .llama_decode import cut_at_stop
 

@@ -1,0 +1,43 @@
+"""Prompt-lookup drafting: what LookupDrafter proposes (pure; no model)."""
+
+from __future__ import annotations
+
+from interpreter.llama_decode import LookupDrafter
+
+
+def test_proposes_what_followed_the_last_tokens_in_the_prompt():
+    prompt = [1, 2, 3, 4, 5, 6, 7, 8, 9, 2, 3]
+    drafter = LookupDrafter([], prompt, limit=3)
+    # The text ends "... 2 3"; earlier, "2 3" was followed by "4 5 6".
+    assert drafter.propose(room=10) == [4, 5, 6]
+    assert drafter.propose(room=2) == [4, 5]
+
+
+def test_the_answer_so_far_is_part_of_the_text_and_never_matches_itself():
+    drafter = LookupDrafter([], [10, 11, 12], limit=4)
+    assert drafter.propose(room=4) == []            # "11 12" occurred only once
+    drafter.add([13, 11, 12])
+    assert drafter.propose(room=4) == [13, 11, 12]  # after the first "11 12" came 13
+
+
+def test_longer_matches_win_and_later_text_wins_a_tie():
+    prompt = [5, 6, 7, 9, 1, 6, 7, 8, 4, 5, 6, 7]
+    drafter = LookupDrafter([], prompt, limit=1)
+    # "5 6 7" occurred at the start (followed by 9); "6 7" also later (followed by 8).
+    assert drafter.propose(room=1) == [9]
+    drafter2 = LookupDrafter([], [1, 6, 7, 8, 2, 6, 7, 3, 0, 6, 7], limit=1)
+    assert drafter2.propose(room=1) == [3]
+
+
+def test_earlier_answers_feed_drafts_but_no_draft_runs_across_two_texts():
+    answers = [[40, 41, 42], [50, 51]]
+    drafter = LookupDrafter(answers, [99, 40, 41], limit=5)
+    assert drafter.propose(room=5) == [42]          # stops where that answer ended
+    drafter = LookupDrafter([[7, 8]], [1, 2], limit=3)
+    drafter.add([7, 8])
+    assert drafter.propose(room=3) == []            # after "7 8" came the end of a text
+
+
+def test_no_room_no_draft():
+    drafter = LookupDrafter([], [1, 2, 3, 1, 2], limit=4)
+    assert drafter.propose(room=0) == []
