@@ -374,11 +374,16 @@ class LlamaDecoder:
     decode steps when drafts are right, and costs a wider decode when they are not.
     """
 
-    def __init__(self, llama: Any, *, gpu: bool):
+    def __init__(self, llama: Any, *, gpu: bool,
+                 prompt_threads: Callable[[], int] | None = None):
+        """prompt_threads: asked before each prompt how many threads to decode it on
+        (the CPUs free now); None keeps the context's n_threads_batch."""
         import llama_cpp.llama_cpp as lc
 
         self.lc = lc
         self.llama = llama
+        self.prompt_threads = prompt_threads
+        self.last_prompt_threads: int | None = None
         self.n_ctx = int(llama.n_ctx())
         self.vocab = lc.llama_model_get_vocab(llama.model)
         self.chunk = PROMPT_CHUNK_GPU if gpu else PROMPT_CHUNK_CPU
@@ -438,7 +443,9 @@ class LlamaDecoder:
             keep = 0
             llama.reset()
         llama.n_tokens = keep
-        self.lc.llama_set_n_threads(llama.ctx, *self.threads)
+        batch_threads = self.prompt_threads() if self.prompt_threads else self.threads[1]
+        self.last_prompt_threads = batch_threads
+        self.lc.llama_set_n_threads(llama.ctx, self.threads[0], batch_threads)
         for i in range(keep, len(prompt), self.chunk):
             reason = interrupted()
             if reason is not None:

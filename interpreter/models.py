@@ -27,7 +27,6 @@ import hashlib
 import http.client
 import importlib.util
 import json
-import math
 import os
 import re
 import sys
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .chat_format import ChatFormat, ChatFormatError, Messages, choose_format
+from .cpu_share import IdleCpus, threads_for
 from .definitions import ModelDef
 from .errors import InterpError, first_line
 
@@ -219,21 +219,25 @@ class ThreadChoice:
     n_threads: int           # generation (one token per step: memory-bound)
     n_threads_batch: int     # prompt processing (many tokens per step: compute-bound)
     chosen_by: str
+    # The prompt threads are measured again before each prompt (cpu_share.IdleCpus);
+    # n_threads_batch is then only the first value.
+    measured_per_prompt: bool = False
 
 
 def choose_threads(model: ModelDef, n_threads: int | None = None,
                    load1: float | None = None) -> ThreadChoice:
     """Threads for a local model: the row's n_threads (for both), else the caller's,
-    else the default rule, measured when the model loads:
+    else the default rule:
 
     - generation on half the usable CPUs (at most 8): one token per step is bound
       by memory bandwidth, and more threads only wait on each other (on 2 CPUs,
       2 threads generated at 40% of the speed of 1);
-    - prompt processing on the CPUs that are idle when the model loads (the usable
-      CPUs less the 1-minute load average, rounded up; at least 1, at most 16):
-      it is compute-bound and scales with cores (on 2 idle CPUs, 2 threads
-      decoded prompts 1.8x as fast as 1), but threads on cores that other
-      processes use only wait for them.
+    - prompt processing on the CPUs that other processes leave free (rounded up;
+      at least 1, at most 16): it is compute-bound and scales with cores (on 2
+      idle CPUs, 2 threads decoded prompts 1.8x as fast as 1), but threads on
+      cores that other processes use only wait for them. Measured before every
+      prompt (`cpu_share.IdleCpus`); until the first measurement, from the
+      1-minute load average.
     """
     if model.n_threads:
         return ThreadChoice(model.n_threads, model.n_threads, "interp.models.n_threads")
@@ -242,9 +246,10 @@ def choose_threads(model: ModelDef, n_threads: int | None = None,
     cpus = usable_cpus()
     if load1 is None:
         load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float(cpus - 1)
-    idle = max(1, min(16, cpus, math.ceil(cpus - load1)))
-    return ThreadChoice(max(1, min(8, cpus // 2)), idle,
-                        f"default rule for {cpus} usable CPUs at load average {load1:.2f}")
+    return ThreadChoice(max(1, min(8, cpus // 2)), threads_for(cpus - load1, cpus),
+                        f"default rule for {cpus} usable CPUs: prompt threads measured "
+                        f"before each prompt (load average {load1:.2f} at load)",
+                        measured_per_prompt=True)
 
 
 # llama.cpp's rule for one character of a JSON string (common/json-schema-to-grammar.cpp):
@@ -382,7 +387,9 @@ class LlamaBackend:
             self.close()
             raise ModelLoadError(str(exc)) from exc
         self._bos = self.llama.tokenize(b"", add_bos=True, special=True)
-        self.decoder = LlamaDecoder(self.llama, gpu=model.n_gpu_layers != 0)
+        self.idle_cpus = IdleCpus(usable_cpus()) if self.threads.measured_per_prompt else None
+        self.decoder = LlamaDecoder(self.llama, gpu=model.n_gpu_layers != 0,
+                                    prompt_threads=self.prompt_threads)
         self.load_ms = (time.perf_counter() - started) * 1000
 
     def _choose_chat_format(self) -> ChatFormat:
@@ -419,12 +426,21 @@ class LlamaBackend:
         """The prompt as text, in the model's chat format (for people: ops, tests)."""
         return self.chat_format.text(messages)
 
+    def prompt_threads(self) -> int:
+        """Threads for the next prompt: the CPUs other processes leave free now, when
+        the default rule chose the threads (cpu_share); else the fixed choice."""
+        idle = self.idle_cpus.idle() if self.idle_cpus is not None else None
+        if idle is None:
+            return self.threads.n_threads_batch
+        return threads_for(idle, self.idle_cpus.cpus if self.idle_cpus else 1)
+
     def describe(self) -> dict[str, Any]:
         """How this model runs here, for `interp models check`."""
         return {"chat_format": self.chat_format.name,
                 "chat_format_chosen_by": self.chat_format.chosen_by,
                 "n_threads": self.threads.n_threads,
-                "n_threads_batch": self.threads.n_threads_batch,
+                "n_threads_batch": self.decoder.last_prompt_threads
+                or self.threads.n_threads_batch,
                 "threads_chosen_by": self.threads.chosen_by, "parallel": self.slots,
                 "extra_buffers": self.extra_buffers.on,
                 "extra_buffers_chosen_by": self.extra_buffers.chosen_by,
