@@ -6,15 +6,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INTERP := $(VENV)/bin/interp
 WORKFLOW ?= 3001
-# 30 postings: `make run` ends in about 6 minutes on a quiet 2-core CPU, well
-# inside 10. What it quotes before it starts: workflow 3001 took 229 s for 20
-# generated postings (17 admitted; about 12 s each) on a quiet 2-core CPU,
-# models on the CPU (docs/benchmarks.md, "Workflow 3001"). A documented figure,
-# not a measurement of this machine: the run's live view shows this machine's
-# own ETA. Set yours (a finished run's wall time divided by its postings) with
-# SECONDS_PER_POSTING=.
-POSTINGS ?= 30
-SECONDS_PER_POSTING ?= 12
+# 25 postings: `make run` ends in about 7 minutes on a quiet 2-core CPU, inside 10
+# with room for a slower one. What it quotes before it starts: workflow 3001 took
+# 311.7 s for 20 generated postings (17 admitted; about 16 s each) on a quiet 2-core
+# CPU, models on the CPU (docs/benchmarks.md, "Workflow 3001", 2026-12-02). A
+# documented figure, not a measurement of this machine: the run's live view shows
+# this machine's own ETA. Set yours (a finished run's wall time divided by its
+# postings) with SECONDS_PER_POSTING=.
+POSTINGS ?= 25
+SECONDS_PER_POSTING ?= 16
 # llama.cpp built with -march=native on a CPU with Intel AMX compiles AMX kernels
 # that crash on the first decode with the default models (interpreter/llama_build.py
 # says how, and guards builds made elsewhere): on x86-64, build it without them.
