@@ -281,16 +281,25 @@ def test_check_then_mask_equals_the_grammar_first_path_at_temperature_zero(smoll
 
     from interpreter.models import LlamaBackend
 
-    grammar = LlamaGrammar.from_json_schema(json.dumps(SCHEMA), verbose=False)
     backend = LlamaBackend(smol())
+    # The same grammar on both paths (interp's has llama.cpp's string rule), and no
+    # drafting anywhere in this test: drafts are verified in batches, whose
+    # floating-point order may break a near-tie the other way, and the cells they
+    # free change where the next prompt's cells land in the KV cache, which changes
+    # the next generation's sums too, on either path (test_lookup_decoding covers
+    # drafting).
+    grammar = LlamaGrammar.from_string(backend.grammar_for(SCHEMA), verbose=False)
     try:
         for _, title, body in POSTINGS[:4]:
             messages = [{"role": "user", "content": f"{title}: {body} Answer in JSON."}]
             prompt, stop = backend.prompt_tokens(messages)
             backend.llama.reset()
+            backend.decoder.chunk = backend.llama.n_batch    # the prompt in one decode, as
             old = backend.llama.create_completion(prompt=prompt, max_tokens=48, temperature=0.0,
                                                   grammar=grammar, stop=stop, seed=1)
-            new = backend.generate(messages, schema=SCHEMA, sampling={"temperature": 0.0},
+            backend.llama.reset()    # no cached prefix: the same decodes as the old path
+            new = backend.generate(messages, schema=SCHEMA,
+                                   sampling={"temperature": 0.0, "lookup_tokens": 0},
                                    seed=1, max_tokens=48, deadline=None)
             assert new.text == old["choices"][0]["text"]
             assert new.completion_tokens == old["usage"]["completion_tokens"]
@@ -298,7 +307,8 @@ def test_check_then_mask_equals_the_grammar_first_path_at_temperature_zero(smoll
             # The grammar was consulted: small models pick tokens it refuses.
             assert new.grammar_rejections > 0
             hot = [backend.generate(messages, schema=SCHEMA, seed=7, max_tokens=96,
-                                    sampling={"temperature": 0.9}, deadline=None).text
+                                    sampling={"temperature": 0.9, "lookup_tokens": 0},
+                                    deadline=None).text
                    for _ in range(2)]
             assert hot[0] == hot[1]
             jsonschema.validate(json.loads(hot[0]), SCHEMA)
@@ -414,7 +424,8 @@ def test_timeout_and_should_stop(pool):
 
 
 def test_stop_aborts_the_generation_in_flight_and_keeps_finished_subjects(pool):
-    s = step(params={"max_tokens": 600}, timeout_s=600)
+    # should_stop is counted per decode step: without drafting, one per token.
+    s = step(params={"max_tokens": 600, "sampling": {"lookup_tokens": 0}}, timeout_s=600)
     wf = workflow([s], [smol()], {"t": "Write a very long story about a {{ title }}."})
     pool.acquire(smol())
     calls = {"n": 0, "stop_at": None, "after": 0}
