@@ -273,7 +273,8 @@ def json_string_chars(gbnf: str) -> str:
 def lookup_tokens(sampling: dict[str, Any]) -> int:
     """How many tokens a local model drafts at once by prompt lookup (the sampling's
     ``lookup_tokens``; 0 turns drafting off). A value that is not a whole number
-    counts as the default: drafting never changes an answer, only its speed."""
+    counts as the default: drafting changes how fast the model's picks are made,
+    not which token it picks (up to floating-point near-ties, see llama_decode)."""
     from .llama_decode import LOOKUP_MAX, LOOKUP_TOKENS
 
     value = sampling.get("lookup_tokens", LOOKUP_TOKENS)
@@ -429,10 +430,11 @@ class LlamaBackend:
     def prompt_threads(self) -> int:
         """Threads for the next prompt: the CPUs other processes leave free now, when
         the default rule chose the threads (cpu_share); else the fixed choice."""
-        idle = self.idle_cpus.idle() if self.idle_cpus is not None else None
-        if idle is None:
+        watch = self.idle_cpus
+        idle = watch.idle() if watch is not None else None
+        if watch is None or idle is None:
             return self.threads.n_threads_batch
-        return threads_for(idle, self.idle_cpus.cpus if self.idle_cpus else 1)
+        return threads_for(idle, watch.cpus)
 
     def describe(self) -> dict[str, Any]:
         """How this model runs here, for `interp models check`."""
