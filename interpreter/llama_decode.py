@@ -285,8 +285,8 @@ def build_chain(lc: Any, sampling: dict[str, Any], seed: int, n_vocab: int) -> A
 # Prompt-lookup drafting (see `LookupDrafter`): the most tokens proposed at once by
 # default (a model's sampling may set `lookup_tokens`, up to LOOKUP_MAX), and the
 # n-gram lengths that are looked up (longest first). Verifying k drafted tokens
-# costs one decode of k + 1 tokens: on a 2-core CPU, 1 thread, a decode of 3 tokens
-# took 1.3x one token for both default models, of 5 tokens 2.0x (SmolLM2-135M) and
+# costs one decode of k + 1 tokens: on a 2-core CPU, 1 thread, a decode of 2 tokens
+# took 1.3x one token for both default models, of 4 tokens 2.0x (SmolLM2-135M) and
 # 1.6x (Gemma-3-270M, whose 262,144-entry output layer runs per row). Over 3001's
 # Extract prompts on Gemma, drafts of 1, 2, 3, 6 and 8 tokens took 0.83, 0.75,
 # 0.76, 0.88 and 0.90 of the time without drafting (docs/benchmarks.md).
