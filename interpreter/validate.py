@@ -17,6 +17,7 @@ from psycopg import sql
 from .definitions import Workflow
 from .errors import DefinitionError, first_line
 from .models import ModelLoadError, is_remote, remote_endpoints
+from .param_rules import ACTOR_RULES, MODEL_STEP_RULES, STEP_RULES, problems, sampling_problems
 from .queries import Q
 from .scripts import check_target, load_target
 from .templates import RESERVED, template_problems
@@ -27,6 +28,7 @@ def validate_workflow(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
     problems: list[str] = []
     problems += _structure(wf)
     problems += _actors(wf)
+    problems += _params(wf)
     problems += _model_sources(wf)
     problems += _schemas(wf)
     problems += _reachability(wf)
@@ -111,6 +113,26 @@ def _actors(wf: Workflow) -> list[str]:
                 out.append(f"step {number} ({step.name}): {exc}")
         elif actor.kind == "sql" and not actor.target.strip():
             out.append(f"step {number} ({step.name}): SQL actor {actor.name!r} has no SQL")
+    return out
+
+
+def _params(wf: Workflow) -> list[str]:
+    """The parameters the engine reads, where it reads them (param_rules)."""
+    out: list[str] = []
+    for name, model in sorted(wf.models.items()):
+        out += sampling_problems(f"model {name!r} sampling", model.sampling)
+    for name, actor in sorted(wf.actors.items()):
+        out += problems(f"actor {name!r} params", actor.params, ACTOR_RULES)
+        if actor.kind == "model":    # each of its steps reads these
+            out += problems(f"actor {name!r} params", actor.params, MODEL_STEP_RULES)
+            out += sampling_problems(f"actor {name!r} params.sampling",
+                                     actor.params.get("sampling"))
+    for number, step in sorted(wf.steps.items()):
+        where = f"step {number} ({step.name}) params"
+        out += problems(where, step.params, STEP_RULES)
+        if wf.model_of(step) is not None:
+            out += problems(where, step.params, MODEL_STEP_RULES)
+            out += sampling_problems(f"{where}.sampling", step.params.get("sampling"))
     return out
 
 

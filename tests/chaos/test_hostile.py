@@ -210,6 +210,16 @@ REFUSED = [
         transitions=[(1, "*", None)],
         admit_sql="SELECT id AS subject_id FROM public.items; DROP TABLE public.items"),
      "entry point"),
+    (739, "a command where the breaker reads a number", dict(
+        actors=[{**SCRIPT_OK, "name": "def_breaker",
+                 "params": {"breaker_threshold": "5; DROP TABLE public.items"}}],
+        steps=[{"number": 1, "actor": "def_breaker"}], transitions=[(1, "*", None)]),
+     "breaker_threshold must be a whole number >= 1"),
+    (740, "true where a step's visit cap is read", dict(
+        actors=[SCRIPT_OK], steps=[{"number": 1, "actor": "def_ok",
+                                    "params": {"max_visits": True}}],
+        transitions=[(1, "*", None)]),
+     "max_visits must be a whole number >= 1, not true"),
 ]
 
 

