@@ -180,7 +180,9 @@ class BatchEngine:
     # ------------------------------------------------------------ callers' side
 
     def run(self, request: SeqRequest) -> Decoded:
-        """Queues a sequence and waits until it ends; raises EngineError."""
+        """Queues a sequence and waits until it ends; raises EngineError. The
+        result's wait_ms is the time the sequence queued for a slot."""
+        queued = time.perf_counter()
         with self._lock:
             if self._dead is not None or self._closing:
                 raise EngineError(f"the batch engine is not running: "
@@ -191,6 +193,8 @@ class BatchEngine:
         if request.error is not None:
             raise EngineError(first_line(request.error)) from request.error
         assert request.result is not None
+        entered = request.admitted or time.perf_counter()   # 0: it ended in the queue
+        request.result.wait_ms = max(0.0, (entered - queued) * 1000)
         return request.result
 
     def active(self) -> int:

@@ -74,6 +74,7 @@ class Decoded:
     reused_prefix: int         # prompt tokens whose KV cells were kept from the last call
     grammar_rejections: int = 0
     full_vocab_masks: int = 0
+    wait_ms: float = 0.0       # queued for a sequence slot of the batching engine
 
 
 class SamplerBuffers:

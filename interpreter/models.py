@@ -76,8 +76,9 @@ class Generation:
     finish_reason: str          # stop | length | timeout | aborted
     prompt_tokens: int
     completion_tokens: int
-    gen_ms: float
+    gen_ms: float                   # from a slot taken to the answer (the wait not counted)
     prompt_ms: float = 0.0          # of gen_ms, the time spent on the prompt (local models)
+    wait_ms: float = 0.0            # before gen_ms: queued for a sequence slot or a server slot
     grammar_rejections: int = 0     # sampled tokens the output schema's grammar refused
     full_vocab_masks: int = 0       # of those, the ones that needed the whole vocabulary
 
@@ -503,8 +504,8 @@ class LlamaBackend:
         return Generation(text=text, finish_reason=decoded.finish_reason,
                           prompt_tokens=decoded.prompt_tokens,
                           completion_tokens=len(decoded.tokens),
-                          gen_ms=(time.perf_counter() - started) * 1000,
-                          prompt_ms=decoded.prompt_ms,
+                          gen_ms=(time.perf_counter() - started) * 1000 - decoded.wait_ms,
+                          prompt_ms=decoded.prompt_ms, wait_ms=decoded.wait_ms,
                           grammar_rejections=decoded.grammar_rejections,
                           full_vocab_masks=decoded.full_vocab_masks)
 
@@ -773,6 +774,8 @@ class RemoteBackend:
         self._servers = [_ServerState(e) for e in remote_endpoints(model.source)]
         self._lock = threading.Condition()
         self._turn = 0              # where the round-robin among equally loaded servers is
+        self._waiting: list[set[str]] = []    # requests waiting for a slot, oldest first:
+                                              # the servers each has tried
         started = time.perf_counter()
         self._probe_all()
         self.load_ms = (time.perf_counter() - started) * 1000
@@ -824,13 +827,17 @@ class RemoteBackend:
         if schema is not None:
             body["response_format"] = {"type": "json_object", "schema": schema}
         started = time.perf_counter()
+        waited_ms = 0.0     # in _take_slot, all tries together: not generation time
 
         def ended(reason: str) -> Generation:
-            return Generation("", reason, 0, 0, (time.perf_counter() - started) * 1000)
+            total_ms = (time.perf_counter() - started) * 1000
+            return Generation("", reason, 0, 0, total_ms - waited_ms, wait_ms=waited_ms)
 
         tried: set[str] = set()
         while True:
+            asked = time.perf_counter()
             server = self._take_slot(tried, deadline, should_stop)
+            waited_ms += (time.perf_counter() - asked) * 1000
             if isinstance(server, str):
                 return ended(server)
             tried.add(server.url)
@@ -851,34 +858,58 @@ class RemoteBackend:
                 if isinstance(exc, ServerDown):
                     continue        # that server is out now: the next free one takes it
                 raise
-            return gen if gen is not None else ended("aborted")
+            if gen is None:
+                return ended("aborted")
+            gen.gen_ms, gen.wait_ms = gen.gen_ms - waited_ms, waited_ms
+            return gen
 
     def _take_slot(self, tried: set[str], deadline: float | None,
                    should_stop: Callable[[], bool] | None) -> _ServerState | str:
         """A slot on the least loaded up server not yet tried by this request,
         waiting while all such servers are full; "timeout" or "aborted" when the
         deadline or the stop flag comes first. Raises GenerationError when no
-        untried server is up."""
-        while True:
+        untried server is up. Slots go to waiting requests in the order they
+        came, so a subject is not starved by the ones that came after it (the
+        next wave's, when two waves are in flight)."""
+        with self._lock:
+            self._waiting.append(tried)
+        try:
+            while True:
+                with self._lock:
+                    now = time.monotonic()
+                    up = [(i, s) for i, s in enumerate(self._servers)
+                          if s.url not in tried and s.is_up(now)]
+                    if not up:
+                        raise GenerationError(self._down_message(now))
+                    free = [(i, s) for i, s in up if self._free_for(tried, s, now)]
+                    if free:
+                        n = len(self._servers)
+                        i, server = min(free, key=lambda pair: (pair[1].in_flight,
+                                                                (pair[0] - self._turn) % n))
+                        self._turn = (i + 1) % n
+                        server.in_flight += 1
+                        return server
+                    self._lock.wait(0.1)   # a slot frees, or a cool-down ends, or a stop
+                if deadline is not None and time.monotonic() >= deadline:
+                    return "timeout"
+                if should_stop is not None and should_stop():
+                    return "aborted"
+        finally:
             with self._lock:
-                now = time.monotonic()
-                up = [(i, s) for i, s in enumerate(self._servers)
-                      if s.url not in tried and s.is_up(now)]
-                if not up:
-                    raise GenerationError(self._down_message(now))
-                free = [(i, s) for i, s in up if s.in_flight < s.capacity()]
-                if free:
-                    n = len(self._servers)
-                    i, server = min(free, key=lambda pair: (pair[1].in_flight,
-                                                            (pair[0] - self._turn) % n))
-                    self._turn = (i + 1) % n
-                    server.in_flight += 1
-                    return server
-                self._lock.wait(0.1)   # a slot frees, or a cool-down ends, or a stop
-            if deadline is not None and time.monotonic() >= deadline:
-                return "timeout"
-            if should_stop is not None and should_stop():
-                return "aborted"
+                # by identity: two requests' tried sets are often equal (both empty)
+                del self._waiting[next(i for i, w in enumerate(self._waiting) if w is tried)]
+                self._lock.notify_all()     # the next in line may take what this left
+
+    def _free_for(self, tried: set[str], server: _ServerState, now: float) -> bool:
+        """Whether server has a slot for this waiting request once the requests
+        waiting before it that could use the server have had theirs. The oldest
+        waiter has no one before it, so some request can always proceed."""
+        ahead = 0
+        for earlier in self._waiting:
+            if earlier is tried:
+                break
+            ahead += server.url not in earlier
+        return server.in_flight + ahead < server.capacity()
 
     def _down_message(self, now: float) -> str:
         parts = []

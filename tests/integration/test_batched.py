@@ -3,6 +3,7 @@ with parallel = N runs up to N subjects of a wave at once in one llama.cpp conte
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from itertools import pairwise
@@ -67,6 +68,14 @@ def record_generations(backend):
 
     backend.generate = recorded
     return calls
+
+
+def add_model_actor(conn, name: str, path, *, parallel: int, params: dict) -> None:
+    """A SmolLM2 model row `name` (n_ctx 512) and its model actor `actor_<name>`."""
+    conn.execute("INSERT INTO interp.models (name, source, n_ctx, n_threads, parallel) "
+                 "VALUES (%s, %s, 512, %s, %s)", (name, str(path), THREADS, parallel))
+    conn.execute("INSERT INTO interp.actors (name, kind, target, params) VALUES "
+                 "(%s, 'model', %s, %s)", (f"actor_{name}", name, json.dumps(params)))
 
 
 @pytest.mark.parametrize("which", ["smollm2", "gemma"])
@@ -180,6 +189,37 @@ def test_stop_during_a_batched_wave_returns_what_finished(smollm2):
     assert returned - stopped_at[0] < 3.0
 
 
+def test_gen_ms_leaves_out_the_time_a_sequence_queued_for_a_slot(smollm2):
+    # one slot, three callers at once: two of them queue behind a whole generation,
+    # which must show as wait_ms, not as slow generation in gen_ms
+    backend = BatchedLlamaBackend(smol(parallel=1), slots=1, n_threads=THREADS)
+    calls: list[tuple[float, object]] = []
+
+    def call(i: int) -> None:
+        t = time.perf_counter()
+        gen = backend.generate([{"role": "user", "content": f"Count to twenty, run {i}."}],
+                               schema=None, sampling={"temperature": 0}, seed=i,
+                               max_tokens=24, deadline=None)
+        calls.append(((time.perf_counter() - t) * 1000, gen))
+
+    try:
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        backend.close()
+    calls.sort(key=lambda c: c[1].wait_ms)
+    first_gen = calls[0][1].gen_ms
+    for wall_ms, gen in calls:
+        assert gen.completion_tokens > 0
+        assert gen.gen_ms + gen.wait_ms == pytest.approx(wall_ms, abs=50)
+    # the last admitted queued behind two whole generations, the first not at all
+    assert calls[0][1].wait_ms < 0.2 * first_gen
+    assert calls[2][1].wait_ms > 0.9 * first_gen
+
+
 def test_parallel_that_does_not_fit_the_budget_is_refused_naming_what_fits(smollm2):
     size = smollm2.stat().st_size
     events: list[dict] = []
@@ -222,10 +262,7 @@ def test_a_workflow_with_a_parallel_model_row_runs_batched_through_the_engine(db
     from tests.helpers import add_items, check_invariants, make_workflow
 
     add_items(conn, 10, title="Senior data engineer {i}")
-    conn.execute("INSERT INTO interp.models (name, source, n_ctx, n_threads, parallel) "
-                 "VALUES ('m4', %s, 512, %s, 4)", (str(smollm2), THREADS))
-    conn.execute("INSERT INTO interp.actors (name, kind, target, params) VALUES "
-                 "('actor_m4', 'model', 'm4', '{\"max_tokens\": 24, \"reask\": 1}')")
+    add_model_actor(conn, "m4", smollm2, parallel=4, params={"max_tokens": 24, "reask": 1})
     conn.execute("INSERT INTO interp.prompt_templates (name, body) VALUES ('label', "
                  "'Give a one-word label for: {{ title }}. Answer in JSON.')")
     label = {"type": "object", "properties": {"label": {"type": "string", "maxLength": 20}},
@@ -253,10 +290,7 @@ def test_a_model_wave_through_the_engine_records_its_batch_width(db, conn, smoll
 
     add_items(conn, 4, title="Warehouse picker {i}")
     for name, parallel in (("m2", 2), ("m1", 1)):
-        conn.execute("INSERT INTO interp.models (name, source, n_ctx, n_threads, parallel) "
-                     "VALUES (%s, %s, 512, %s, %s)", (name, str(smollm2), THREADS, parallel))
-        conn.execute("INSERT INTO interp.actors (name, kind, target, params) VALUES "
-                     "(%s, 'model', %s, '{\"max_tokens\": 8}')", (f"actor_{name}", name))
+        add_model_actor(conn, name, smollm2, parallel=parallel, params={"max_tokens": 8})
     conn.execute("INSERT INTO interp.prompt_templates (name, body) VALUES ('word', "
                  "'One word for: {{ title }}')")
     make_workflow(conn, 61, steps=[{"number": 1, "actor": "actor_m2", "template": "word"},
@@ -316,10 +350,7 @@ def test_the_next_wave_enters_the_engine_while_the_current_wave_finishes(db, con
     monkeypatch.setattr(model_actor, "run_subject", traced_subject)
     monkeypatch.setattr(BatchEngine, "run", traced_run)
     add_items(conn, 12, title="Night shift nurse {i}")
-    conn.execute("INSERT INTO interp.models (name, source, n_ctx, n_threads, parallel) "
-                 "VALUES ('m2', %s, 512, %s, 2)", (str(smollm2), THREADS))
-    conn.execute("INSERT INTO interp.actors (name, kind, target, params) VALUES "
-                 "('actor_m2', 'model', 'm2', '{\"max_tokens\": 16, \"reask\": 1}')")
+    add_model_actor(conn, "m2", smollm2, parallel=2, params={"max_tokens": 16, "reask": 1})
     conn.execute("INSERT INTO interp.prompt_templates (name, body) VALUES ('tag', "
                  "'One word for: {{ title }}. JSON.')")
     tag = {"type": "object", "properties": {"tag": {"type": "string", "maxLength": 12}},

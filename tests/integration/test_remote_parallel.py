@@ -327,6 +327,41 @@ def test_stop_and_deadline_while_waiting_for_a_slot(servers):
     assert a.served == 1
 
 
+def test_gen_ms_leaves_out_the_wait_for_a_server_slot(servers):
+    (a,), _ = servers(1, delay=0.4)
+    backend = backend_for([a], parallel=1)
+    holder = threading.Thread(target=ask, args=(backend, "holds the only slot"))
+    holder.start()
+    _wait_for(lambda: a.now == 1)
+    gen = ask(backend, "queues behind it")
+    holder.join()
+    assert gen.finish_reason == "stop"
+    assert gen.wait_ms > 250            # most of the holder's 0.4 s
+    assert 350 < gen.gen_ms < 1000      # its own 0.4 s on the server, not 0.8
+
+
+def test_slots_go_to_waiting_requests_in_the_order_they_came(servers):
+    # A thread that asks again the moment its answer arrives is already running
+    # when its slot frees; without a queue it takes the slot again before the
+    # request that has been waiting wakes, every time.
+    (a,), _ = servers(1, delay=0.05)
+    backend = backend_for([a], parallel=1)
+    hog_done: list[float] = []
+
+    def hog() -> None:
+        for i in range(10):
+            ask(backend, f"hog {i}")
+            hog_done.append(time.monotonic())
+
+    t = threading.Thread(target=hog)
+    t.start()
+    _wait_for(lambda: a.now == 1)
+    ask(backend, "waiting")
+    waiter_done = time.monotonic()
+    t.join()
+    assert sum(d < waiter_done for d in hog_done) <= 2
+
+
 def test_a_subject_timeout_is_not_held_against_the_server(servers):
     (a,), _ = servers(1, delay=2.0)
     backend = backend_for([a])
