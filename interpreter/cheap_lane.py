@@ -156,10 +156,10 @@ class CheapLane:
         if wave is None:
             return 0
         assert actor is not None
-        t0 = time.monotonic()
+        started, t0 = utcnow(), time.monotonic()
         results = self.scripts.run_wave(actor, step, wave.subjects)
         busy = (time.monotonic() - t0) * 1000
-        return self.store.commit(wave, results, busy)
+        return self.store.commit(wave, results, busy, started=started)
 
     def is_inline_script(self, step: StepDef) -> bool:
         """A script actor that says it is quick (`params.inline = true`) runs inside

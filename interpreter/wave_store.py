@@ -482,7 +482,7 @@ class WaveStore:
         c.execute(Q["record_inline_wave"], {
             "wave_id": wave.wave_id, "workflow_id": self.ctx.wf.id, "step": wave.step.number,
             "run_id": self.ctx.run_id, "size": n, "started": wave.started, "committed": n,
-            "busy_ms": (time.monotonic() - wave.t0) * 1000})
+            "busy_ms": (time.monotonic() - wave.t0) * 1000, "sent_at": utcnow()})
 
     def commit_gate_wave(self, c: psycopg.Connection[Any], wave: InlineWave) -> bool:
         """The fast road for a gate wave: one statement runs the gate and commits the

@@ -167,10 +167,15 @@ SELECT nextval('interp.waves_wave_id_seq') AS wave_id
 
 -- name: record_inline_wave
 -- An inline wave is recorded once, when it is done (it commits with its results).
+-- started is the worker's clock, sent at sent_at: shifted onto the database's
+-- clock like a checkpoint's times. It ends now, at this statement: not now(),
+-- which is the transaction's start, before the wave was even locked.
 INSERT INTO interp.waves (wave_id, workflow_id, step, run_id, size, model, claimed_at,
                           started_at, finished_at, committed, busy_ms)
-VALUES (%(wave_id)s, %(workflow_id)s, %(step)s, %(run_id)s, %(size)s, NULL, %(started)s,
-        %(started)s, now(), %(committed)s, %(busy_ms)s)
+SELECT %(wave_id)s, %(workflow_id)s, %(step)s, %(run_id)s, %(size)s, NULL, t.started,
+       t.started, statement_timestamp(), %(committed)s, %(busy_ms)s
+  FROM (SELECT least(statement_timestamp(), %(started)s::timestamptz
+                     + (statement_timestamp() - %(sent_at)s::timestamptz)) AS started) t
 
 -- name: subject_rows
 -- The subject table's rows for a wave. The table, its key and the key's type

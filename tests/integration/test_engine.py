@@ -127,6 +127,20 @@ def test_limit_caps_admission(db, conn):
                         ).fetchone()["n"] == 4
 
 
+def test_every_wave_records_when_its_actor_started(db, conn):
+    # leased script waves too, not only inline and model waves: the lane-gap and
+    # wave-duration views measure from started_at
+    standard_pipeline(conn, wf=16, n=12, script_target="tests.actors.faults:slow",
+                      script_params={"seconds": 0.01})
+    run(db, 16, batch_size=5)
+    waves = conn.execute("SELECT step, claimed_at, started_at, finished_at FROM interp.waves "
+                         "WHERE workflow_id = 16 AND finished_at IS NOT NULL").fetchall()
+    assert {w["step"] for w in waves} >= {2, 3}
+    for w in waves:
+        assert w["started_at"] is not None, w
+        assert w["claimed_at"] <= w["started_at"] <= w["finished_at"], w
+
+
 def test_retries_with_backoff_then_success(db, conn):
     standard_pipeline(conn, wf=17, n=5, script_target="tests.actors.faults:fail_k_times",
                       script_params={"k": 2}, script_max_attempts=3)
