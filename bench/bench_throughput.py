@@ -176,8 +176,9 @@ class OneBackend(ModelPool):
 def run_lane(source: str, parallel: int, schema_on: bool, n_prompts: int, args: Any
              ) -> dict[str, Any]:
     """One lane over the prompts: parallel 0 is the sequential lane."""
+    sampling = {} if args.lookup_tokens is None else {"lookup_tokens": args.lookup_tokens}
     model = ModelDef("bench", source, n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers,
-                     n_threads=args.threads, parallel=max(1, parallel))
+                     n_threads=args.threads, sampling=sampling, parallel=max(1, parallel))
     wf = workflow(model, schema_on)
     t = time.perf_counter()
     backend = (BatchedLlamaBackend(model, slots=parallel) if parallel
@@ -236,6 +237,9 @@ def main() -> None:
     ap.add_argument("--schema", choices=["both", "on", "off"], default="both")
     ap.add_argument("--threads", type=int, default=None,
                     help="n_threads (default: interp's rule for this machine)")
+    ap.add_argument("--lookup-tokens", type=int, default=None,
+                    help="the sequential lane's prompt-lookup drafts (default: interp's; "
+                         "0: none)")
     ap.add_argument("--n-ctx", type=int, default=2048)
     ap.add_argument("--n-gpu-layers", type=int, default=0)
     ap.add_argument("--prefix-only", action="store_true",
@@ -279,6 +283,7 @@ def main() -> None:
             report.append({"model": source, "schema": schema_on, "lanes": results})
     print(json.dumps({"bench": "throughput", "prompts": args.prompts, "steps": list(STEPS),
                       "threads": args.threads, "n_gpu_layers": args.n_gpu_layers,
+                      "lookup_tokens": args.lookup_tokens,
                       "loadavg_start": [round(x, 2) for x in load_start],
                       "loadavg_end": [round(x, 2) for x in os.getloadavg()],
                       "prefix_share": shares, "results": report}))

@@ -297,6 +297,69 @@ LOOKUP_NGRAMS = (4, 3, 2)
 # Answers of one grammar kept as lookup text for the next calls with that grammar:
 # a schema's keys and punctuation come back in every answer.
 LOOKUP_ANSWERS_KEPT = 8
+# Whether drafting pays is measured, not assumed: on another 2-core CPU (an AMD
+# EPYC) drafts of 2 tokens made Gemma-3-270M's free-text answers 1.27x slower
+# (bench_throughput --lookup-tokens 0/2, docs/benchmarks.md). DraftGain decides per
+# kind of answer after this many steps of each kind, and when it has turned
+# drafting off, still drafts one available draft in DRAFT_PROBE_EVERY to notice
+# when it pays again, twice as rarely after each probe that finds it still does
+# not (up to one in DRAFT_PROBE_MAX): there, a check of 3 tokens that kept 2.9 of
+# them took 60 ms against 14 ms for one token (Gemma's 262,144-entry output layer
+# runs for every row), so each probe costs about a step.
+DRAFT_MIN_STEPS = 8
+DRAFT_PROBE_EVERY = 16
+DRAFT_PROBE_MAX = 512
+DRAFT_EWMA = 0.1
+
+
+@dataclass
+class DraftGain:
+    """Whether prompt-lookup drafting makes one kind of answer (one grammar) faster
+    on this machine: the time per token of a step that checks a draft (a wider
+    decode, gaining the kept drafted tokens and the pick after them) against that
+    of a plain one-token step, both as moving averages."""
+
+    single_s: float = 0.0       # seconds per one-token step
+    verify_s: float = 0.0       # seconds per draft-checking step
+    verify_tokens: float = 0.0  # tokens a draft-checking step adds to the answer
+    singles: int = 0
+    verifies: int = 0
+    skipped: int = 0            # drafts not checked because drafting did not pay
+    probe_every: int = DRAFT_PROBE_EVERY
+    since_probe: int = 0
+
+    def record_single(self, seconds: float) -> None:
+        self.single_s = _moving(self.single_s, seconds, self.singles)
+        self.singles += 1
+
+    def record_verify(self, seconds: float, tokens: int) -> None:
+        self.verify_s = _moving(self.verify_s, seconds, self.verifies)
+        self.verify_tokens = _moving(self.verify_tokens, float(tokens), self.verifies)
+        self.verifies += 1
+
+    def pays(self) -> bool:
+        """Until both kinds of step were measured enough: yes (drafting is the default)."""
+        if self.singles < DRAFT_MIN_STEPS or self.verifies < DRAFT_MIN_STEPS:
+            return True
+        return self.verify_s / max(self.verify_tokens, 1.0) <= self.single_s
+
+    def wants_draft(self) -> bool:
+        """Whether to check a draft that is available now: when drafting pays, and
+        now and then when it does not, to keep measuring it."""
+        if self.pays():
+            self.probe_every, self.since_probe = DRAFT_PROBE_EVERY, 0
+            return True
+        self.since_probe += 1
+        if self.since_probe < self.probe_every:
+            self.skipped += 1
+            return False
+        self.since_probe = 0
+        self.probe_every = min(2 * self.probe_every, DRAFT_PROBE_MAX)
+        return True
+
+
+def _moving(mean: float, value: float, seen: int) -> float:
+    return value if seen == 0 else mean + DRAFT_EWMA * (value - mean)
 
 
 class LookupDrafter:
@@ -390,8 +453,10 @@ class LlamaDecoder:
         self.chunk = PROMPT_CHUNK_GPU if gpu else PROMPT_CHUNK_CPU
         self.buffers = SamplerBuffers(int(llama.n_vocab()))
         self.batch = lc.llama_batch_init(LOOKUP_MAX + 1, 0, 1)
-        # Recent answers per grammar (the GBNF text; "" for free text), for drafting.
+        # Recent answers per grammar (the GBNF text; "" for free text), for drafting,
+        # and whether drafting pays for that grammar's answers.
         self.answers: dict[str, deque[list[int]]] = {}
+        self.gains: dict[str, DraftGain] = {}
         self.threads = (int(llama.context_params.n_threads),
                         int(llama.context_params.n_threads_batch))
         self.drafted = self.accepted = 0     # drafted tokens, and those the model kept
@@ -420,7 +485,9 @@ class LlamaDecoder:
         prompt_ms = (time.perf_counter() - started) * 1000
         kept = self.answers.setdefault(sampler.grammar_key, deque(maxlen=LOOKUP_ANSWERS_KEPT))
         drafter = LookupDrafter(kept, prompt, min(lookup, LOOKUP_MAX)) if lookup > 0 else None
-        tokens, reason = self._sample_loop(sampler, max_tokens, stop, interrupted, drafter)
+        gain = self.gains.setdefault(sampler.grammar_key, DraftGain())
+        tokens, reason = self._sample_loop(sampler, max_tokens, stop, interrupted, drafter,
+                                           gain)
         if tokens:
             kept.append(tokens)
         text = self.llama.detokenize(tokens, prev_tokens=list(prompt)).decode("utf-8", "ignore")
@@ -456,7 +523,7 @@ class LlamaDecoder:
 
     def _sample_loop(self, sampler: TokenSampler, max_tokens: int, stop: Sequence[str],
                      interrupted: Callable[[], str | None],
-                     drafter: LookupDrafter | None) -> tuple[list[int], str]:
+                     drafter: LookupDrafter | None, gain: DraftGain) -> tuple[list[int], str]:
         llama = self.llama
         tokens: list[int] = []
         tail_tokens = max((len(s) for s in stop), default=0) + 2
@@ -490,11 +557,17 @@ class LlamaDecoder:
                 return tokens, reason
             room = min(max_tokens - len(tokens), self.n_ctx - llama.n_tokens - 2)
             draft = drafter.propose(room) if drafter is not None else []
-            if not draft:
+            step_started = time.perf_counter()
+            if not (draft and gain.wants_draft()):
                 llama.eval([token])
                 token = sampler.sample(llama.ctx)
+                if drafter is not None:
+                    gain.record_single(time.perf_counter() - step_started)
                 continue
+            before = len(tokens)
             token, reason = self._verify(token, draft, sampler, take)
+            # gained: the kept drafted tokens and the pick after them
+            gain.record_verify(time.perf_counter() - step_started, len(tokens) - before + 1)
             if reason is not None:
                 return tokens, reason
 

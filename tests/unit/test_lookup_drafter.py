@@ -1,8 +1,9 @@
-"""Prompt-lookup drafting: what LookupDrafter proposes (pure; no model)."""
+"""Prompt-lookup drafting: what LookupDrafter proposes, and when DraftGain says drafting
+pays (pure; no model)."""
 
 from __future__ import annotations
 
-from interpreter.llama_decode import LookupDrafter
+from interpreter.llama_decode import DRAFT_MIN_STEPS, DRAFT_PROBE_EVERY, DraftGain, LookupDrafter
 
 
 def test_proposes_what_followed_the_last_tokens_in_the_prompt():
@@ -41,3 +42,40 @@ def test_earlier_answers_feed_drafts_but_no_draft_runs_across_two_texts():
 def test_no_room_no_draft():
     drafter = LookupDrafter([], [1, 2, 3, 1, 2], limit=4)
     assert drafter.propose(room=0) == []
+
+
+# ---------------------------------------------------------------- whether it pays
+
+def measured(single_s: float, verify_s: float, tokens: int, steps: int = DRAFT_MIN_STEPS):
+    gain = DraftGain()
+    for _ in range(steps):
+        gain.record_single(single_s)
+        gain.record_verify(verify_s, tokens)
+    return gain
+
+
+def test_drafting_is_on_until_both_kinds_of_step_are_measured():
+    gain = measured(0.010, 0.100, 1, steps=DRAFT_MIN_STEPS - 1)
+    assert gain.pays() and gain.wants_draft()
+
+
+def test_drafts_that_gain_more_than_they_cost_pay():
+    # a check of 2 drafted tokens costs 1.3 steps and adds 2 tokens: 0.65 step each
+    assert measured(0.020, 0.026, 2).pays()
+
+
+def test_drafts_that_are_mostly_rejected_do_not_pay_and_are_probed_now_and_then():
+    # a wider decode (1.3 steps) that keeps nothing: each token costs 1.3 steps
+    gain = measured(0.020, 0.026, 1)
+    assert not gain.pays()
+    wanted = [gain.wants_draft() for _ in range(7 * DRAFT_PROBE_EVERY)]
+    # probes at 16, then 32 later, then 64 later: twice as rare each time
+    probes = [i + 1 for i, w in enumerate(wanted) if w]
+    assert probes == [DRAFT_PROBE_EVERY, 3 * DRAFT_PROBE_EVERY, 7 * DRAFT_PROBE_EVERY]
+
+
+def test_drafting_comes_back_when_its_drafts_start_to_pay():
+    gain = measured(0.020, 0.026, 1)
+    for _ in range(30):        # the probes' drafts are now kept
+        gain.record_verify(0.026, 3)
+    assert gain.pays()
