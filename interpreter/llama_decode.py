@@ -345,7 +345,11 @@ class DraftGain:
 
     def wants_draft(self) -> bool:
         """Whether to check a draft that is available now: when drafting pays, and
-        now and then when it does not, to keep measuring it."""
+        now and then when it does not, to keep measuring it. Where drafts come at
+        nearly every step, plain steps are taken on purpose until there are
+        enough of them to compare."""
+        if self.verifies >= DRAFT_MIN_STEPS and self.singles < DRAFT_MIN_STEPS:
+            return False
         if self.pays():
             self.probe_every, self.since_probe = DRAFT_PROBE_EVERY, 0
             return True

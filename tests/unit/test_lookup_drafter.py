@@ -59,6 +59,18 @@ def test_drafting_is_on_until_both_kinds_of_step_are_measured():
     assert gain.pays() and gain.wants_draft()
 
 
+def test_plain_steps_are_taken_on_purpose_to_have_something_to_compare():
+    # drafts at every step: after enough checks, plain steps until they are measured
+    gain = DraftGain()
+    for _ in range(DRAFT_MIN_STEPS):
+        assert gain.wants_draft()
+        gain.record_verify(0.060, 3)
+    assert not gain.wants_draft()
+    for _ in range(DRAFT_MIN_STEPS):
+        gain.record_single(0.014)
+    assert not gain.pays() and not gain.wants_draft()    # 20 ms a token against 14
+
+
 def test_drafts_that_gain_more_than_they_cost_pay():
     # a check of 2 drafted tokens costs 1.3 steps and adds 2 tokens: 0.65 step each
     assert measured(0.020, 0.026, 2).pays()
