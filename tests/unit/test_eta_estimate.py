@@ -1,10 +1,11 @@
-"""The workflow ETA estimated from the per-step velocities (before any subject finished)."""
+"""The workflow ETA: from the per-step velocities, and from the rate at which subjects
+finish once some have."""
 
 from __future__ import annotations
 
 import pytest
 
-from interpreter.monitor import estimate_eta_from_velocities
+from interpreter.monitor import estimate_eta_from_velocities, workflow_eta
 
 
 def step(number: int, waiting: int = 0, leased: int = 0, velocity: float = 0.0,
@@ -39,3 +40,23 @@ def test_unknown_while_a_step_with_work_is_held_up(held):
 def test_a_held_up_step_without_work_does_not_matter():
     steps = [step(1, waiting=2, velocity=5.0, state="running"), step(2, state="breaker open")]
     assert estimate_eta_from_velocities(steps) == pytest.approx(2 * 2 * 60 / 5.0)
+
+
+def test_the_first_finishers_do_not_make_the_eta_jump():
+    # 16 subjects one step from the end of a 23-step pipeline, moving fast; 6 have
+    # just finished, so over the run so far subjects finish at 1.7 a minute
+    steps = [step(i, velocity=4.0) for i in range(1, 21)] + \
+        [step(21, waiting=16, velocity=20.0, state="running"), step(22), step(23)]
+    assert workflow_eta(16, 1.7, steps) == round(16 * 3 * 60 / 100.0)     # not 565 s
+
+
+def test_in_a_steady_stream_the_finishing_rate_is_used_when_it_says_sooner():
+    # gates end most subjects early: the velocities count steps they will skip
+    steps = [step(1, waiting=10, velocity=10.0, state="running"), step(2), step(3), step(4)]
+    assert workflow_eta(10, 10.0, steps) == pytest.approx(60.0)
+
+
+def test_the_finishing_rate_stands_alone_while_a_step_is_held_up():
+    steps = [step(1, velocity=5.0), step(2, waiting=4, state="paused")]
+    assert workflow_eta(4, 2.0, steps) == pytest.approx(120.0)
+    assert workflow_eta(0, 2.0, steps) == 0.0
