@@ -24,6 +24,12 @@ CAUSES = ("generating", "loading", "switching", "waiting_claim", "breaker", "lim
 # An interval shorter than this is not kept as its own row: the next cause takes
 # it over (its start stays, so the intervals still meet).
 MIN_INTERVAL_S = 0.001
+# A load is reported by the generation thread, which starts a wave a moment after
+# the lane thread entered "generating" for it (the hand-over to the executor,
+# several ms on a loaded machine). A piece of the interval that short before the
+# load is that hand-over, not generation: the load takes it over, so a wave's
+# subjects are not counted in two generating intervals.
+HANDOVER_S = 0.05
 
 
 @dataclass(eq=False)  # compared by identity: two intervals may look alike
@@ -112,7 +118,8 @@ class LaneClock:
                 return
             now = self.now()
             cut = max(current.started, now - seconds)
-            if cut - current.started < MIN_INTERVAL_S:
+            if cut - current.started < max(MIN_INTERVAL_S,
+                                           HANDOVER_S if current.cause == "generating" else 0):
                 # It took the whole interval: that interval becomes the load.
                 resumed = Interval(current.cause, now, model=current.model, step=current.step,
                                    subjects=current.subjects)

@@ -881,7 +881,7 @@ class RemoteBackend:
                           if s.url not in tried and s.is_up(now)]
                     if not up:
                         raise GenerationError(self._down_message(now))
-                    free = [(i, s) for i, s in up if self._free_for(tried, s, now)]
+                    free = [(i, s) for i, s in up if self._free_for(tried, s)]
                     if free:
                         n = len(self._servers)
                         i, server = min(free, key=lambda pair: (pair[1].in_flight,
@@ -900,7 +900,7 @@ class RemoteBackend:
                 del self._waiting[next(i for i, w in enumerate(self._waiting) if w is tried)]
                 self._lock.notify_all()     # the next in line may take what this left
 
-    def _free_for(self, tried: set[str], server: _ServerState, now: float) -> bool:
+    def _free_for(self, tried: set[str], server: _ServerState) -> bool:
         """Whether server has a slot for this waiting request once the requests
         waiting before it that could use the server have had theirs. The oldest
         waiter has no one before it, so some request can always proceed."""

@@ -100,7 +100,7 @@ def _step_rows(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s: 
 
 
 def workflow_eta(active: int, finishing_per_min: float,
-                 steps: list[dict[str, Any]]) -> float | None:
+                steps: list[dict[str, Any]]) -> float | None:
     """Seconds until the active subjects are through.
 
     Once subjects finish: the smaller of two estimates, because both err high.

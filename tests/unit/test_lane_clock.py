@@ -56,7 +56,7 @@ def test_a_load_is_cut_out_of_the_interval_it_happened_in_and_a_switch_relabels_
     clock.enter("waiting_claim")
     time.sleep(0.05)
     clock.enter("generating", model="b", step=1, subjects=4, new=True)
-    time.sleep(0.05)
+    time.sleep(0.1)
     clock.took("loading", 0.03, model="b")     # the last 30 ms were a load
     clock.relabel_last("loading", "switching")  # ... of a switch
     time.sleep(0.02)
@@ -77,6 +77,22 @@ def test_a_load_longer_than_the_interval_becomes_that_interval():
     clock.finish()
     got = rows(clock)
     assert meet(got) == ["idle", "loading", "generating"]
+
+
+def test_a_wave_whose_load_began_just_after_its_interval_counts_its_subjects_once():
+    # the generation thread began the load a few ms after the lane thread entered
+    # "generating": that hand-over is no generation of its own
+    clock = LaneClock()
+    clock.enter("idle")
+    time.sleep(0.02)
+    clock.enter("generating", model="a", step=1, subjects=4, new=True)
+    time.sleep(0.04)
+    clock.took("loading", 0.03, model="a")
+    time.sleep(0.02)
+    clock.finish()
+    got = rows(clock)
+    assert meet(got) == ["idle", "loading", "generating"]
+    assert sum(r["subjects"] or 0 for r in got if r["cause"] == "generating") == 4
 
 
 def test_written_intervals_leave_memory_and_the_running_one_is_extended():
@@ -102,7 +118,7 @@ def test_a_change_while_being_written_is_written_again():
     clock.enter("idle")
     time.sleep(0.01)
     clock.enter("generating", new=True)
-    time.sleep(0.01)
+    time.sleep(0.08)                 # longer than a hand-over (lane_clock.HANDOVER_S)
     batch = clock.pending()
     clock.took("loading", 0.005)     # changes the ended 'generating' after the snapshot
     clock.written([(i, v, n) for n, (i, v, _) in enumerate(batch, start=1)])
