@@ -32,6 +32,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from .errors import first_line
+from .figures import round_half_up
 from .monitor import format_duration, status_data, step_label, step_table
 from .queries import Q
 
@@ -226,7 +227,8 @@ def copy_counts(counts: dict[int, int]) -> dict[int, int]:
 def model_line(snap: Snapshot) -> str:
     if not snap.has_model_steps:
         return "Model lane: no model steps"
-    tps = f"{snap.tokens_per_s:.1f} tokens/s" if snap.tokens_per_s is not None else "? tokens/s"
+    tps = (f"{round_half_up(snap.tokens_per_s, 1)} tokens/s" if snap.tokens_per_s is not None
+           else "? tokens/s")
     what = "average" if snap.final and snap.fresh else "last minute"
     loads, switches = snap.model_loads, snap.model_switches
     if not snap.final and snap.lane_loads is not None:
@@ -240,7 +242,7 @@ def elapsed_text(seconds: float) -> str:
 
 
 def run_line(snap: Snapshot) -> str:
-    rate = f"{snap.waves_per_s:.1f}/s" if snap.waves_per_s is not None else "?/s"
+    rate = f"{round_half_up(snap.waves_per_s, 1)}/s" if snap.waves_per_s is not None else "?/s"
     t = snap.totals
     where = (f" · {t['done']}/{t['subjects']} subjects done, {t['active']} active, "
              f"{t['dead']} dead" if t else "")
