@@ -311,21 +311,25 @@ def step_label(step: int, width: int) -> str:
     return f"Step {step:>{width}}"
 
 
-def step_table(steps: list[dict[str, Any]]) -> str:
+def step_table(steps: list[dict[str, Any]], bar_width: int = BAR_WIDTH) -> str:
     """The per-step rows (`Step  2 | name | done | of | progress ...`): the layout of
-    `interp status`, which `interp run`'s live view shows too."""
+    `interp status`, which `interp run`'s live view shows too (on a narrow terminal
+    with a shorter bar, or none: bar_width 0)."""
     width = max([2] + [len(str(s["step"])) for s in steps])
     rows = []
     for s in steps:
         total = s["reached"]
         pct = f"{100 * s['done'] // total}%" if total else "-"
         rows.append([step_label(s["step"], width), s["name"], s["done"], total,
-                     bar(s["done"], total), pct, f"{round_half_up(s['velocity_per_min'], 1)}/min",
+                     bar(s["done"], total, bar_width), pct,
+                     f"{round_half_up(s['velocity_per_min'], 1)}/min",
                      format_duration(s["eta_s"]), s["state"]])
-    return tabulate(rows, headers=["step", "name", "done", "of", "progress", "%",
-                                   "velocity", "ETA", "state"],
-                    tablefmt="presto", colalign=("left", "left", "right", "right", "left",
-                                                 "right", "right", "right", "left"),
+    headers = ["step", "name", "done", "of", "progress", "%", "velocity", "ETA", "state"]
+    align = ["left", "left", "right", "right", "left", "right", "right", "right", "left"]
+    if bar_width <= 0:
+        for cols in (*rows, headers, align):
+            del cols[4]
+    return tabulate(rows, headers=headers, tablefmt="presto", colalign=align,
                     disable_numparse=True)
 
 
