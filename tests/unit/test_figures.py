@@ -57,12 +57,18 @@ def test_the_page_and_python_agree_on_every_value():
     assert fn, "dashboard.js has no roundHalfUp"
     pct = re.search(r"^function pct\(.*$", js, re.M)
     assert pct
-    script = (fn.group(0) + "\n" + pct.group(0) + "\n"
+    dur = re.search(r"^function duration\(.*?^}$", js, re.M | re.S)
+    assert dur
+    seconds = [0.4, 0.5, 2.5, 59.5, 89.5, 90.5, 3599.5, 7199.5, 86399.5, 90061.5, None]
+    script = (fn.group(0) + "\n" + pct.group(0) + "\n" + dur.group(0) + "\n"
               + f"const v = {json.dumps(VALUES)}, s = {json.dumps(SHARES)};\n"
+              + f"const d = {json.dumps(seconds)};\n"
               "console.log(JSON.stringify([v.map(x => roundHalfUp(x)), "
-              "v.map(x => roundHalfUp(x, 1)), v.map(x => roundHalfUp(x, 2)), s.map(pct)]));")
+              "v.map(x => roundHalfUp(x, 1)), v.map(x => roundHalfUp(x, 2)), s.map(pct), "
+              "d.map(duration)]));")
     out = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=30,
                          check=True).stdout
     page = json.loads(out)
     assert page == [[round_half_up(x) for x in VALUES], [round_half_up(x, 1) for x in VALUES],
-                    [round_half_up(x, 2) for x in VALUES], [f"{percent(x)}%" for x in SHARES]]
+                    [round_half_up(x, 2) for x in VALUES], [f"{percent(x)}%" for x in SHARES],
+                    [format_duration(x) for x in seconds]]
