@@ -200,3 +200,21 @@ def test_limit_caps_later_admissions_too(conn, workers):
     assert w.runner.summary is not None and w.runner.summary.admitted == 5
     assert len(state(conn, list(range(1, 9)))) == 5
     w.end()
+
+
+def test_a_sql_actor_may_be_a_data_modifying_cte_returning_bigint_ids(db, conn):
+    """What docs/actors.md says of SQL actors: a data-modifying CTE is a valid
+    target, and an integer subject_id matches its subject without a ::text."""
+    add_items(conn, 4)
+    make_workflow(conn, WF,
+                  actors=[{"name": "mark73", "kind": "sql", "target": (
+                      "WITH marked AS (UPDATE public.items SET done = true "
+                      "WHERE id = ANY(%(ids)s::bigint[]) RETURNING id) "
+                      "SELECT id AS subject_id, 'MARKED' AS outcome FROM marked")}],
+                  steps=[{"number": 1, "name": "Mark", "actor": "mark73"}],
+                  transitions=[(1, "MARKED", None)])
+    Runner(db, WF, RunOptions(until_idle=True, poll_s=0.05, timeline=False)).run()
+    outcomes = conn.execute("SELECT outcome, count(*) AS n FROM interp.checkpoints "
+                            "WHERE workflow_id = %s GROUP BY 1", (WF,)).fetchall()
+    assert outcomes == [{"outcome": "MARKED", "n": 4}]
+    assert conn.execute("SELECT count(*) AS n FROM public.items WHERE done").fetchone()["n"] == 4
