@@ -18,9 +18,11 @@ could not overtake it. Here it is a thread of its own, beside the heartbeat:
 - `--limit N` caps everything a run admits, its start and its ticks together:
   once N are admitted, the thread ends.
 
-A transient error (a deadlock, a lock timeout, a cancel) costs one tick. Any
-other error of an entry point stops the run with that error, as an admission
-at the start of the run would (the engine raises `error` once the lanes end).
+A transient error (a deadlock, a lock timeout, a cancel) or a lost database
+costs one tick: like the heartbeat, admission never decides that the database
+is gone (the lanes do, after --db-timeout). Any other error of an entry point
+stops the run with that error, as an admission at the start of the run would
+(the engine raises `error` once the lanes end).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import logging
 import threading
 import time
 
-from .errors import DefinitionError, first_line
+from .errors import DatabaseUnreachable, DefinitionError, first_line
 from .run_context import RunContext
 from .wave_store import WaveStore, is_transient
 
@@ -45,6 +47,7 @@ class Admitter:
         self.error: BaseException | None = None
         self._ended = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lost_db = False
 
     @property
     def every_s(self) -> float:
@@ -78,6 +81,12 @@ class Admitter:
                 return
             try:
                 self.tick(left)
+            except DatabaseUnreachable as exc:
+                # Once per outage, not once a tick.
+                (log.debug if self._lost_db else log.warning)(
+                    "admission skipped: %s", first_line(exc))
+                self._lost_db = True
+                continue
             except DefinitionError as exc:
                 if exc.__cause__ is not None and is_transient(exc.__cause__):
                     log.warning("admission skipped: %s", first_line(exc))
@@ -92,6 +101,7 @@ class Admitter:
         """One admission pass, unless another worker is admitting (None: skipped)."""
         self.ticks += 1
         n = self.store.try_admit(limit)
+        self._lost_db = False
         if n is None:
             self.skips += 1
             return None

@@ -132,12 +132,13 @@ class Runner:
             raise
         finally:
             ctx.stop.set()
-            self.admitter.stop()
             if model_thread is not None:
                 model_thread.join()
             self.scripts.shutdown()
-            lost_db = lost_db or isinstance(ctx.model_error, DatabaseUnreachable) \
-                or isinstance(self.admitter.error, DatabaseUnreachable)
+            lost_db = lost_db or isinstance(ctx.model_error, DatabaseUnreachable)
+            # An admission in flight finishes its transaction (it is short), unless
+            # the database is gone: then it is a daemon thread like the heartbeat.
+            self.admitter.stop(timeout=0.5 if lost_db else 5.0)
             # Without a database the heartbeat and the sampler can only wait for it
             # (a connection attempt lasts --db-timeout): do not wait for them, they
             # are daemon threads, and --db-timeout is the limit the user set.

@@ -243,7 +243,8 @@ class WaveStore:
     def try_admit(self, limit: int | None) -> int | None:
         """Admits as `admit` does, unless another worker is admitting this workflow
         right now or the workflow is paused: then None, at once (a periodic
-        admission skips its turn rather than wait; admission.py)."""
+        admission skips its turn rather than wait; admission.py). It does not retry
+        a lost connection either (DatabaseUnreachable at once): the next turn will."""
         return self._admit(limit, wait=False)
 
     def _admit(self, limit: int | None, *, wait: bool) -> int | None:
@@ -281,7 +282,7 @@ class WaveStore:
             return total
 
         try:
-            n = self.ctx.db.run(do)
+            n = self.ctx.db.run(do, retry=wait)
         except psycopg.Error as exc:
             if not failing:
                 raise
