@@ -54,6 +54,11 @@ class Admitter:
         opt = self.ctx.opt
         return opt.admit_every_s if opt.admit_every_s is not None else opt.poll_s
 
+    @property
+    def alive(self) -> bool:
+        """Whether the thread still runs (it ends with the run, or once --limit is met)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
         self._ended.clear()
         self._thread = threading.Thread(target=self._loop, name="admission", daemon=True)

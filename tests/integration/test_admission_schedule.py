@@ -198,6 +198,7 @@ def test_limit_caps_later_admissions_too(conn, workers):
     wait_for(lambda: w.runner.summary is not None and w.runner.summary.admitted == 5, 5,
              "two more admitted")
     # Limit reached: the admission thread has ended, nothing more is admitted.
+    wait_for(lambda: not w.runner.admitter.alive, 5, "the admission thread to end")
     time.sleep(0.5)
     assert w.runner.summary is not None and w.runner.summary.admitted == 5
     assert len(state(conn, list(range(1, 9)))) == 5
