@@ -81,9 +81,11 @@ class EntryPoint:
         return sql.SQL(Q["admit"]).format(  # type: ignore[arg-type]
             admit=sql.SQL(embedded_sql(self.admit_sql)))  # type: ignore[arg-type]
 
-    def admission_params(self, workflow_id: int, limit: int | None) -> dict[str, Any]:
+    def admission_params(self, workflow_id: int, limit: int | None,
+                         run_id: int | None = None) -> dict[str, Any]:
+        """run_id: the run admitting, recorded as subject_state.admitted_by_run."""
         return {"workflow_id": workflow_id, "entry_point": self.name,
-                "first_step": self.first_step, "limit": limit}
+                "first_step": self.first_step, "limit": limit, "run_id": run_id}
 
     def admission_failure(self, workflow_id: int, exc: BaseException) -> str:
         """One line that names the entry point, the error and the start of its query."""

@@ -369,6 +369,8 @@ def render_trace(data: dict[str, Any]) -> str:
                  else "ended")
         lines.append(f"now {st['status']} {where} · attempts {st['attempts']}"
                      + (f" · last error: {st['last_error']}" if st["last_error"] else ""))
+        lines.append(f"admitted {st['admitted_at']} by entry point {st['entry_point']}"
+                     + (f" in run {st['admitted_by_run']}" if st.get("admitted_by_run") else ""))
     rows = []
     for c in data["checkpoints"]:
         model = ""

@@ -134,7 +134,7 @@ SELECT date_trunc('minute', c.finished_at) AS minute,
 -- name: trace_subject_state
 SELECT s.subject_id, s.entry_point, s.step, st.name AS step_name, s.status, s.attempts,
        s.visits, s.last_outcome, s.last_error, s.next_attempt_at, s.lease_owner,
-       s.lease_expires, s.admitted_at, s.updated_at
+       s.lease_expires, s.admitted_at, s.admitted_by_run, s.updated_at
   FROM interp.subject_state s
   LEFT JOIN interp.steps st ON st.workflow_id = s.workflow_id
        AND st.execution_order = s.step
