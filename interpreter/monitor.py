@@ -20,6 +20,7 @@ from tabulate import tabulate
 
 from .db import json_row, one
 from .errors import InterpError, NotFound
+from .operator_actions import actions_of_subject, recent_actions
 from .queries import Q
 from .timeline import LANE_WINDOW_S, lane_line, lane_time, prune_timeline
 
@@ -82,6 +83,7 @@ def status_data(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s:
         "breakers": breakers,
         "open_breakers": open_breakers,
         "dead_letters": counts["dead"],
+        "operator_actions": recent_actions(conn, workflow_id),
         "model_lane": _model_lane(conn, workflow_id, runs),
         "lane_time": lane_time(conn, workflow_id, lane_window_s),
         "runs": runs,
@@ -251,7 +253,8 @@ def trace_data(conn: psycopg.Connection[Any], workflow_id: int, subject_id: str,
         raise NotFound(f"no subject {subject_id!r} in workflow {workflow_id}")
     data = {"workflow": workflow_id, "subject": subject_id,
             "state": json_row(state) if state else None,
-            "checkpoints": [json_row(r) for r in rows]}
+            "checkpoints": [json_row(r) for r in rows],
+            "operator_actions": actions_of_subject(conn, workflow_id, subject_id)}
     if prompts:
         data["prompts"] = prompt_texts(conn, workflow_id, subject_id)
     return data
@@ -320,7 +323,8 @@ def render_status(data: dict[str, Any]) -> str:
     t = data["totals"]
     totals = (f"Total: {t['subjects']} subjects · {t['done']} done · {t['active']} active "
               f"({t['waiting']} waiting, {t['leased']} leased) · {t['dead']} dead · "
-              f"{t['checkpoints']} checkpoints · {t['completion_per_min']:.1f} finished/min · "
+              + (f"{t['cancelled']} cancelled · " if t.get("cancelled") else "")
+              + f"{t['checkpoints']} checkpoints · {t['completion_per_min']:.1f} finished/min · "
               f"ETA {format_duration(t['eta_s'])}")
     lane = data["model_lane"]
     if lane["lanes"]:
@@ -360,6 +364,11 @@ def render_trace(data: dict[str, Any]) -> str:
     lines.append(tabulate(rows, headers=["finished", "step", "name", "visit", "attempt",
                                          "outcome", "ms", "error", "model"],
                           tablefmt="presto", disable_numparse=True))
+    for a in data.get("operator_actions") or []:
+        lines.append(f"{a['at']} operator {a['verb']} (action {a['action_id']}, "
+                     f"{a['db_user']}/{a['os_user']}): {a['from_status']} at step "
+                     f"{a['from_step']} -> {a['to_status']} at step {a['to_step']}; "
+                     f"reason: {a['reason']}")
     lines += _render_prompts(data)
     return "\n".join(lines)
 
