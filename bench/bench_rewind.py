@@ -65,7 +65,7 @@ VALUES
   (%(loop)s, 2, 'noop', 'actor', 'rw_noop', NULL, '{"max_visits": 1000000000}');
 INSERT INTO interp.step_transitions (workflow_id, from_step, outcome, to_step) VALUES
   (%(rw)s, 1, 'RUN', 2), (%(rw)s, 2, 'DONE', NULL),
-  (%(loop)s, 1, 'RUN', 2), (%(loop)s, 2, 'DONE', 1);
+  (%(loop)s, 1, 'RUN', 2), (%(loop)s, 1, 'SKIP', NULL), (%(loop)s, 2, 'DONE', 1);
 INSERT INTO interp.entry_points (workflow_id, name, admit_sql, first_step) VALUES
   (%(rw)s, 'all', 'SELECT id AS subject_id FROM public.rw_items', 1),
   (%(loop)s, 'all', 'SELECT id AS subject_id FROM public.loop_items', 1);
@@ -104,6 +104,7 @@ def main() -> None:
     admin_exec(args.admin_dsn, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     dsn = with_dbname(args.admin_dsn, name)
     worker = None
+    worker_log = open(f"/tmp/{name}.worker.log", "w")  # noqa: SIM115 - closed in finally
     try:
         migrate(dsn)
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -113,7 +114,7 @@ def main() -> None:
         worker = subprocess.Popen([sys.executable, "-m", "interpreter", "run", "--workflow",
                                    str(LOOP), "--quiet", "--batch-size", "500"],
                                   env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+                                  stderr=worker_log)
         db = Database(DatabaseChoice(dsn, "bench"))
         rounds = []
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -149,6 +150,7 @@ def main() -> None:
                 worker.wait(30)
             except subprocess.TimeoutExpired:
                 worker.kill()
+        worker_log.close()
         admin_exec(args.admin_dsn,
                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
