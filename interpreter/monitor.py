@@ -20,7 +20,7 @@ from tabulate import tabulate
 
 from .db import json_row, one
 from .errors import InterpError, NotFound
-from .operator_actions import actions_of_subject, recent_actions
+from .operator_actions import actions_of_subject, cancelled_by_step, recent_actions
 from .queries import Q
 from .timeline import LANE_WINDOW_S, lane_line, lane_time, prune_timeline
 
@@ -96,8 +96,10 @@ def _step_rows(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s: 
                velocity_window_s: float) -> list[dict[str, Any]]:
     steps = [json_row(r) for r in conn.execute(Q["monitor_step_status"], {
         "workflow_id": workflow_id, "stall_s": stall_window_s, "velocity_s": velocity_window_s})]
+    cancelled = cancelled_by_step(conn, workflow_id)
     for s in steps:
         s.pop("workflow_id", None)
+        s["cancelled"] = cancelled.get(s["step"], 0)
     return steps
 
 
@@ -365,10 +367,12 @@ def render_trace(data: dict[str, Any]) -> str:
                                          "outcome", "ms", "error", "model"],
                           tablefmt="presto", disable_numparse=True))
     for a in data.get("operator_actions") or []:
+        def at(step: Any) -> str:
+            return "ended" if step is None else f"at step {step}"
+
         lines.append(f"{a['at']} operator {a['verb']} (action {a['action_id']}, "
-                     f"{a['db_user']}/{a['os_user']}): {a['from_status']} at step "
-                     f"{a['from_step']} -> {a['to_status']} at step {a['to_step']}; "
-                     f"reason: {a['reason']}")
+                     f"{a['db_user']}/{a['os_user']}): {a['from_status']} {at(a['from_step'])} "
+                     f"-> {a['to_status']} {at(a['to_step'])}; reason: {a['reason']}")
     lines += _render_prompts(data)
     return "\n".join(lines)
 

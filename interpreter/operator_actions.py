@@ -214,6 +214,12 @@ def recent_actions(conn: psycopg.Connection[Any], workflow_id: int,
         "workflow_id": workflow_id, "limit": limit})]
 
 
+def cancelled_by_step(conn: psycopg.Connection[Any], workflow_id: int) -> dict[int, int]:
+    """Cancelled subjects per step (read from the subject_counts rollup)."""
+    return {r["step"]: int(r["n"]) for r in conn.execute(
+        Q["operator_cancelled_by_step"], {"workflow_id": workflow_id})}
+
+
 def describe(result: dict[str, Any]) -> str:
     """One line that says what an action did (or, dry, would do)."""
     verb, wf = result["verb"], result["workflow"]

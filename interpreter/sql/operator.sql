@@ -202,3 +202,9 @@ SELECT action_id, at, verb, to_step, selection, reason, db_role, db_user, os_use
  WHERE workflow_id = %(workflow_id)s
  ORDER BY at DESC, action_id DESC
  LIMIT %(limit)s
+
+-- name: operator_cancelled_by_step
+-- Cancelled subjects per step, from the rollup (`interp status --json`'s steps).
+SELECT step, sum(n)::bigint AS n FROM interp.subject_counts
+ WHERE workflow_id = %(workflow_id)s AND status = 'cancelled'
+ GROUP BY step HAVING sum(n) <> 0

@@ -316,6 +316,7 @@ def test_cancelled_is_counted_apart_and_shown(cli, conn):
     t = status["totals"]
     assert (t["cancelled"], t["waiting"], t["active"], t["subjects"]) == (3, N - 3, N - 3, N)
     assert status["operator_actions"][0]["verb"] == "cancel"
+    assert [(s["step"], s["cancelled"]) for s in status["steps"]] == [(1, 3), (2, 0), (3, 0)]
     assert "3 cancelled" in cli("status", "--workflow", str(WF)).stdout
     trace = cli("trace", "--workflow", str(WF), "--subject", "2").stdout
     assert "operator cancel" in trace and "not these" in trace
