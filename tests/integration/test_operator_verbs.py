@@ -90,13 +90,17 @@ def settled(conn) -> bool:
                         "AND status IN ('ready', 'leased')", (WF,)).fetchone()["n"] == 0
 
 
-def checksum(conn) -> dict[str, str]:
-    """md5 of every interp table's rows, in order."""
+#: What idle workers keep writing (heartbeats, hardware samples, lane time).
+WORKER_TABLES = ("runs", "utilisation", "lane_intervals")
+
+
+def checksum(conn, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """md5 of every interp table's rows, in order (but those in skip)."""
     tables = [r["relname"] for r in conn.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'interp' AND c.relkind = 'r' ORDER BY 1")]
     out = {}
-    for t in tables:
+    for t in (t for t in tables if t not in skip):
         out[t] = conn.execute(
             f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) AS h "
             f"FROM interp.{t} x").fetchone()["h"]
@@ -121,6 +125,14 @@ def checkpoints_after(conn, sid: str, action_id: int) -> list[dict[str, Any]]:
         (action_id, WF, sid)).fetchall()
 
 
+def first_pass_after(conn, sid: str, visits: int) -> tuple[int, int]:
+    """(step, visit) of the subject's first checkpoint on a visit after `visits`."""
+    row = conn.execute(
+        "SELECT step, visit FROM interp.checkpoints WHERE workflow_id = %s AND subject_id = %s "
+        "AND visit > %s ORDER BY visit, checkpoint_id LIMIT 1", (WF, sid, visits)).fetchone()
+    return (row["step"], row["visit"])
+
+
 def admit_all(conn, wf: int = WF) -> None:
     """Admits every item without running anything (the workflow stays still)."""
     conn.execute("INSERT INTO interp.subject_state (workflow_id, subject_id, entry_point, step) "
@@ -142,14 +154,15 @@ def test_verbs_with_live_workers_and_a_sigkill(cli, conn, dsn):
         assert {s for s, r in st.items() if r["status"] == "dead"} == {str(i) for i in BOOM}
 
         # --- a dry run changes nothing, and says what it would do
-        before = checksum(conn)
+        before = checksum(conn, skip=WORKER_TABLES)
         dry = act(cli, "retry", "--dry-run")
         assert (dry["matched"], dry["would_change"], dry["changed"]) == (5, 5, 0)
         assert dry["sample"] == sorted(str(i) for i in BOOM)
-        assert checksum(conn) == before
+        assert checksum(conn, skip=WORKER_TABLES) == before
 
         # --- retry: the cause fixed, the dead letters go back where they died
         conn.execute("UPDATE public.items SET title = 'fixed' WHERE id = ANY(%s)", (list(BOOM),))
+        before_st = states(conn)
         r = act(cli, "retry", "--reason", "BOOM fixed")
         assert (r["selected"], r["matched"], r["skipped"], r["changed"]) == (N, 5, 0, 5)
         moved = moved_by(conn, r["action_id"])
@@ -159,6 +172,8 @@ def test_verbs_with_live_workers_and_a_sigkill(cli, conn, dsn):
                 ("dead", 2, "ready", 2)
         wait_for(lambda: settled(conn), what="the retried subjects")
         st = states(conn)
+        assert {k: v for k, v in st.items() if k not in moved} == \
+            {k: v for k, v in before_st.items() if k not in moved}  # the others untouched
         for sid, m in moved.items():
             assert st[sid]["status"] == "done"
             cps = conn.execute(
@@ -175,6 +190,9 @@ def test_verbs_with_live_workers_and_a_sigkill(cli, conn, dsn):
                 ",".join(str(i) for i in range(1, 21)), "--reason", "recount")
         assert (r["selected"], r["matched"], r["changed"]) == (20, 20, 20)
         wait_for(lambda: settled(conn), what="the rewound subjects")
+        for sid, m in moved_by(conn, r["action_id"]).items():
+            # it went on from step 3, on the next visit
+            assert first_pass_after(conn, sid, m["from_visits"]) == (3, m["from_visits"] + 1)
         after_st = states(conn)
         for sid in before_st:
             if int(sid) <= 20:
@@ -186,8 +204,8 @@ def test_verbs_with_live_workers_and_a_sigkill(cli, conn, dsn):
 
         # --- rewind everything to step 2 while both workers run; SIGKILL w1 while it
         # holds a wave, then cancel what waits at step 2: leased subjects are skipped
-        r = act(cli, "rewind", "--to-step", "2", "--all", "--reason", "rerun the slow step")
-        assert r["changed"] == N
+        r_all = act(cli, "rewind", "--to-step", "2", "--all", "--reason", "rerun the slow step")
+        assert r_all["changed"] == N
         wait_for(lambda: conn.execute(
             "SELECT count(*) AS n FROM interp.subject_state WHERE workflow_id = %s "
             "AND lease_owner = 'w1'", (WF,)).fetchone()["n"] > 0, what="w1 to lease a wave")
@@ -207,12 +225,16 @@ def test_verbs_with_live_workers_and_a_sigkill(cli, conn, dsn):
         # w1's leases expire; w2's reaper returns them and w2 finishes them
         wait_for(lambda: settled(conn), timeout=120, what="the killed worker's subjects")
         st = states(conn)
+        rewound = moved_by(conn, r_all["action_id"])
         for sid, row in st.items():
+            assert (rewound[sid]["to_status"], rewound[sid]["to_step"]) == ("ready", 2)
             if sid in cancelled:
                 assert (row["status"], row["step"]) == ("cancelled", 2), sid
                 assert checkpoints_after(conn, sid, cancel_id) == []
             else:
                 assert row["status"] == "done", sid
+                assert first_pass_after(conn, sid, rewound[sid]["from_visits"]) == \
+                    (2, rewound[sid]["from_visits"] + 1)
 
         # --- cancelled subjects come back with retry --status cancelled
         r = act(cli, "retry", "--status", "cancelled", "--reason", "resume")
@@ -335,6 +357,15 @@ def test_cancelled_is_counted_apart_and_shown(cli, conn):
     r = act(cli, "rewind", "--to-step", "1", "--status", "cancelled", "--reason", "after all")
     assert r["changed"] == 3
     cli("run", "--workflow", str(WF), "--until-idle", "--quiet")
+    # a gate at the step rewound to is evaluated again: item 9 passed it (RUN); it is
+    # done now, so the gate says SKIP and the subject ends without running step 2 again
+    conn.execute("UPDATE public.items SET done = true WHERE id = 9")
+    act(cli, "rewind", "--to-step", "1", "--subject", "9", "--reason", "gate again")
+    cli("run", "--workflow", str(WF), "--until-idle", "--quiet")
+    path = [(c["step"], c["outcome"]) for c in conn.execute(
+        "SELECT step, outcome FROM interp.checkpoints WHERE workflow_id = %s AND subject_id = '9' "
+        "ORDER BY visit", (WF,))]
+    assert path == [(1, "RUN"), (2, "DONE"), (3, "DONE"), (1, "SKIP")]
     assert {r["status"] for r in states(conn).values()} == {"done", "dead"}
 
 
