@@ -190,7 +190,9 @@ def act(db: Database, verb: str, workflow_id: int, selection: Selection, *,
                    "client_host": socket.gethostname()})
     statement = {"retry": Q["operator_retry"], "rewind": Q["operator_rewind"],
                  "cancel": Q["operator_cancel"]}[verb]
-    row = db.run(lambda c: one(c.execute(statement, params)))
+    # Not retried on a lost connection: had the commit gone through unseen, a second
+    # try would act again. The error says so; interp.operator_actions tells.
+    row = db.run(lambda c: one(c.execute(statement, params)), retry=False)
     row = json_row(row)
     result.update({"action_id": row["action_id"], "at": row["at"], "reason": reason,
                    "db_role": row["db_role"], "db_user": row["db_user"], "os_user": _os_user(),
