@@ -29,7 +29,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from .db import Database, json_row, one
-from .errors import InterpError, NotFound, first_line
+from .errors import DatabaseUnreachable, InterpError, NotFound, first_line
 from .queries import Q
 
 #: Every status a subject can be in (interp.subject_state.status).
@@ -192,7 +192,12 @@ def act(db: Database, verb: str, workflow_id: int, selection: Selection, *,
                  "cancel": Q["operator_cancel"]}[verb]
     # Not retried on a lost connection: had the commit gone through unseen, a second
     # try would act again. The error says so; interp.operator_actions tells.
-    row = db.run(lambda c: one(c.execute(statement, params)), retry=False)
+    try:
+        row = db.run(lambda c: one(c.execute(statement, params)), retry=False)
+    except DatabaseUnreachable as exc:
+        raise DatabaseUnreachable(
+            f"the connection was lost during the {verb}; whether it committed, "
+            f"interp.operator_actions says ({exc})") from exc
     row = json_row(row)
     result.update({"action_id": row["action_id"], "at": row["at"], "reason": reason,
                    "db_role": row["db_role"], "db_user": row["db_user"], "os_user": _os_user(),
