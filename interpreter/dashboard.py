@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .errors import InterpError, NotFound
 from .metrics import metrics_registry
 from .monitor import list_workflows, overview_series, status_data, velocity_series, workflow_row
+from .queries import Q
 from .timeline import lane_time, timeline_data
 
 STATIC = Path(__file__).parent / "static"
@@ -72,8 +73,9 @@ class DashboardHandler(BaseHTTPRequestHandler):
         elif path.startswith("/static/"):
             self._static(path[len("/static/"):])
         elif path == "/api/workflows":
-            self._json(200, {"default": self.default_workflow,
-                             "workflows": self.db.run(list_workflows)})
+            default = (self.default_workflow if self.default_workflow is not None
+                       else self.db.run(latest_workflow))
+            self._json(200, {"default": default, "workflows": self.db.run(list_workflows)})
         elif path == "/api/status":
             self._json(200, self._status(query))
         elif path == "/api/velocity":
@@ -143,6 +145,13 @@ class DashboardHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Security-Policy", _CSP)
         self.end_headers()
         self.wfile.write(body)
+
+
+def latest_workflow(conn: Any) -> int | None:
+    """The workflow the page opens on when `--workflow` names none: the one with the
+    latest activity (checkpoint or run), else the first; None without workflows."""
+    row = conn.execute(Q["dashboard_latest_workflow"]).fetchone()
+    return int(row["workflow_id"]) if row else None
 
 
 def make_handler(db: Any, default_workflow: int | None) -> type[BaseHTTPRequestHandler]:

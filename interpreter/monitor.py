@@ -20,6 +20,7 @@ from tabulate import tabulate
 
 from .db import json_row, one
 from .errors import InterpError, NotFound
+from .figures import percent, round_half_up
 from .operator_actions import actions_of_subject, cancelled_by_step, recent_actions
 from .queries import Q
 from .timeline import LANE_WINDOW_S, lane_line, lane_time, prune_timeline
@@ -48,9 +49,20 @@ def status_data(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s:
                 velocity_window_s: float = 300,
                 lane_window_s: float = LANE_WINDOW_S) -> dict[str, Any]:
     """Everything the monitor shows for one workflow, JSON-ready. "lane_time" is the
-    model lanes' time by cause over the last lane_window_s of their record."""
+    model lanes' time by cause over the last lane_window_s of their record.
+
+    Read in a transaction of its own (a savepoint inside the caller's) without
+    JIT, so the time it takes does not hang on the planner's statistics."""
     if stall_window_s <= 0 or velocity_window_s <= 0:
         raise InterpError("the stall and velocity windows must be positive")
+    with conn.transaction():
+        conn.execute(Q["status_read_settings"])
+        return _status_figures(conn, workflow_id, stall_window_s, velocity_window_s,
+                               lane_window_s)
+
+
+def _status_figures(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s: float,
+                    velocity_window_s: float, lane_window_s: float) -> dict[str, Any]:
     wf = workflow_row(conn, workflow_id)
     now = one(conn.execute(Q["monitor_now"]))["now"]
     by_wf = {"workflow_id": workflow_id}
@@ -158,9 +170,13 @@ def estimate_eta_from_velocities(steps: list[dict[str, Any]]) -> float | None:
 
 def _model_lane(conn: psycopg.Connection[Any], workflow_id: int,
                 runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The model lane of the running runs (or of the latest run when none runs)."""
+    """The model lane of the running runs; when none runs, of the latest run whose
+    lane did work (a rerun that found nothing to do would show a duty cycle of 0),
+    else of the latest run."""
     running = [r["run_id"] for r in runs if r["status"] == "running"]
-    lane_runs = running or [r["run_id"] for r in runs[:1]]
+    worked = conn.execute(Q["monitor_lane_run_with_work"],
+                          {"workflow_id": workflow_id}).fetchone() if not running else None
+    lane_runs = running or ([worked["run_id"]] if worked else [r["run_id"] for r in runs[:1]])
     lanes = [_rounded_lane(json_row(r))
              for r in conn.execute(Q["monitor_model_lanes"], {"run_ids": lane_runs})]
     events = [json_row(r) for r in conn.execute(Q["monitor_model_events"],
@@ -279,7 +295,7 @@ def prompt_texts(conn: psycopg.Connection[Any], workflow_id: int,
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
-    seconds = int(round(seconds))
+    seconds = int(round_half_up(seconds))   # as the page rounds it
     if seconds <= 0:
         return "-"
     if seconds < 60:
@@ -300,21 +316,25 @@ def step_label(step: int, width: int) -> str:
     return f"Step {step:>{width}}"
 
 
-def step_table(steps: list[dict[str, Any]]) -> str:
+def step_table(steps: list[dict[str, Any]], bar_width: int = BAR_WIDTH) -> str:
     """The per-step rows (`Step  2 | name | done | of | progress ...`): the layout of
-    `interp status`, which `interp run`'s live view shows too."""
+    `interp status`, which `interp run`'s live view shows too (on a narrow terminal
+    with a shorter bar, or none: bar_width 0)."""
     width = max([2] + [len(str(s["step"])) for s in steps])
     rows = []
     for s in steps:
         total = s["reached"]
         pct = f"{100 * s['done'] // total}%" if total else "-"
         rows.append([step_label(s["step"], width), s["name"], s["done"], total,
-                     bar(s["done"], total), pct, f"{s['velocity_per_min']:.1f}/min",
+                     bar(s["done"], total, bar_width), pct,
+                     f"{round_half_up(s['velocity_per_min'], 1)}/min",
                      format_duration(s["eta_s"]), s["state"]])
-    return tabulate(rows, headers=["step", "name", "done", "of", "progress", "%",
-                                   "velocity", "ETA", "state"],
-                    tablefmt="presto", colalign=("left", "left", "right", "right", "left",
-                                                 "right", "right", "right", "left"),
+    headers = ["step", "name", "done", "of", "progress", "%", "velocity", "ETA", "state"]
+    align = ["left", "left", "right", "right", "left", "right", "right", "right", "left"]
+    if bar_width <= 0:
+        for cols in (*rows, headers, align):
+            del cols[4]
+    return tabulate(rows, headers=headers, tablefmt="presto", colalign=align,
                     disable_numparse=True)
 
 
@@ -326,12 +346,13 @@ def render_status(data: dict[str, Any]) -> str:
     totals = (f"Total: {t['subjects']} subjects · {t['done']} done · {t['active']} active "
               f"({t['waiting']} waiting, {t['leased']} leased) · {t['dead']} dead · "
               + (f"{t['cancelled']} cancelled · " if t.get("cancelled") else "")
-              + f"{t['checkpoints']} checkpoints · {t['completion_per_min']:.1f} finished/min · "
+              + f"{t['checkpoints']} checkpoints · "
+              f"{round_half_up(t['completion_per_min'], 1)} finished/min · "
               f"ETA {format_duration(t['eta_s'])}")
     lane = data["model_lane"]
     if lane["lanes"]:
         duty = lane["duty_cycle"]
-        duty_s = f"{100 * duty:.0f}%" if duty is not None else "?"
+        duty_s = f"{percent(duty)}%" if duty is not None else "?"
         model_line = (f"Model lane: {lane['loaded_model'] or 'no model loaded'} · duty cycle "
                       f"{duty_s} · {lane['switches']} switch(es) · runs "
                       + ", ".join(f"{ln['run_id']} ({ln['status']})" for ln in lane["lanes"]))
@@ -452,6 +473,9 @@ def prune(db: Any, workflow_id: int, older_than: dt.timedelta, batch_size: int =
         db.run(lambda conn: conn.execute(Q["prune_compact_rollups"]))
     totals.update(prune_timeline(db, workflow_id, cutoff, batch_size=batch_size,
                                  dry_run=dry_run))
+    if not dry_run and (totals["deleted"] or totals["intervals_deleted"]
+                        or totals["samples_deleted"]):
+        db.run(lambda conn: conn.execute(Q["prune_analyze"]))
     totals["seconds"] = round(time.monotonic() - started, 3)
     totals["rows_per_s"] = (round(totals["candidates"] / totals["seconds"])
                             if totals["seconds"] > 0 else None)

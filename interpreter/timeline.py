@@ -17,6 +17,7 @@ import psycopg
 
 from .db import json_row, one
 from .errors import InterpError, NotFound
+from .figures import percent, round_half_up
 from .lane_clock import CAUSES
 from .queries import Q
 
@@ -71,14 +72,14 @@ def lane_line(lane: dict[str, Any]) -> str | None:
     share = lane.get("share") or {}
     if not share:
         return None
-    parts = [f"{100 * v:.0f}% {CAUSE_LABELS[c]}"
+    parts = [f"{percent(v)}% {CAUSE_LABELS[c]}"
              for c, v in sorted(share.items(), key=lambda kv: (-kv[1], CAUSES.index(kv[0])))
              if v >= 0.005]
     line = "lane " + " · ".join(parts)
     if lane.get("gpu_util_mean") is not None:
-        line += f" · GPU {lane['gpu_util_mean']:.0f}% mean"
+        line += f" · GPU {round_half_up(lane['gpu_util_mean'])}% mean"
         if lane.get("gpu_util_generating") is not None:
-            line += f" ({lane['gpu_util_generating']:.0f}% while generating)"
+            line += f" ({round_half_up(lane['gpu_util_generating'])}% while generating)"
     return line
 
 

@@ -213,10 +213,11 @@ ON CONFLICT (workflow_id) DO UPDATE SET name = EXCLUDED.name, description = EXCL
   subject_table = EXCLUDED.subject_table, subject_key = EXCLUDED.subject_key;
 
 -- name: export_model
-INSERT INTO interp.models (name, source, n_gpu_layers, n_ctx, n_threads, chat_format, sampling)
-VALUES ({name}, {source}, {n_gpu_layers}, {n_ctx}, {n_threads}, {chat_format}, {sampling})
+INSERT INTO interp.models (name, source, n_gpu_layers, n_ctx, n_threads, chat_format, sampling, parallel, api_key_env, ca_bundle)
+VALUES ({name}, {source}, {n_gpu_layers}, {n_ctx}, {n_threads}, {chat_format}, {sampling}, {parallel}, {api_key_env}, {ca_bundle})
 ON CONFLICT (name) DO UPDATE SET source = EXCLUDED.source, n_gpu_layers = EXCLUDED.n_gpu_layers,
-  n_ctx = EXCLUDED.n_ctx, n_threads = EXCLUDED.n_threads, chat_format = EXCLUDED.chat_format, sampling = EXCLUDED.sampling;
+  n_ctx = EXCLUDED.n_ctx, n_threads = EXCLUDED.n_threads, chat_format = EXCLUDED.chat_format, sampling = EXCLUDED.sampling,
+  parallel = EXCLUDED.parallel, api_key_env = EXCLUDED.api_key_env, ca_bundle = EXCLUDED.ca_bundle;
 
 -- name: export_actor
 INSERT INTO interp.actors (name, kind, target, params)
