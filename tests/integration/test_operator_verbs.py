@@ -427,3 +427,47 @@ def test_subject_ids_are_bound_as_the_key_type_stores_them(cli, conn):
     proc = cli("cancel", "--workflow", "98", "--subject", "not-a-uuid", "--reason", "x",
                check=False)
     assert proc.returncode == 1 and "uuid" in proc.stderr
+
+
+def test_an_action_killed_midway_changes_nothing(cli, conn, dsn):
+    """SIGKILL the operator's own process after its statement moved every subject but
+    before it committed: the rewind and its record go together, so nothing changed.
+
+    To kill it there and nowhere else, a share lock on interp.subject_counts holds
+    the statement in its last part (the status rollup's trigger, which runs after
+    every subject has moved) until the client is dead."""
+    n = 20_000
+    pipeline(conn, sleep_s=0)
+    conn.execute("INSERT INTO public.items (id) SELECT g "
+                 "FROM generate_series(%s::bigint, %s::bigint) g ON CONFLICT DO NOTHING",
+                 (N + 1, n))
+    conn.execute("INSERT INTO interp.subject_state (workflow_id, subject_id, entry_point, step, "
+                 "status, visits) SELECT %s, id::text, 'all', NULL, 'done', 3 FROM public.items",
+                 (WF,))
+    before = checksum(conn)
+    with psycopg.connect(dsn) as locker:
+        locker.execute("LOCK TABLE interp.subject_counts IN SHARE MODE")
+        proc = cli.popen("rewind", "--workflow", str(WF), "--to-step", "2", "--all",
+                         "--reason", "killed midway", stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+        blocked = ("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+                   "AND application_name = 'interp' AND wait_event_type = 'Lock'")
+        wait_for(lambda: conn.execute(blocked).fetchone()["n"] == 1, timeout=30,
+                 what="the rewind to wait in its last part")
+        # it has moved (and so locked) every subject by now
+        assert locker.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM interp.subject_state WHERE workflow_id = %s "
+            "FOR UPDATE SKIP LOCKED) x", (WF,)).fetchone()[0] == 0
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        locker.rollback()
+    # the backend finds its client gone when it answers, and rolls back
+    wait_for(lambda: conn.execute(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = 'interp'").fetchone()["n"] == 0,
+        timeout=60, what="the killed action's backend to end")
+    assert conn.execute("SELECT count(*) AS n FROM interp.operator_actions").fetchone()["n"] == 0
+    assert checksum(conn) == before
+    # and the same action, not killed, moves them all
+    r = act(cli, "rewind", "--to-step", "2", "--all", "--reason", "not killed")
+    assert r["changed"] == n
