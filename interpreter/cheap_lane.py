@@ -261,8 +261,10 @@ def sql_actor_results(c: psycopg.Connection[Any], wave: InlineWave, target: str,
     """Runs a SQL actor's statement for these subjects of the wave; one result each.
     Subjects it returns no row for get DONE; an outcome of NULL or '' too."""
     params = wave.params(ids)
-    params["batch"] = Jsonb([{"subject_id": i, "outputs": wave.outputs.get(i, {})}
-                             for i in ids])
+    # visit: the checkpoint's visit number, new after a rewind or a retry, so an
+    # effect keyed by (subject, visit) is applied once per pass (docs/actors.md).
+    params["batch"] = Jsonb([{"subject_id": i, "outputs": wave.outputs.get(i, {}),
+                              "visit": wave.claimed[i].visits} for i in ids])
     cur = c.execute(target, params)
     rows = cur.fetchall() if cur.description else []
     finished = utcnow()

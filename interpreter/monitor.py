@@ -21,6 +21,7 @@ from tabulate import tabulate
 from .db import json_row, one
 from .errors import InterpError, NotFound
 from .figures import percent, round_half_up
+from .operator_actions import actions_of_subject, cancelled_by_step, recent_actions
 from .queries import Q
 from .timeline import LANE_WINDOW_S, lane_line, lane_time, prune_timeline
 
@@ -94,6 +95,7 @@ def _status_figures(conn: psycopg.Connection[Any], workflow_id: int, stall_windo
         "breakers": breakers,
         "open_breakers": open_breakers,
         "dead_letters": counts["dead"],
+        "operator_actions": recent_actions(conn, workflow_id),
         "model_lane": _model_lane(conn, workflow_id, runs),
         "lane_time": lane_time(conn, workflow_id, lane_window_s),
         "runs": runs,
@@ -106,8 +108,10 @@ def _step_rows(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s: 
                velocity_window_s: float) -> list[dict[str, Any]]:
     steps = [json_row(r) for r in conn.execute(Q["monitor_step_status"], {
         "workflow_id": workflow_id, "stall_s": stall_window_s, "velocity_s": velocity_window_s})]
+    cancelled = cancelled_by_step(conn, workflow_id)
     for s in steps:
         s.pop("workflow_id", None)
+        s["cancelled"] = cancelled.get(s["step"], 0)
     return steps
 
 
@@ -267,7 +271,8 @@ def trace_data(conn: psycopg.Connection[Any], workflow_id: int, subject_id: str,
         raise NotFound(f"no subject {subject_id!r} in workflow {workflow_id}")
     data = {"workflow": workflow_id, "subject": subject_id,
             "state": json_row(state) if state else None,
-            "checkpoints": [json_row(r) for r in rows]}
+            "checkpoints": [json_row(r) for r in rows],
+            "operator_actions": actions_of_subject(conn, workflow_id, subject_id)}
     if prompts:
         data["prompts"] = prompt_texts(conn, workflow_id, subject_id)
     return data
@@ -340,7 +345,8 @@ def render_status(data: dict[str, Any]) -> str:
     t = data["totals"]
     totals = (f"Total: {t['subjects']} subjects · {t['done']} done · {t['active']} active "
               f"({t['waiting']} waiting, {t['leased']} leased) · {t['dead']} dead · "
-              f"{t['checkpoints']} checkpoints · "
+              + (f"{t['cancelled']} cancelled · " if t.get("cancelled") else "")
+              + f"{t['checkpoints']} checkpoints · "
               f"{round_half_up(t['completion_per_min'], 1)} finished/min · "
               f"ETA {format_duration(t['eta_s'])}")
     lane = data["model_lane"]
@@ -383,6 +389,13 @@ def render_trace(data: dict[str, Any]) -> str:
     lines.append(tabulate(rows, headers=["finished", "step", "name", "visit", "attempt",
                                          "outcome", "ms", "error", "model"],
                           tablefmt="presto", disable_numparse=True))
+    for a in data.get("operator_actions") or []:
+        def at(step: Any) -> str:
+            return "ended" if step is None else f"at step {step}"
+
+        lines.append(f"{a['at']} operator {a['verb']} (action {a['action_id']}, "
+                     f"{a['db_user']}/{a['os_user']}): {a['from_status']} {at(a['from_step'])} "
+                     f"-> {a['to_status']} {at(a['to_step'])}; reason: {a['reason']}")
     lines += _render_prompts(data)
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@ from .breaker import breaker
 from .context import Context
 from .db import db
 from .models import models
+from .operator import cancel, retry, rewind
 from .ops import dashboard, prune, status, trace
 from .run import pause, resume, run
 from .security import roles
@@ -54,7 +55,7 @@ def cli(ctx: click.Context, dsn: str | None, verbose: bool) -> None:
 
 
 for command in (db, seed, workflow, run, pause, resume, status, trace, prune, dashboard, models,
-                breaker, timeline):
+                breaker, timeline, retry, rewind, cancel):
     cli.add_command(command)
 db.add_command(roles)
 

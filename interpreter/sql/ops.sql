@@ -30,7 +30,9 @@ SELECT coalesce(sum(n), 0)::bigint AS subjects,
        coalesce(sum(n) FILTER (WHERE status = 'done'), 0)::bigint AS done,
        coalesce(sum(n) FILTER (WHERE status = 'ready'), 0)::bigint AS waiting,
        coalesce(sum(n) FILTER (WHERE status = 'leased'), 0)::bigint AS leased,
-       coalesce(sum(n) FILTER (WHERE status = 'dead'), 0)::bigint AS dead
+       coalesce(sum(n) FILTER (WHERE status = 'dead'), 0)::bigint AS dead,
+       -- stopped by an operator (interp cancel): neither active nor ended
+       coalesce(sum(n) FILTER (WHERE status = 'cancelled'), 0)::bigint AS cancelled
   FROM interp.subject_counts WHERE workflow_id = %(workflow_id)s
 
 -- name: monitor_checkpoint_totals
@@ -170,7 +172,8 @@ SELECT now() - %(older_than)s AS cutoff
 -- (subject, step), and deletes them unless this is a dry run.
 WITH subj AS (
     SELECT subject_id FROM interp.subject_state
-     WHERE workflow_id = %(wf)s AND subject_id > %(after)s AND status IN ('done', 'dead')
+     WHERE workflow_id = %(wf)s AND subject_id > %(after)s
+       AND status IN ('done', 'dead', 'cancelled')
      ORDER BY subject_id LIMIT %(subjects)s
 ), ranked AS (
     SELECT c.checkpoint_id, c.finished_at,

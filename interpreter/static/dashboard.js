@@ -111,6 +111,9 @@ function renderLane(data) {
     duration(l.wall_ms / 1000), l.switches, Math.round(l.load_ms)]));
   fillRows($("#events tbody"), lane.events.map((e) => [e.at, e.run_id, e.event,
     e.from_model || "", e.model, e.duration_ms === null ? "" : Math.round(e.duration_ms)]));
+  fillRows($("#actions tbody"), (data.operator_actions || []).map((a) => [a.at, a.verb,
+    a.to_step === null ? "" : a.to_step, a.changed, a.skipped,
+    a.db_user + "/" + (a.os_user || ""), a.reason]));
   fillRows($("#breakers tbody"), data.breakers.map((b) => [b.actor, b.state,
     b.consecutive_failures, b.opened_at || "", b.last_error || ""]));
 }
