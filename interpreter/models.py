@@ -648,27 +648,28 @@ KEY_WAY = ("name an environment variable that holds the key in interp.models.api
 
 
 def redact_url(url: str) -> str:
-    """url with any user:password and query masked, for messages and listings."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    if "?" in rest:
-        rest = rest.partition("?")[0] + "?***"
-    return scheme + sep + rest
+    """url (or a whole source of several) with any user:password and query masked,
+    for messages and listings. A user:password is masked from a `://` to the last
+    `@` before the next `://`, so one holding a comma, a space (where a source is
+    split into servers) or an `@` is masked whole; a query up to the `#` or the
+    end."""
+    url = re.sub(r"://(?:(?!://).)*@", "://***@", url, flags=re.DOTALL)
+    return re.sub(r"\?[^#]*", "?***", url)
 
 
 def redact_source(source: str) -> str:
     """A model source for display: each server URL with its secrets masked."""
     if not is_remote(source.strip()):
         return source
-    return re.sub(r"[^\s,]+", lambda m: redact_url(m.group(0)), source)
+    return redact_url(source)
 
 
 def url_secret_problem(url: str) -> str | None:
-    """Why a server URL must not be used as it is: it carries a user:password (any
-    `@`) or a query (any `?`: a server URL is a base that paths are added to, so a
-    query there is a secret more often than not, ?api_key=...). None when it is
-    clean. The message names the URL with the secret masked."""
+    """Why a server URL (or a source of several) must not be used as it is: it
+    carries a user:password (any `@`) or a query (any `?`: a server URL is a base
+    that paths are added to, so a query there is a secret more often than not,
+    ?api_key=...). None when it is clean. The message names the URL with the
+    secret masked."""
     if "@" in url:
         return (f"model server {redact_url(url)} carries a user or password in its URL; "
                 f"a URL is stored, logged and exported: {KEY_WAY}")
@@ -687,10 +688,10 @@ def remote_endpoints(source: str) -> list[Endpoint]:
     parts = [p for p in re.split(r"[\s,]+", source.strip()) if p]
     if not parts:
         raise ModelLoadError("the model source names no server")
-    for part in parts:
-        secret = url_secret_problem(part) if is_remote(part) else None
-        if secret:
-            raise ModelLoadError(secret)
+    # The whole source, before it is split: a password may hold a comma or a space.
+    secret = url_secret_problem(source.strip())
+    if secret:
+        raise ModelLoadError(secret)
     endpoints: list[Endpoint] = []
     for part in parts:
         url, _, setting = part.partition("#")
