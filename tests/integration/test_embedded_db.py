@@ -82,6 +82,22 @@ def test_start_connect_stop_then_nothing_answers(home: Path):
     assert twice.returncode == 0 and "is not running" in twice.stderr
 
 
+def test_with_a_dsn_set_a_server_left_running_is_named_with_the_way_to_stop_it(home: Path):
+    """Started without a DSN, then INTERP_DSN set in the shell: `db stop` still
+    exits 3 (the DSN is in use), but says the embedded server runs and how to stop it."""
+    assert _interp(home, "db", "start").returncode == 0
+    dsn = {"INTERP_DSN": "postgresql://nobody@127.0.0.1:1/x"}
+    proc = _interp(home, "db", "stop", **dsn)
+    assert proc.returncode == 3
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert f"an embedded server still runs in {home / 'pgdata'}" in lines[0]
+    assert "without INTERP_DSN" in lines[0]
+    assert embedded_running(home / "pgdata")        # not stopped: the DSN is in use
+    assert _interp(home, "db", "stop").returncode == 0
+    assert not embedded_running(home / "pgdata")
+
+
 @pytest.mark.parametrize("command, env", [
     ("start", {"INTERP_DSN": "postgresql://nobody@127.0.0.1:1/x"}),
     ("stop", {"PGHOST": "127.0.0.1"}),
