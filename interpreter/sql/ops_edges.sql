@@ -35,7 +35,8 @@ SELECT r.run_id
  LIMIT 1
 
 -- name: status_read_settings
--- For the status read's transaction only: no JIT. interp.step_status costs
+-- For the status read's transaction only (inside a caller's transaction: until
+-- that one ends): no JIT. interp.step_status costs
 -- little to run (13 ms at 200k subjects), but the planner scales its row
 -- estimates by the pages of subject_state and checkpoints: after a prune and a
 -- busy hour, dead tuples pushed its cost estimate past jit_above_cost, and
