@@ -132,11 +132,11 @@ def test_the_lane_run_query_probes_only_the_workflows_own_runs(conn):
         is None
 
 
-def api_workflows(db) -> dict[str, Any]:
+def api_workflows(db, path: str = "/api/workflows") -> dict[str, Any]:
     server, _ = serve_in_thread(db)
     try:
         port = server.server_address[1]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/workflows", timeout=10) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
             return json.loads(r.read())
     finally:
         server.shutdown()
@@ -156,3 +156,5 @@ def test_the_dashboard_opens_on_the_workflow_with_the_latest_activity(db, conn):
     assert api_workflows(db)["default"] == WF
     add_run(conn, WF + 1, status="running", model_waves=0)
     assert api_workflows(db)["default"] == WF + 1
+    # the API without workflow= reads that same default (it answered 400)
+    assert api_workflows(db, "/api/status")["workflow"]["id"] == WF + 1
