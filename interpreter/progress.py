@@ -257,17 +257,24 @@ BUSY_STATES = ("running", "waiting", "stalled", "breaker open", "limited", "paus
                "missing step")
 
 
+def step_is_active(step: dict[str, Any]) -> bool:
+    """Subjects wait or are leased at the step, or its state says it has work in hand."""
+    return step["waiting"] + step["leased"] > 0 or step.get("state") in BUSY_STATES
+
+
 def step_has_work(step: dict[str, Any]) -> bool:
-    """Subjects wait or are leased at the step, or it finished some in the velocity window."""
-    return (step["waiting"] + step["leased"] > 0 or step.get("state") in BUSY_STATES
-            or float(step.get("velocity_per_min") or 0) > 0)
+    """Active, or it finished some in the velocity window."""
+    return step_is_active(step) or float(step.get("velocity_per_min") or 0) > 0
 
 
 def fold_steps(steps: list[dict[str, Any]], rows: int) -> tuple[list[dict[str, Any]], str]:
-    """At most `rows` of the steps, those with work first (in execution order), and a
+    """At most `rows` of the steps, those with work (shown in execution order), and a
     line that sums up the ones left out: finished, not reached, and any with work
-    that did not fit."""
-    busy = [s for s in steps if step_has_work(s)]
+    that did not fit. When not all fit, the active steps (subjects waiting or
+    leased there) go before those that only finished some in the velocity window,
+    so a backlog late in the workflow is not folded away behind early steps."""
+    busy = ([s for s in steps if step_is_active(s)]
+            + [s for s in steps if step_has_work(s) and not step_is_active(s)])
     shown_ids = {id(s) for s in busy[:max(rows, 0)]}
     shown = [s for s in steps if id(s) in shown_ids]
     left = [s for s in steps if id(s) not in shown_ids]
