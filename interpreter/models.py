@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable
@@ -647,27 +648,28 @@ KEY_WAY = ("name an environment variable that holds the key in interp.models.api
 
 
 def redact_url(url: str) -> str:
-    """url with any user:password and query masked, for messages and listings."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    if "?" in rest:
-        rest = rest.partition("?")[0] + "?***"
-    return scheme + sep + rest
+    """url (or a whole source of several) with any user:password and query masked,
+    for messages and listings. A user:password is masked from a `://` to the last
+    `@` before the next `://`, so one holding a comma, a space (where a source is
+    split into servers) or an `@` is masked whole; a query up to the `#` or the
+    end."""
+    url = re.sub(r"://(?:(?!://).)*@", "://***@", url, flags=re.DOTALL)
+    return re.sub(r"\?[^#]*", "?***", url)
 
 
 def redact_source(source: str) -> str:
     """A model source for display: each server URL with its secrets masked."""
     if not is_remote(source.strip()):
         return source
-    return re.sub(r"[^\s,]+", lambda m: redact_url(m.group(0)), source)
+    return redact_url(source)
 
 
 def url_secret_problem(url: str) -> str | None:
-    """Why a server URL must not be used as it is: it carries a user:password (any
-    `@`) or a query (any `?`: a server URL is a base that paths are added to, so a
-    query there is a secret more often than not, ?api_key=...). None when it is
-    clean. The message names the URL with the secret masked."""
+    """Why a server URL (or a source of several) must not be used as it is: it
+    carries a user:password (any `@`) or a query (any `?`: a server URL is a base
+    that paths are added to, so a query there is a secret more often than not,
+    ?api_key=...). None when it is clean. The message names the URL with the
+    secret masked."""
     if "@" in url:
         return (f"model server {redact_url(url)} carries a user or password in its URL; "
                 f"a URL is stored, logged and exported: {KEY_WAY}")
@@ -686,10 +688,10 @@ def remote_endpoints(source: str) -> list[Endpoint]:
     parts = [p for p in re.split(r"[\s,]+", source.strip()) if p]
     if not parts:
         raise ModelLoadError("the model source names no server")
-    for part in parts:
-        secret = url_secret_problem(part) if is_remote(part) else None
-        if secret:
-            raise ModelLoadError(secret)
+    # The whole source, before it is split: a password may hold a comma or a space.
+    secret = url_secret_problem(source.strip())
+    if secret:
+        raise ModelLoadError(secret)
     endpoints: list[Endpoint] = []
     for part in parts:
         url, _, setting = part.partition("#")
@@ -722,6 +724,7 @@ class ServerTimedOut(ServerDown):
 
 
 REDACTED = "[redacted]"
+ECHO_READ_BYTES = 65536     # of an error answer: scrubbed whole, then cut for the message
 # Characters a bearer key may hold: visible ASCII (RFC 6750's b64token and more),
 # never a line break that would end the header and start another.
 _KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")
@@ -771,18 +774,31 @@ class ServerAccess:
         return headers
 
     def scrub(self, text: str) -> str:
-        """text with the key replaced by [redacted]. A key shorter than 8 characters
-        is replaced only where it stands as a token of its own, so that "k" does not
+        """text with the key replaced by [redacted]: as sent, and as a server that
+        echoes the request may write it (JSON-escaped, with `\\/` for `/`,
+        percent-encoded), in any letter case. A key shorter than 8 characters is
+        replaced only where it stands as a token of its own, so that "k" does not
         blank every k of a message (and so show how short the key is)."""
         if not self._key:
             return text
-        if len(self._key) >= 8:
-            return text.replace(self._key, REDACTED)
-        token = r"[A-Za-z0-9._~+/=-]"
-        return re.sub(rf"(?<!{token}){re.escape(self._key)}(?!{token})", REDACTED, text)
+        forms = sorted(key_forms(self._key), key=len, reverse=True)
+        pattern = "|".join(re.escape(f) for f in forms)
+        if len(self._key) < 8:
+            token = r"[A-Za-z0-9._~+/=-]"
+            pattern = rf"(?<!{token})(?:{pattern})(?!{token})"
+        return re.sub(pattern, REDACTED, text, flags=re.IGNORECASE)
 
     def open(self, req: urllib.request.Request, timeout: float) -> Any:
         return self._opener.open(req, timeout=timeout)
+
+
+def key_forms(key: str) -> set[str]:
+    """The ways a key can appear in a server's echo of the request: as is,
+    JSON-escaped (`"` and `\\` escaped; some encoders also write `/` as `\\/`) and
+    percent-encoded (as a path, a query value, a form value)."""
+    escaped = json.dumps(key)[1:-1]
+    return {key, escaped, escaped.replace("/", "\\/"), urllib.parse.quote(key, safe=""),
+            urllib.parse.quote(key), urllib.parse.quote_plus(key)}
 
 
 def key_env_problem(model: ModelDef) -> str | None:
@@ -825,7 +841,9 @@ def _http_json(url: str, body: dict[str, Any] | None, timeout: float,
         with access.open(req, max(0.1, timeout)) as resp:
             answer = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        detail = clean(exc.read()[:300].decode("utf-8", "replace"))
+        # Scrubbed before it is cut to 300 characters: a cut through the key would
+        # leave a prefix of it that the scrub no longer recognises.
+        detail = clean(exc.read(ECHO_READ_BYTES).decode("utf-8", "replace"))[:300]
         msg = f"HTTP {exc.code} from {url}: {' '.join(detail.split())}"
         if exc.code == 400 and "context" in detail.lower():
             raise PromptTooLong(msg) from exc

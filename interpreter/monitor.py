@@ -51,8 +51,10 @@ def status_data(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s:
     """Everything the monitor shows for one workflow, JSON-ready. "lane_time" is the
     model lanes' time by cause over the last lane_window_s of their record.
 
-    Read in a transaction of its own (a savepoint inside the caller's) without
-    JIT, so the time it takes does not hang on the planner's statistics."""
+    Read in a transaction of its own without JIT, so the time it takes does not
+    hang on the planner's statistics. Inside a caller's transaction it is a
+    savepoint, and JIT stays off until the caller's transaction ends (a SET LOCAL
+    outlives a released savepoint)."""
     if stall_window_s <= 0 or velocity_window_s <= 0:
         raise InterpError("the stall and velocity windows must be positive")
     with conn.transaction():

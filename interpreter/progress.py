@@ -257,17 +257,24 @@ BUSY_STATES = ("running", "waiting", "stalled", "breaker open", "limited", "paus
                "missing step")
 
 
+def step_is_active(step: dict[str, Any]) -> bool:
+    """Subjects wait or are leased at the step, or its state says it has work in hand."""
+    return step["waiting"] + step["leased"] > 0 or step.get("state") in BUSY_STATES
+
+
 def step_has_work(step: dict[str, Any]) -> bool:
-    """Subjects wait or are leased at the step, or it finished some in the velocity window."""
-    return (step["waiting"] + step["leased"] > 0 or step.get("state") in BUSY_STATES
-            or float(step.get("velocity_per_min") or 0) > 0)
+    """Active, or it finished some in the velocity window."""
+    return step_is_active(step) or float(step.get("velocity_per_min") or 0) > 0
 
 
 def fold_steps(steps: list[dict[str, Any]], rows: int) -> tuple[list[dict[str, Any]], str]:
-    """At most `rows` of the steps, those with work first (in execution order), and a
+    """At most `rows` of the steps, those with work (shown in execution order), and a
     line that sums up the ones left out: finished, not reached, and any with work
-    that did not fit."""
-    busy = [s for s in steps if step_has_work(s)]
+    that did not fit. When not all fit, the active steps (subjects waiting or
+    leased there) go before those that only finished some in the velocity window,
+    so a backlog late in the workflow is not folded away behind early steps."""
+    busy = ([s for s in steps if step_is_active(s)]
+            + [s for s in steps if step_has_work(s) and not step_is_active(s)])
     shown_ids = {id(s) for s in busy[:max(rows, 0)]}
     shown = [s for s in steps if id(s) in shown_ids]
     left = [s for s in steps if id(s) not in shown_ids]
@@ -285,20 +292,28 @@ def fold_steps(steps: list[dict[str, Any]], rows: int) -> tuple[list[dict[str, A
 
 def fitted_table(steps: list[dict[str, Any]], max_width: int | None) -> str:
     """The step table, narrowed to max_width when it can be: a shorter bar, then
-    none, then shorter step names (the state column, last, is the one to keep)."""
+    none, then shorter step names (the state column, last, is the one to keep).
+    Widths are terminal cells (a CJK character takes two), and a name's line
+    breaks become spaces, so that each step is one line of the view."""
+    from rich.cells import cell_len, set_cell_size
+
+    def widest(table: str) -> int:
+        return max(cell_len(line) for line in table.splitlines())
+
+    steps = [{**s, "name": " ".join(str(s["name"]).split())} for s in steps]
     table = step_table(steps)
     if max_width is None:
         return table
     for bar_width in (10, 0):
-        if max(map(len, table.splitlines())) <= max_width:
+        if widest(table) <= max_width:
             return table
         table = step_table(steps, bar_width)
-    over = max(map(len, table.splitlines())) - max_width
-    longest = max(len(s["name"]) for s in steps)
+    over = widest(table) - max_width
+    longest = max(cell_len(s["name"]) for s in steps)
     if over > 0 and longest > 8:
         keep = max(8, longest - over)
-        steps = [{**s, "name": s["name"] if len(s["name"]) <= keep
-                  else s["name"][:keep - 1] + "…"} for s in steps]
+        steps = [{**s, "name": s["name"] if cell_len(s["name"]) <= keep
+                  else set_cell_size(s["name"], keep - 1).rstrip() + "…"} for s in steps]
         table = step_table(steps, 0)
     return table
 
@@ -310,7 +325,8 @@ def render_view(snap: Snapshot, max_lines: int | None = None,
     work and folds the others into one line, so the view is never cut; with
     max_width, the table is narrowed to fit (fitted_table)."""
     wf = snap.workflow
-    head = (f"Workflow {wf['id']} · {wf['name']}" + (" · PAUSED" if wf["paused"] else "")
+    head = (f"Workflow {wf['id']} · {' '.join(str(wf['name']).split())}"
+            + (" · PAUSED" if wf["paused"] else "")
             if wf else "Workflow: figures not read yet")
     # The run and model lines come first: on a terminal shorter than a long
     # workflow's table, the live view cuts rows off the bottom.

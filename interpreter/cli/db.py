@@ -87,13 +87,17 @@ and not a failure of the command's own (a script can tell the two apart)."""
 def _embedded_pgdata(ctx: Context) -> Path:
     """The embedded server's data folder; exits NOT_EMBEDDED_EXIT with one line
     when --dsn, INTERP_DSN or the PG* variables name another server."""
-    from ..config import embedded_pgdata, external_database
+    from ..config import embedded_pgdata, embedded_running, external_database
 
     chosen = external_database(ctx.dsn_option)
     if chosen is not None:
         origin = "the PG* variables" if chosen.origin == "libpq environment" else chosen.origin
+        # One started earlier without a DSN may still run: say where, and how to stop it.
+        left = (f" (an embedded server still runs in {embedded_pgdata()}: run "
+                f"`interp db stop` without {origin} to stop it)"
+                if embedded_running(embedded_pgdata()) else "")
         click.echo(f"the embedded PostgreSQL is not in use: interp connects to the server "
-                   f"named by {origin}", err=True)
+                   f"named by {origin}{left}", err=True)
         click.get_current_context().exit(NOT_EMBEDDED_EXIT)
     return embedded_pgdata()
 

@@ -111,11 +111,32 @@ def test_the_model_lane_without_any_work_shows_the_latest_run(conn):
     assert [ln["run_id"] for ln in status_data(conn, WF)["model_lane"]["lanes"]] == [last]
 
 
-def api_workflows(db) -> dict[str, Any]:
+def test_the_lane_run_query_probes_only_the_workflows_own_runs(conn):
+    """The query that finds the run that worked reads the workflow's runs, newest
+    first, through their own index entries: it was planned as a hashed scan of every
+    wave in the database on each status read (52-420 ms at 1.5M waves). A workflow
+    without model steps finds no such run and reads no wave."""
+    make_workflow(conn)
+    worked = add_run(conn, WF, status="finished", model_waves=1)
+    add_run(conn, WF, status="finished", model_waves=0)
+    conn.execute("INSERT INTO interp.workflows (workflow_id, name, subject_table, subject_key) "
+                 "VALUES (%s, 'script only', 'interp.subjects', 'id')", (WF + 1,))
+    add_run(conn, WF + 1, status="finished", model_waves=1)   # a model wave, no model step
+    plan = "\n".join(r["QUERY PLAN"] for r in conn.execute(
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + Q["monitor_lane_run_with_work"],
+        {"workflow_id": WF}))
+    assert "hashed" not in plan, plan
+    found = conn.execute(Q["monitor_lane_run_with_work"], {"workflow_id": WF}).fetchone()
+    assert found["run_id"] == worked
+    assert conn.execute(Q["monitor_lane_run_with_work"], {"workflow_id": WF + 1}).fetchone() \
+        is None
+
+
+def api_workflows(db, path: str = "/api/workflows") -> dict[str, Any]:
     server, _ = serve_in_thread(db)
     try:
         port = server.server_address[1]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/workflows", timeout=10) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
             return json.loads(r.read())
     finally:
         server.shutdown()
@@ -135,3 +156,5 @@ def test_the_dashboard_opens_on_the_workflow_with_the_latest_activity(db, conn):
     assert api_workflows(db)["default"] == WF
     add_run(conn, WF + 1, status="running", model_waves=0)
     assert api_workflows(db)["default"] == WF + 1
+    # the API without workflow= reads that same default (it answered 400)
+    assert api_workflows(db, "/api/status")["workflow"]["id"] == WF + 1

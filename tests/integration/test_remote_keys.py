@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -47,6 +48,7 @@ class KeyedServer:
 
     def __init__(self, key: str | None = KEY, tls: ssl.SSLContext | None = None):
         self.key, self.echo, self.redirect_to = key, False, None
+        self.echo_500 = None    # (Authorization header) -> body of a 500 answer
         self.seen: list[dict[str, str]] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -84,6 +86,13 @@ class KeyedServer:
                 server.seen.append(dict(self.headers))
                 if server.redirect_to:
                     self._answer(307, {}, {"Location": server.redirect_to + self.path})
+                    return False
+                if server.echo_500 is not None:
+                    data = server.echo_500(self.headers.get("Authorization") or "")
+                    self.send_response(500)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
                     return False
                 if server.echo:
                     self._answer(400, {"error": "bad request", "headers": dict(self.headers)})
@@ -183,6 +192,38 @@ def test_a_server_echoing_the_request_gets_the_key_scrubbed(keyed, with_key):
     assert KEY not in str(err.value.__cause__)
 
 
+# A base64-like key with the characters encoders change: / + = and a quote.
+ODD_KEY = 'sk-AbC/def+GHI=jkl"mno\\pqr0123456789=='
+
+
+@pytest.mark.parametrize("echo", [
+    # the header cut by the 300-character limit of the message: its prefix is a secret too
+    pytest.param(lambda auth: ("x" * 280 + " " + auth).encode(), id="cut-at-300"),
+    pytest.param(lambda auth: json.dumps({"auth": auth}).encode(), id="json"),
+    pytest.param(lambda auth: json.dumps({"auth": auth}).replace("/", "\\/").encode(),
+                 id="json-escaped-slash"),
+    pytest.param(lambda auth: ("auth=" + urllib.parse.quote(auth, safe="")).encode(),
+                 id="percent-encoded"),
+    pytest.param(lambda auth: ("auth=" + urllib.parse.quote_plus(auth)).encode(), id="form"),
+    pytest.param(lambda auth: auth.upper().encode(), id="upper-case")])
+def test_a_500_echoing_the_key_in_any_form_is_scrubbed(keyed, monkeypatch, echo):
+    """A server's 500 becomes the wave's error (checkpoints' error column, the log):
+    no form of the key, and no 8 characters of it in a row, may be in it."""
+    monkeypatch.setenv(ENV, ODD_KEY)
+    keyed.key = ODD_KEY
+    backend = RemoteBackend(_model(keyed.url), timeout=5)
+    keyed.echo_500 = echo
+    with pytest.raises(GenerationError) as err:
+        _generate(backend)
+    message = str(err.value)
+    assert "HTTP 500" in message and "[redacted]" in message, message
+    secret = ODD_KEY[3:]        # what follows "sk-"
+    pieces = {secret[i:i + 8].lower() for i in range(len(secret) - 7)}
+    readings = {message, urllib.parse.unquote_plus(message),
+                message.replace("\\/", "/").replace('\\"', '"').replace("\\\\", "\\")}
+    assert not [p for p in pieces for text in readings if p in text.lower()], message
+
+
 def test_a_redirect_is_not_followed_so_the_key_stays_home(keyed, with_key):
     elsewhere = KeyedServer(key=None)
     try:
@@ -216,14 +257,19 @@ def test_access_repr_and_scrub():
 
 @pytest.mark.parametrize("source", ["https://bob:hunter2secret@gpu.example:8443",
                                     "http://10.0.0.1:8080, https://hunter2secret@gpu2#parallel=2",
-                                    "https://gpu.example/v1?api_key=hunter2secret"])
+                                    "https://gpu.example/v1?api_key=hunter2secret",
+                                    # where a source is split into servers, or at an @
+                                    "https://bob:hunter2,secret@gpu.example:8443",
+                                    "https://bob:hunter2 secret@gpu.example:8443",
+                                    "https://bob:hunter2@secret@gpu.example:8443",
+                                    "https://gpu.example/v1?key=hunter2 secret#parallel=2"])
 def test_a_secret_in_a_url_is_refused_masked_with_the_way(source):
     with pytest.raises(ModelLoadError) as err:
         remote_endpoints(source)
     message = str(err.value)
-    assert "hunter2secret" not in message
+    for part in ("hunter2", "secret"):
+        assert part not in message and part not in redact_source(source), message
     assert "api_key_env" in message and "***" in message
-    assert "hunter2secret" not in redact_source(source)
 
 
 def test_validate_refuses_a_password_in_the_url(conn, cli):

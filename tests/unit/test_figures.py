@@ -12,7 +12,7 @@ import pytest
 
 from interpreter.figures import percent, round_half_up
 from interpreter.monitor import format_duration, render_status
-from interpreter.timeline import lane_line
+from interpreter.timeline import lane_line, model_event_text, render_timeline
 from tests.helpers import REPO_ROOT
 
 # Ties of the binary doubles (and near-ties on either side of them).
@@ -34,6 +34,18 @@ def test_the_cli_lines_use_the_rule():
     assert lane_line({"share": {"generating": 0.975, "idle": 0.025}}) == \
         "lane 98% generating · 3% idle"
     assert format_duration(2.5) == "3s" and format_duration(90.5) == "1m31s"
+
+
+def test_the_timeline_uses_the_rule():
+    """The page's model-lane table shows a switch's duration_ms with Math.round (half
+    up, for a duration); the marker text and `interp timeline` read the same."""
+    event = {"event": "switch", "from_model": "a", "model": "b", "duration_ms": 12.5}
+    assert model_event_text(event) == "switched model a → b (13 ms)"
+    at = "2026-01-01T12:00:00+00:00"
+    text = render_timeline({"workflow": 1, "since": "x", "markers": [], "intervals": [
+        {"started_at": at, "ended_at": at, "seconds": 0.25, "run_id": 1, "cause": "idle",
+         "model": None, "step": None, "subjects": None}]})
+    assert " 0.3 " in text, text
 
 
 def test_status_text_rounds_duty_and_rates_half_up():

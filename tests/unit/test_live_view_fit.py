@@ -76,6 +76,36 @@ def test_more_steps_with_work_than_rows_folds_the_rest_and_says_so():
     assert render_view(snapshot()).count("\n Step ") == 23
 
 
+def test_active_steps_are_shown_before_steps_that_only_finished_some_lately():
+    """Mid-run, most early steps finished some subjects in the velocity window while
+    the backlog waits at the last ones: those must be on screen, not folded."""
+    steps = [step(k) for k in range(1, 24)]
+    for s in steps:
+        s.update(waiting=0, leased=0, velocity_per_min=2.0, state="idle", reached=25, done=25)
+    for s in steps[20:]:
+        s.update(waiting=8, state="running", done=17)
+    shown, summary = fold_steps(steps, 18)
+    assert [s["step"] for s in shown] == list(range(1, 16)) + [21, 22, 23]
+    assert summary.startswith("+ 5 more step(s): 5 more with work")
+
+
+def test_wide_characters_and_line_breaks_in_names_still_fit():
+    """Widths are terminal cells (a CJK character takes two), and a name's line
+    break does not make a step two lines: the state column stays on screen and
+    the view is not cropped."""
+    snap = snapshot()
+    snap.workflow["name"] = "job\npostings"
+    for s in snap.steps:
+        s["name"] = "求职信息抽取步骤名称第" + str(s["step"])
+    snap.steps[11]["name"] = "two\nlines"
+    lines = drawn(snap, height=9)
+    assert len(lines) == 9 and lines[0] == "Workflow 3001 · job postings"
+    rows = [line for line in lines if line.startswith(" Step ")]
+    assert [int(r.split("|")[0].split()[1]) for r in rows] == list(WORKING)
+    assert all(r.rstrip().endswith("running") for r in rows), lines
+    assert lines[-1].startswith("+ 20 more step(s)")
+
+
 def test_native_log_pieces_are_joined_into_lines():
     lines: list[str] = []
     joiner = LineJoiner(lines.append)
