@@ -22,6 +22,9 @@ from .config import DatabaseChoice
 from .errors import DatabaseUnreachable, first_line
 
 log = logging.getLogger(__name__)
+# The pool's own lines about each failed connection attempt repeat what run()
+# says once per outage ("database unavailable ...", "database back after ...").
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 T = TypeVar("T")
 
 
@@ -177,7 +180,10 @@ class Database:
                 if not is_connection_problem(exc):
                     # The server answered with an error about the statement's state (a
                     # lock or statement timeout, a deadlock): back off, for db_timeout.
-                    if not retry or time.monotonic() - started >= self.db_timeout:
+                    if not retry:
+                        raise DatabaseUnreachable(
+                            f"lost PostgreSQL at {self.target}: {first_line(exc)}") from exc
+                    if time.monotonic() - started >= self.db_timeout:
                         raise DatabaseUnreachable(self._lost(exc)) from exc
                     log.warning("database unavailable (%s); retrying in %.1fs",
                                 first_line(exc), delay)
@@ -191,7 +197,8 @@ class Database:
                     if isinstance(exc, _Stale) and failures <= self.pool.max_size + 1:
                         self._sweep()
                         continue
-                    raise DatabaseUnreachable(self._lost(exc)) from exc
+                    raise DatabaseUnreachable(
+                        f"lost PostgreSQL at {self.target}: {first_line(exc)}") from exc
                 if since is None:
                     since = time.monotonic()
                 if failures > 2:
@@ -232,9 +239,9 @@ class Database:
         except PoolClosed:
             pass
 
-    def _lost(self, exc: BaseException | None, why: str = "") -> str:
+    def _lost(self, exc: BaseException) -> str:
         return (f"lost PostgreSQL at {self.target} for more than {self.db_timeout:.0f}s: "
-                f"{first_line(exc) if exc is not None else why}")
+                f"{first_line(exc)}")
 
 
 def one(cursor: psycopg.Cursor[Any]) -> dict[str, Any]:
