@@ -53,6 +53,8 @@ POOL_WAIT_S = 2.0
 # server answering again.
 PROBE_CAP_S = 1.0
 PROBE_FIRST_S = 0.1
+# A connection attempt (a probe, or the pool's) gives up after this many seconds
+# (a host that drops packets), unless the user set connect_timeout.
 PROBE_CONNECT_TIMEOUT_S = 3
 # The pool's own reconnection gives up after this (two tries). Its backoff
 # (1, 3, 7, 15, 31 s...) must not decide when a worker is back: run() probes the
@@ -61,6 +63,17 @@ PROBE_CONNECT_TIMEOUT_S = 3
 POOL_RECONNECT_S = 0.5
 # SQLSTATEs of a lost connection or a server that is going away or not yet up.
 _CONNECTION_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def user_connect_timeout(dsn: str) -> bool:
+    """Whether the user set a connect_timeout (in the DSN, or PGCONNECT_TIMEOUT)."""
+    import os
+
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        parts = {}
+    return bool(parts.get("connect_timeout") or os.environ.get("PGCONNECT_TIMEOUT"))
 
 
 class _Stale(Exception):
@@ -90,13 +103,17 @@ class Database:
         self.target = describe_target(choice.dsn)
         self.db_timeout = db_timeout
         self.application_name = application_name
+        # A connect_timeout of the user's (in the DSN or PGCONNECT_TIMEOUT) is kept.
+        self.connect_kwargs: dict[str, Any] = (
+            {} if user_connect_timeout(choice.dsn)
+            else {"connect_timeout": PROBE_CONNECT_TIMEOUT_S})
         self.pool = ConnectionPool(
             choice.dsn,
             min_size=1,
             max_size=max_size,
             open=False,
             kwargs={"application_name": application_name, "row_factory": dict_row,
-                    "connect_timeout": PROBE_CONNECT_TIMEOUT_S},
+                    **self.connect_kwargs},
             # No check callback: run() checks each connection itself, so that a dead
             # one (server restarted) is replaced at once, not after the pool's
             # 1-second backoff per dead connection.
@@ -107,7 +124,7 @@ class Database:
     def _open(self) -> None:
         # Check once with a plain connection: the pool itself would retry silently
         # in the background, and a user with a typo in the DSN deserves an answer now.
-        problem = self.probe(connect_timeout=5)
+        problem = self.probe(first=True)
         if problem is not None:
             raise DatabaseUnreachable(
                 f"cannot connect to PostgreSQL at {self.target}: {first_line(problem)}"
@@ -117,12 +134,14 @@ class Database:
     def close(self) -> None:
         self.pool.close()
 
-    def probe(self, connect_timeout: int = PROBE_CONNECT_TIMEOUT_S) -> Exception | None:
+    def probe(self, *, first: bool = False) -> Exception | None:
         """Whether the server answers a fresh connection (outside the pool): None if
         it does, else why not."""
+        kwargs: dict[str, Any] = ({"connect_timeout": 5} if first and self.connect_kwargs
+                                  else self.connect_kwargs)
         try:
-            with psycopg.connect(self.dsn, connect_timeout=connect_timeout,
-                                 application_name=f"{self.application_name} probe"):
+            with psycopg.connect(self.dsn, application_name=f"{self.application_name} probe",
+                                 **kwargs):
                 return None
         except psycopg.Error as exc:
             return exc
