@@ -147,9 +147,26 @@ class Database:
             return exc
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        with self.pool.connection(timeout=self.db_timeout) as conn:
+    def connection(self, timeout: float = POOL_WAIT_S) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection that answers, for a caller that runs its own
+        transactions and does not retry (a metrics scrape): a dead one (the server
+        restarted) is replaced at once. Raises PoolTimeout after timeout."""
+        conn = self._answering(timeout)
+        try:
             yield conn
+        finally:
+            self.pool.putconn(conn)
+
+    def _answering(self, timeout: float) -> psycopg.Connection[Any]:
+        for _ in range(self.pool.max_size + 1):
+            conn = self.pool.getconn(timeout)
+            try:
+                ConnectionPool.check_connection(conn)
+                return conn
+            except psycopg.Error:
+                self.pool.putconn(conn)   # closed, and replaced by the pool
+                self._sweep()
+        return self.pool.getconn(timeout)
 
     def run(self, fn: Callable[[psycopg.Connection[Any]], T], *, retry: bool = True,
             in_doubt: Callable[[psycopg.Connection[Any]], T | None] | None = None) -> T:

@@ -59,5 +59,13 @@ def test_dead_pooled_connections_are_replaced_at_once(dsn):
         assert db.run(lambda c: c.execute("SELECT 1 AS x").fetchone()["x"], retry=False) == 1
         assert db.run(lambda c: c.execute("SELECT 2 AS x").fetchone()["x"]) == 2
         assert time.monotonic() - t0 < 1.0
+        # The same for a caller that takes a pooled connection itself (a metrics scrape).
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            assert admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'interp-wait-test'").fetchone()[0] >= 1
+        time.sleep(0.2)
+        with db.connection(timeout=1.0) as conn:
+            assert conn.execute("SELECT 3 AS x").fetchone()["x"] == 3
     finally:
         db.close()
