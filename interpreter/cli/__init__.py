@@ -18,6 +18,7 @@ from ..errors import InterpError
 from .breaker import breaker
 from .context import Context
 from .db import db
+from .experiment import experiment
 from .models import models
 from .ops import dashboard, prune, status, trace
 from .run import pause, resume, run
@@ -52,7 +53,7 @@ def cli(ctx: click.Context, dsn: str | None, verbose: bool) -> None:
 
 
 for command in (db, seed, workflow, run, pause, resume, status, trace, prune, dashboard, models,
-                breaker, timeline):
+                breaker, timeline, experiment):
     cli.add_command(command)
 db.add_command(roles)
 
