@@ -179,16 +179,23 @@ def main() -> None:
     ap.add_argument("--try", dest="tries", action="append", default=[],
                     help="a template to try: NAME@VERSION or a file (repeatable)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch database")
+    ap.add_argument("--reuse-db", help="a database kept by an earlier run (--keep): score its "
+                                       "production again and try templates on it; kept")
     args = ap.parse_args()
     load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else []
-    name = f"interp_bench_skills_{os.getpid()}"
-    dsn = setup(args.dsn, name, args.count, args.pin)
+    if args.reuse_db:
+        name, args.keep = args.reuse_db, True
+        dsn, wall = with_dbname(args.dsn, name), 0.0
+    else:
+        name = f"interp_bench_skills_{os.getpid()}"
+        dsn = setup(args.dsn, name, args.count, args.pin)
     try:
-        wall = run_production(dsn)
+        if not args.reuse_db:
+            wall = run_production(dsn)
         texts = posting_texts(dsn)
         before = production_outputs(dsn)
         result: dict[str, Any] = {
-            "postings": args.count, "load_at_start": load,
+            "database": name, "postings": len(before), "load_at_start": load,
             "production": {"template_version": args.pin or "newest", "wall_s": round(wall, 1),
                            **score(before, texts)},
             "tried": []}

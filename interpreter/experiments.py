@@ -93,13 +93,14 @@ class Input:
 
     subject_id: str
     checkpoint_id: int
-    visit: int
+    visit: int                   # the checkpoint's visit (the subject's transition counter)
     row: dict[str, Any]
     outputs: dict[str, Any]
+    visit_of_step: int = 1       # which pass through this step it was
 
     def subject(self) -> Subject:
         return Subject(self.subject_id, self.row or {}, self.outputs or {}, attempt=1,
-                       visit_of_step=self.visit)
+                       visit_of_step=self.visit_of_step)
 
 
 @dataclass
@@ -224,7 +225,7 @@ def select_inputs(conn: psycopg.Connection[Any], wf: Workflow, step: int,
     if not rows:
         raise NotFound(f"no subject of workflow {wf.id} has passed step {step} yet")
     return [Input(r["subject_id"], r["checkpoint_id"], r["visit"], r["row"] or {},
-                  r["outputs"] or {}) for r in rows]
+                  r["outputs"] or {}, int(r["visit_of_step"])) for r in rows]
 
 
 # ---------------------------------------------------------------- running
@@ -408,6 +409,9 @@ def compare(conn: psycopg.Connection[Any], experiment_id: int, *,
         "step_name": step.name if step else None,
         "subjects": n,
         "identical": sum(1 for p in pairs if p["identical"]),
+        # the prompt asked was the same text as production's (its sha256): the inputs
+        # were rebuilt exactly, and the template renders the same
+        "same_prompt": sum(1 for p in pairs if p["same_prompt"]),
         "confusion": [{"production": a, "experiment": b, "subjects": c}
                       for (a, b), c in sorted(confusion.items())],
         "figures": {"production": side("prod"), "experiment": side("exp")},
@@ -443,7 +447,8 @@ def format_report(report: dict[str, Any], width: int = 60) -> str:
              + (f" ({e['error']})" if e.get("error") else ""),
              f"changed: {json.dumps(e['changes'], sort_keys=True)}; seed {e['seed']}; "
              f"by {e['os_user'] or '?'} as {e['db_role']} at {e['started_at']:%Y-%m-%d %H:%M:%S}",
-             f"identical outputs: {report['identical']} of {report['subjects']}", "",
+             f"identical outputs: {report['identical']} of {report['subjects']}; "
+             f"same prompt as production: {report['same_prompt']} of {report['subjects']}", "",
              "outcomes (rows: production, columns: experiment):"]
     rows_p = sorted({c["production"] for c in report["confusion"]})
     cols_e = sorted({c["experiment"] for c in report["confusion"]})

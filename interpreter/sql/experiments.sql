@@ -18,7 +18,7 @@ SELECT name, version, body FROM interp.prompt_templates
  LIMIT 1
 
 -- name: experiment_subjects
--- Subjects that passed the step (a successful checkpoint; its latest visit),
+-- Subjects that passed the step (a successful checkpoint; the latest),
 -- the ones named, or else a sample of %(sample)s ordered by a hash of
 -- (%(seed)s, subject): the same seed picks the same sample. Each comes with the
 -- inputs that checkpoint's wave saw: the subject's row, and every step's latest
@@ -38,6 +38,11 @@ WITH passed AS (
      LIMIT %(sample)s
 )
 SELECT ch.subject_id, ch.checkpoint_id, ch.visit, to_jsonb(t) AS row,
+       -- which pass through the step it was (Subject.visit_of_step, as claim_wave counts it)
+       (SELECT count(*) FROM interp.checkpoints p
+         WHERE p.workflow_id = %(workflow_id)s AND p.subject_id = ch.subject_id
+           AND p.step = %(step)s AND p.ok AND p.checkpoint_id < ch.checkpoint_id) + 1
+           AS visit_of_step,
        coalesce((SELECT jsonb_object_agg(o.step::text, o.output)
                    FROM (SELECT DISTINCT ON (e.step) e.step, e.output
                            FROM interp.checkpoints e
@@ -94,7 +99,8 @@ SELECT r.subject_id, r.visit,
        c.gen_ms AS prod_gen_ms,
        extract(epoch FROM c.finished_at - c.started_at) * 1000 AS prod_ms,
        c.model AS prod_model,
-       r.output IS NOT DISTINCT FROM c.output AS identical
+       r.output IS NOT DISTINCT FROM c.output AS identical,
+       r.prompt_sha256 IS NOT DISTINCT FROM c.prompt_sha256 AS same_prompt
   FROM interp.experiment_results r
   LEFT JOIN interp.checkpoints c ON c.checkpoint_id = r.checkpoint_id
  WHERE r.experiment_id = %(experiment_id)s

@@ -148,8 +148,10 @@ def test_experiment_on_3001_step_12_leaves_production_unchanged(cli, dsn, gemma,
           FROM interp.experiment_results r JOIN interp.checkpoints c USING (checkpoint_id)
          WHERE r.experiment_id = %s""", (report["experiment"]["experiment_id"],))[0]["same"]
     assert report["identical"] == truth
+    # The inputs were rebuilt exactly: every prompt is the text production asked.
+    assert report["same_prompt"] == 5
     shown = cli("experiment", "show", str(report["experiment"]["experiment_id"])).stdout
-    assert f"identical outputs: {truth} of 5" in shown
+    assert f"identical outputs: {truth} of 5; same prompt as production: 5 of 5" in shown
 
     # 2. A changed template on the first 10 subjects while a production worker
     # runs the next ones.
@@ -250,3 +252,31 @@ def test_experiment_refusals(cli, dsn):
     assert _q(dsn, "SELECT count(*) AS n FROM interp.experiments")[0]["n"] == 0
     proc = cli("experiment", "show", "12345", check=False)
     assert proc.returncode != 0 and "does not exist" in proc.stderr
+
+
+def test_inputs_are_those_the_step_saw(dsn, conn):
+    """out[...] is each step's latest output committed before the checkpoint (a loop's
+    too), step.visit the pass through the step; an error's missing output is skipped."""
+    from interpreter.experiments import ExperimentSpec, select_inputs
+
+    conn.execute("INSERT INTO interp.workflows (workflow_id, name, subject_table, subject_key) "
+                 "VALUES (77, 'loop', 'public.postings', 'posting_id')")
+    conn.execute("INSERT INTO public.postings (posting_id, title) VALUES (5, 'Cook')")
+    path = [(1, True, {"a": 1}), (2, True, {"b": 1}), (3, True, {"c": 1}), (2, True, {"b": 2}),
+            (3, False, None), (3, True, {"c": 2}), (4, True, {"d": 1})]
+    for visit, (step, ok, output) in enumerate(path):
+        conn.execute("""INSERT INTO interp.checkpoints (workflow_id, subject_id, step, visit,
+                        attempt, ok, outcome, output, started_at, finished_at)
+                        VALUES (77, '5', %s, %s, 1, %s, %s, %s, now(), now())""",
+                     (step, visit, ok, "DONE" if ok else "ERROR",
+                      json.dumps(output) if output else None))
+    from interpreter.definitions import load_workflow
+
+    wf = load_workflow(conn, 77)
+    [got] = select_inputs(conn, wf, 3, ExperimentSpec(77, 3, sampling={"x": 1}))
+    assert got.outputs == {"1": {"a": 1}, "2": {"b": 2}, "3": {"c": 1}}
+    assert got.visit_of_step == 2 and got.visit == 5
+    assert got.row["title"] == "Cook"
+    [first] = select_inputs(conn, wf, 2, ExperimentSpec(77, 2, sampling={"x": 1}))
+    assert first.outputs == {"1": {"a": 1}, "2": {"b": 1}, "3": {"c": 1}}
+    assert first.visit_of_step == 2
