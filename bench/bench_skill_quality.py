@@ -142,7 +142,7 @@ def production_outputs(dsn: str) -> dict[str, Any]:
 
 
 def experiment(dsn: str, subjects: list[str], template: str, *, n_threads: int | None = None,
-               wave_size: int = 4) -> tuple[int, float]:
+               wave_size: int = 4, model: str | None = None) -> tuple[int, float]:
     """Runs one experiment (template: NAME@VERSION or a file); its id and wall time."""
     from interpreter.config import DatabaseChoice
     from interpreter.db import Database
@@ -152,10 +152,10 @@ def experiment(dsn: str, subjects: list[str], template: str, *, n_threads: int |
     if path.exists():
         spec = ExperimentSpec(3001, 12, template_body=path.read_text(encoding="utf-8"),
                               template_file=str(path), sample=len(subjects),
-                              subjects=tuple(subjects))
+                              subjects=tuple(subjects), model=model)
     else:
         spec = ExperimentSpec(3001, 12, template=template, sample=len(subjects),
-                              subjects=tuple(subjects))
+                              subjects=tuple(subjects), model=model)
     db = Database(DatabaseChoice(dsn, "bench"), application_name="interp-experiment")
     try:
         t0 = time.monotonic()
@@ -178,6 +178,7 @@ def main() -> None:
     ap.add_argument("--pin", type=int, help="run this version of step 12's template in production")
     ap.add_argument("--try", dest="tries", action="append", default=[],
                     help="a template to try: NAME@VERSION or a file (repeatable)")
+    ap.add_argument("--model", help="try the templates with this model (a row of interp.models)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch database")
     ap.add_argument("--reuse-db", help="a database kept by an earlier run (--keep): score its "
                                        "production again and try templates on it; kept")
@@ -202,8 +203,9 @@ def main() -> None:
         log(f"production: {result['production']}")
         subjects = sorted(before)
         for template in args.tries:
-            experiment_id, took = experiment(dsn, subjects, template)
-            figures = {"template": template, "experiment_id": experiment_id,
+            experiment_id, took = experiment(dsn, subjects, template, model=args.model)
+            figures = {"template": template, "model": args.model or "the step's",
+                       "experiment_id": experiment_id,
                        "wall_s": round(took, 1),
                        **score(experiment_outputs(dsn, experiment_id), texts)}
             result["tried"].append(figures)

@@ -280,3 +280,26 @@ def test_inputs_are_those_the_step_saw(dsn, conn):
     [first] = select_inputs(conn, wf, 2, ExperimentSpec(77, 2, sampling={"x": 1}))
     assert first.outputs == {"1": {"a": 1}, "2": {"b": 1}, "3": {"c": 1}}
     assert first.visit_of_step == 2
+
+
+def test_wait_for_production_reads_the_lane(db, conn):
+    """--wait-for-production waits while a running run generated lately with a model of
+    the same source (another role of the same file counts), and not otherwise."""
+    from interpreter.definitions import ModelDef
+    from interpreter.experiments import wait_while_production_generates
+
+    conn.execute("INSERT INTO interp.workflows (workflow_id, name, subject_table, subject_key) "
+                 "VALUES (78, 'w', 'public.postings', 'posting_id')")
+    conn.execute("INSERT INTO interp.models (name, source) VALUES ('role_a', 'same.gguf'), "
+                 "('role_b', 'other.gguf')")
+    run_id = conn.execute("INSERT INTO interp.runs (workflow_id, worker_id, host, pid, "
+                          "definition_version) VALUES (78, 'w1', 'h', 1, 1) "
+                          "RETURNING run_id").fetchone()["run_id"]
+    conn.execute("INSERT INTO interp.lane_intervals (run_id, worker_id, lane, cause, model, "
+                 "started_at, ended_at) VALUES (%s, 'w1', 'model', 'generating', 'role_a', "
+                 "now() - interval '1 s', now())", (run_id,))
+    same_file = ModelDef("experiment_role", "same.gguf")
+    assert wait_while_production_generates(db, ModelDef("x", "other.gguf"), 5) < 0.5
+    assert wait_while_production_generates(db, same_file, 0.4) >= 0.4
+    conn.execute("UPDATE interp.runs SET status = 'finished' WHERE run_id = %s", (run_id,))
+    assert wait_while_production_generates(db, same_file, 5) < 0.5
