@@ -49,10 +49,10 @@ def production_cost(dsn: str) -> dict[str, Any]:
 def experiment_cost(dsn: str, experiment_id: int) -> dict[str, Any]:
     return q(dsn, """
         SELECT count(*) AS n,
-               extract(epoch FROM max(finished_at) - min(started_at)) * 1000 / count(*)
+               extract(epoch FROM max(r.finished_at) - min(r.started_at)) * 1000 / count(*)
                    AS span_ms_per_subject,
-               avg(extract(epoch FROM finished_at - started_at) * 1000) AS subject_ms,
-               avg(gen_ms) AS gen_ms,
+               avg(extract(epoch FROM r.finished_at - r.started_at) * 1000) AS subject_ms,
+               avg(r.gen_ms) AS gen_ms,
                count(*) FILTER (WHERE r.output IS NOT DISTINCT FROM c.output) AS identical
           FROM interp.experiment_results r
           JOIN interp.checkpoints c USING (checkpoint_id)

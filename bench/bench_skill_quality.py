@@ -106,14 +106,14 @@ def q(dsn: str, query: Any, params: Any = None) -> list[dict[str, Any]]:
         return cur.fetchall() if cur.description else []
 
 
-def setup(admin: str, name: str, count: int, pin: int | None) -> str:
+def setup(admin: str, name: str, count: int, pin: int | None, postings_seed: int = 42) -> str:
     """A scratch database with 3001 cut to its skills steps and `count` postings."""
     admin_exec(admin, sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
     admin_exec(admin, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     dsn = with_dbname(admin, name)
     migrate(dsn)
     interp(dsn, "seed", "load", "seeds/")
-    interp(dsn, "seed", "postings", "--count", str(count), "--seed", "42")
+    interp(dsn, "seed", "postings", "--count", str(count), "--seed", str(postings_seed))
     q(dsn, SKILLS_ONLY)
     if pin is not None:
         q(dsn, "UPDATE interp.steps SET template_version = %s "
@@ -132,6 +132,15 @@ def posting_texts(dsn: str) -> dict[str, str]:
     return {str(r["posting_id"]): f"{r['title']}\n{r['description']}"
             for r in q(dsn, "SELECT posting_id, title, coalesce(description, '') AS description "
                             "FROM public.postings")}
+
+
+def production_template(dsn: str) -> str:
+    """NAME@VERSION of the template step 12 runs (its pin, else the newest)."""
+    return q(dsn, """
+        SELECT s.template || '@' || coalesce(s.template_version, (
+                   SELECT max(version) FROM interp.prompt_templates t
+                    WHERE t.name = s.template)) AS t
+          FROM interp.steps s WHERE workflow_id = 3001 AND execution_order = 12""")[0]["t"]
 
 
 def production_outputs(dsn: str) -> dict[str, Any]:
@@ -175,6 +184,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dsn", default=os.environ.get("INTERP_BENCH_DSN", DEFAULT_ADMIN_DSN))
     ap.add_argument("--count", type=int, default=20)
+    ap.add_argument("--postings-seed", type=int, default=42,
+                    help="the generator's seed (another seed: postings no template was tuned on)")
     ap.add_argument("--pin", type=int, help="run this version of step 12's template in production")
     ap.add_argument("--try", dest="tries", action="append", default=[],
                     help="a template to try: NAME@VERSION or a file (repeatable)")
@@ -189,15 +200,16 @@ def main() -> None:
         dsn, wall = with_dbname(args.dsn, name), 0.0
     else:
         name = f"interp_bench_skills_{os.getpid()}"
-        dsn = setup(args.dsn, name, args.count, args.pin)
+        dsn = setup(args.dsn, name, args.count, args.pin, args.postings_seed)
     try:
         if not args.reuse_db:
             wall = run_production(dsn)
         texts = posting_texts(dsn)
         before = production_outputs(dsn)
         result: dict[str, Any] = {
-            "database": name, "postings": len(before), "load_at_start": load,
-            "production": {"template_version": args.pin or "newest", "wall_s": round(wall, 1),
+            "database": name, "postings": len(before), "postings_seed": args.postings_seed,
+            "load_at_start": load,
+            "production": {"template": production_template(dsn), "wall_s": round(wall, 1),
                            **score(before, texts)},
             "tried": []}
         log(f"production: {result['production']}")
