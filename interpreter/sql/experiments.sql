@@ -24,8 +24,8 @@ SELECT name, version, body FROM interp.prompt_templates
 -- inputs that checkpoint's wave saw: the subject's row, and every step's latest
 -- output committed before that checkpoint, which is what subject_state.outputs
 -- held when the wave was claimed (a step's output enters it only with a
--- successful checkpoint that has an output). {subject_table}, {subject_key}
--- and {key_type} are identifiers from the workflow's definition.
+-- successful checkpoint that has an output). The subject table, its key and the
+-- key's type are identifiers from the workflow's definition.
 WITH passed AS (
     SELECT DISTINCT ON (c.subject_id) c.subject_id, c.checkpoint_id, c.visit
       FROM interp.checkpoints c
