@@ -49,6 +49,11 @@ run: $(VENV)/.installed
 	  "docs/benchmarks.md). The live view's ETA below is measured on this machine."
 	$(INTERP) run --workflow $(WORKFLOW) --until-idle
 	$(INTERP) status --workflow $(WORKFLOW)
+	@# `db start` exits 0 only when interp uses the embedded server (3 with a DSN),
+	@# and then prints its data folder: say that it still runs and how to stop it.
+	@if pgdata=$$($(INTERP) db start 2>/dev/null); then \
+	  echo "make run: the embedded PostgreSQL ($$pgdata) is still running;" \
+	    "stop it with: $(INTERP) db stop"; fi
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check interpreter actors tests bench

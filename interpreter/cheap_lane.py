@@ -1,6 +1,7 @@
 """The cheap lane (the run's main thread): gates, SQL actors and script actors,
-the earliest step with work first. It also admits new subjects while idle and
-decides when an --until-idle run is done.
+the earliest step with work first. It also decides when an --until-idle run
+is done (after a last admission pass); new subjects are otherwise admitted by
+the admission thread (admission.py), backlog or not.
 
 Gates, SQL actors and quick scripts run inline (claim, compute and commit in
 one transaction); other scripts take a leased wave, like the model lane.
@@ -36,6 +37,10 @@ from .wave_store import InlineWave, StatementFailed, WaveStore, actor_statement
 
 log = logging.getLogger(__name__)
 
+# While idle, how often the lane looks (in memory) whether its admission thread
+# admitted something, so that new subjects do not wait for the next poll.
+IDLE_SLICE_S = 0.05
+
 
 class CheapLane:
     def __init__(self, ctx: RunContext, store: WaveStore, breaker: Breaker,
@@ -53,7 +58,6 @@ class CheapLane:
         --until-idle, until nothing is left for either lane."""
         ctx, opt = self.ctx, self.ctx.opt
         idle_checks = 0
-        last_admit = time.monotonic()
         while not ctx.stop.is_set():
             if ctx.model_error is not None:
                 return
@@ -86,11 +90,21 @@ class CheapLane:
                     if idle_checks < 2:
                         continue
                     return
-                if time.monotonic() - last_admit > opt.poll_s:
-                    last_admit = time.monotonic()
-                    if self.admit_more(ctx.admission_left()):
-                        continue
-            ctx.stop.wait(min(opt.poll_s, 0.05) if pending else opt.poll_s)
+            if pending:
+                ctx.stop.wait(min(opt.poll_s, 0.05))
+            else:
+                self.idle_wait(opt.poll_s)
+
+    def idle_wait(self, seconds: float) -> None:
+        """Waits for the next poll, or less: until this worker's admission thread
+        admits new subjects (an in-memory look every IDLE_SLICE_S), or the run stops.
+        Subjects admitted by another worker are seen at the next poll."""
+        ctx = self.ctx
+        seen = ctx.summary.admitted if ctx.summary else 0
+        end = time.monotonic() + seconds
+        while not ctx.stop.wait(max(0.0, min(IDLE_SLICE_S, end - time.monotonic()))):
+            if time.monotonic() >= end or (ctx.summary and ctx.summary.admitted != seen):
+                return
 
     def admit_more(self, limit: int | None) -> int:
         if limit == 0:
@@ -247,8 +261,10 @@ def sql_actor_results(c: psycopg.Connection[Any], wave: InlineWave, target: str,
     """Runs a SQL actor's statement for these subjects of the wave; one result each.
     Subjects it returns no row for get DONE; an outcome of NULL or '' too."""
     params = wave.params(ids)
-    params["batch"] = Jsonb([{"subject_id": i, "outputs": wave.outputs.get(i, {})}
-                             for i in ids])
+    # visit: the checkpoint's visit number, new after a rewind or a retry, so an
+    # effect keyed by (subject, visit) is applied once per pass (docs/actors.md).
+    params["batch"] = Jsonb([{"subject_id": i, "outputs": wave.outputs.get(i, {}),
+                              "visit": wave.claimed[i].visits} for i in ids])
     cur = c.execute(target, params)
     rows = cur.fetchall() if cur.description else []
     finished = utcnow()

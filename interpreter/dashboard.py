@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .errors import InterpError, NotFound
 from .metrics import metrics_registry
 from .monitor import list_workflows, overview_series, status_data, velocity_series, workflow_row
+from .queries import Q
 from .timeline import lane_time, timeline_data
 
 STATIC = Path(__file__).parent / "static"
@@ -72,8 +73,9 @@ class DashboardHandler(BaseHTTPRequestHandler):
         elif path.startswith("/static/"):
             self._static(path[len("/static/"):])
         elif path == "/api/workflows":
-            self._json(200, {"default": self.default_workflow,
-                             "workflows": self.db.run(list_workflows)})
+            default = (self.default_workflow if self.default_workflow is not None
+                       else self.db.run(latest_workflow))
+            self._json(200, {"default": default, "workflows": self.db.run(list_workflows)})
         elif path == "/api/status":
             self._json(200, self._status(query))
         elif path == "/api/velocity":
@@ -119,8 +121,11 @@ class DashboardHandler(BaseHTTPRequestHandler):
     def _workflow(self, query: dict[str, list[str]]) -> int:
         values = query.get("workflow")
         if not values:
-            if self.default_workflow is not None:
-                return self.default_workflow
+            # as /api/workflows's "default": --workflow, else the latest activity
+            default = (self.default_workflow if self.default_workflow is not None
+                       else self.db.run(latest_workflow))
+            if default is not None:
+                return int(default)
             raise ValueError("workflow=ID is required")
         return int(values[0])
 
@@ -143,6 +148,13 @@ class DashboardHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Security-Policy", _CSP)
         self.end_headers()
         self.wfile.write(body)
+
+
+def latest_workflow(conn: Any) -> int | None:
+    """The workflow the page opens on when `--workflow` names none: the one with the
+    latest activity (checkpoint or run), else the first; None without workflows."""
+    row = conn.execute(Q["dashboard_latest_workflow"]).fetchone()
+    return int(row["workflow_id"]) if row else None
 
 
 def make_handler(db: Any, default_workflow: int | None) -> type[BaseHTTPRequestHandler]:

@@ -23,13 +23,15 @@ class ModelDef:
     sampling: dict[str, Any] = field(default_factory=dict)
     sha256: str | None = None
     parallel: int | None = None      # sequences served at once; None: the backend's default
+    api_key_env: str | None = None   # a remote server's bearer key: the NAME of an env var
+    ca_bundle: str | None = None     # PEM CA file that https:// servers are verified against
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ModelDef:
         """A model from its interp.models row (the one place that maps the columns)."""
         return cls(row["name"], row["source"], row["n_gpu_layers"], row["n_ctx"],
                    row["n_threads"], row["chat_format"], row["sampling"] or {}, row["sha256"],
-                   row.get("parallel"))
+                   row.get("parallel"), row.get("api_key_env"), row.get("ca_bundle"))
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,11 @@ class EntryPoint:
         return sql.SQL(Q["admit"]).format(  # type: ignore[arg-type]
             admit=sql.SQL(embedded_sql(self.admit_sql)))  # type: ignore[arg-type]
 
-    def admission_params(self, workflow_id: int, limit: int | None) -> dict[str, Any]:
+    def admission_params(self, workflow_id: int, limit: int | None,
+                         run_id: int | None = None) -> dict[str, Any]:
+        """run_id: the run admitting, recorded as subject_state.admitted_by_run."""
         return {"workflow_id": workflow_id, "entry_point": self.name,
-                "first_step": self.first_step, "limit": limit}
+                "first_step": self.first_step, "limit": limit, "run_id": run_id}
 
     def admission_failure(self, workflow_id: int, exc: BaseException) -> str:
         """One line that names the entry point, the error and the start of its query."""

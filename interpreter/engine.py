@@ -7,6 +7,8 @@
 - the breaker (breaker): per-actor circuit breakers, in interp.actor_health;
 - the run control (run_control): the run's record, its heartbeat, and the
   periodic look at pause, definition edits, breakers and expired leases;
+- admission (admission): a small thread that admits new subjects every
+  --admit-every seconds, backlog or not, one worker per workflow at a time;
 - two lanes, peers that both go through the wave store: the cheap lane
   (cheap_lane; main thread: gates, SQL and script actors) and the model lane
   (model_lane; one thread, which alone owns the resident models; it lets go of
@@ -22,6 +24,7 @@ import socket
 import threading
 import uuid
 
+from .admission import Admitter
 from .breaker import Breaker
 from .cheap_lane import CheapLane
 from .db import Database
@@ -56,6 +59,7 @@ class Runner:
         self.cheap_lane = CheapLane(self.ctx, self.store, self.breaker, self.control,
                                     self.scripts)
         self.model_lane = ModelLane(self.ctx, self.store, self.breaker)
+        self.admitter = Admitter(self.ctx, self.store)
 
     # What callers read from a runner, kept from before it was split in rooms.
 
@@ -113,6 +117,7 @@ class Runner:
         model_thread = None
         try:
             summary.admitted = self.store.admit(ctx.opt.limit)
+            self.admitter.start()
             if any(ctx.wf.is_model_step(s) for s in ctx.wf.steps.values()):
                 model_thread = threading.Thread(target=self.model_lane.main, name="model-lane",
                                                 daemon=True)
@@ -131,17 +136,24 @@ class Runner:
                 model_thread.join()
             self.scripts.shutdown()
             lost_db = lost_db or isinstance(ctx.model_error, DatabaseUnreachable)
+            # An admission in flight finishes its transaction (it is short), unless
+            # the database is gone: then it is a daemon thread like the heartbeat.
+            self.admitter.stop(timeout=0.5 if lost_db else 5.0)
             # Without a database the heartbeat and the sampler can only wait for it
             # (a connection attempt lasts --db-timeout): do not wait for them, they
             # are daemon threads, and --db-timeout is the limit the user set.
             self.control.end_heartbeat(timeout=0.5 if lost_db else 5.0)
             if ctx.model_error is not None and status == "finished":
                 status, error = "failed", first_line(ctx.model_error)
+            if self.admitter.error is not None and status != "failed":
+                status, error = "failed", first_line(self.admitter.error)
             summary.status = status
             if not lost_db:  # else the database is why we stop: do not wait for it again
                 self.control.finish_run(status, error)
         if ctx.model_error is not None:
             raise ctx.model_error
+        if self.admitter.error is not None:
+            raise self.admitter.error
         return summary
 
 

@@ -38,7 +38,8 @@ def export_workflow(conn: psycopg.Connection[Any], wf: Workflow) -> str:
                      subject_table=wf.subject_table, subject_key=wf.subject_key), ""]
     out += [statement(Q["export_model"], name=m.name, source=m.source, n_gpu_layers=m.n_gpu_layers,
                       n_ctx=m.n_ctx, n_threads=m.n_threads, chat_format=m.chat_format,
-                      sampling=m.sampling)
+                      sampling=m.sampling, parallel=m.parallel, api_key_env=m.api_key_env,
+                      ca_bundle=m.ca_bundle)
             for m in sorted(wf.models.values(), key=lambda m: m.name)]
     out += [statement(Q["export_actor"], name=a.name, kind=a.kind, target=a.target, params=a.params)
             for a in sorted(wf.actors.values(), key=lambda a: a.name)]

@@ -70,6 +70,9 @@ def open_llama(choice: ExtraBuffers | None = None, **kwargs: Any) -> Any:
     import llama_cpp.llama as llama_module
     from llama_cpp import Llama
 
+    from .native_log import install as route_native_log
+
+    route_native_log()   # llama.cpp's log lines to the log, not through the terminal
     if (choice or extra_buffers_choice()).on:
         return Llama(**kwargs)
     lc = llama_module.llama_cpp

@@ -78,6 +78,8 @@ def steps(conn: Conn, _: DatabaseCollector) -> list[Metric]:
     dead = GaugeMetricFamily("interp_dead_letters",
                              "Subjects dead-lettered at a step (interp.dead_letters).",
                              labels=names)
+    cancelled = GaugeMetricFamily("interp_cancelled_subjects",
+                                  "Subjects stopped at a step by `interp cancel`.", labels=names)
     info = GaugeMetricFamily("interp_step_info", "A workflow step's name and actor (always 1).",
                              labels=[*names, "name", "actor"])
     for r in conn.execute(Q["metrics_steps"]):
@@ -85,8 +87,9 @@ def steps(conn: Conn, _: DatabaseCollector) -> list[Metric]:
         queue.add_metric(key, r["ready"])
         leased.add_metric(key, r["leased"])
         dead.add_metric(key, r["dead"])
+        cancelled.add_metric(key, r["cancelled"])
         info.add_metric([*key, r["name"], r["actor"]], 1)
-    return [queue, leased, dead, info]
+    return [queue, leased, dead, cancelled, info]
 
 
 def workflows(conn: Conn, _: DatabaseCollector) -> list[Metric]:

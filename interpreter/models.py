@@ -11,7 +11,9 @@ A model row's ``source`` is one of:
 - ``http://host:port`` or ``https://...``: an OpenAI-compatible server
   (``/v1/chat/completions``: llama-server, vLLM), for GPUs on other machines; or
   several such URLs separated by whitespace or commas, each optionally ending in
-  ``#parallel=N`` (see `RemoteBackend`).
+  ``#parallel=N`` (see `RemoteBackend`). A server that wants a bearer key gets it
+  from the environment variable the row's ``api_key_env`` names (`ServerAccess`);
+  a URL never carries a secret.
 
 Threading: a `ModelPool` and the backends it holds belong to one thread (the
 model lane). One ``llama_cpp.Llama`` is never shared between threads; create one
@@ -29,10 +31,12 @@ import importlib.util
 import json
 import os
 import re
+import ssl
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable
@@ -639,13 +643,55 @@ class Endpoint:
     parallel: int
 
 
+KEY_WAY = ("name an environment variable that holds the key in interp.models.api_key_env "
+           "(docs/security.md, Keys of model servers)")
+
+
+def redact_url(url: str) -> str:
+    """url (or a whole source of several) with any user:password and query masked,
+    for messages and listings. A user:password is masked from a `://` to the last
+    `@` before the next `://`, so one holding a comma, a space (where a source is
+    split into servers) or an `@` is masked whole; a query up to the `#` or the
+    end."""
+    url = re.sub(r"://(?:(?!://).)*@", "://***@", url, flags=re.DOTALL)
+    return re.sub(r"\?[^#]*", "?***", url)
+
+
+def redact_source(source: str) -> str:
+    """A model source for display: each server URL with its secrets masked."""
+    if not is_remote(source.strip()):
+        return source
+    return redact_url(source)
+
+
+def url_secret_problem(url: str) -> str | None:
+    """Why a server URL (or a source of several) must not be used as it is: it
+    carries a user:password (any `@`) or a query (any `?`: a server URL is a base
+    that paths are added to, so a query there is a secret more often than not,
+    ?api_key=...). None when it is clean. The message names the URL with the
+    secret masked."""
+    if "@" in url:
+        return (f"model server {redact_url(url)} carries a user or password in its URL; "
+                f"a URL is stored, logged and exported: {KEY_WAY}")
+    if "?" in url:
+        return (f"model server {redact_url(url)} has a query in its URL (a key there is stored, "
+                f"logged and exported); for a key, {KEY_WAY}")
+    return None
+
+
 def remote_endpoints(source: str) -> list[Endpoint]:
     """The servers of a remote source: http(s) URLs separated by whitespace or
     commas, each optionally ending in ``#parallel=N``. Raises ModelLoadError when
-    malformed (the fragment is never sent to a server: it is ours)."""
+    malformed, or when a URL carries a secret (user:password, a query): its
+    messages show URLs with secrets masked (the fragment is never sent to a
+    server: it is ours)."""
     parts = [p for p in re.split(r"[\s,]+", source.strip()) if p]
     if not parts:
         raise ModelLoadError("the model source names no server")
+    # The whole source, before it is split: a password may hold a comma or a space.
+    secret = url_secret_problem(source.strip())
+    if secret:
+        raise ModelLoadError(secret)
     endpoints: list[Endpoint] = []
     for part in parts:
         url, _, setting = part.partition("#")
@@ -677,21 +723,137 @@ class ServerTimedOut(ServerDown):
     """The server did not answer within the request's timeout."""
 
 
-def _http_json(url: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
-    """GET (no body) or POST JSON to url; the decoded JSON answer."""
+REDACTED = "[redacted]"
+ECHO_READ_BYTES = 65536     # of an error answer: scrubbed whole, then cut for the message
+# Characters a bearer key may hold: visible ASCII (RFC 6750's b64token and more),
+# never a line break that would end the header and start another.
+_KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: urllib would send the Authorization header on
+    to wherever a redirect points (another host, or http:// from https://). A
+    3xx is an HTTPError, reported as such."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class ServerAccess:
+    """How a model row's requests reach its servers: the bearer key, read from the
+    environment variable the row names (``api_key_env``) when the model is
+    opened, and the TLS context (certificates always verified; against the row's
+    ``ca_bundle`` when it names one, else the system's CAs).
+
+    The key lives only here: it is sent in the ``Authorization`` header, never
+    shown by repr(), and `scrub` takes it out of any text that leaves (error
+    messages built from a server's answer, which may echo the request)."""
+
+    def __init__(self, model: ModelDef):
+        self.key_env = model.api_key_env
+        self._key: str | None = None
+        if model.api_key_env:
+            self._key = _key_from_env(model.name, model.api_key_env)
+        try:
+            self.tls = ssl.create_default_context(cafile=model.ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise ModelLoadError(f"model {model.name!r}: its ca_bundle {model.ca_bundle} "
+                                 f"cannot be used: {type(exc).__name__}: "
+                                 f"{first_line(exc)}") from None
+        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=self.tls),
+                                                   _NoRedirect())
+
+    def __repr__(self) -> str:
+        key = f"from ${self.key_env}" if self.key_env else "none"
+        return f"ServerAccess(key {key})"
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        return headers
+
+    def scrub(self, text: str) -> str:
+        """text with the key replaced by [redacted]: as sent, and as a server that
+        echoes the request may write it (JSON-escaped, with `\\/` for `/`,
+        percent-encoded), in any letter case. A key shorter than 8 characters is
+        replaced only where it stands as a token of its own, so that "k" does not
+        blank every k of a message (and so show how short the key is)."""
+        if not self._key:
+            return text
+        forms = sorted(key_forms(self._key), key=len, reverse=True)
+        pattern = "|".join(re.escape(f) for f in forms)
+        if len(self._key) < 8:
+            token = r"[A-Za-z0-9._~+/=-]"
+            pattern = rf"(?<!{token})(?:{pattern})(?!{token})"
+        return re.sub(pattern, REDACTED, text, flags=re.IGNORECASE)
+
+    def open(self, req: urllib.request.Request, timeout: float) -> Any:
+        return self._opener.open(req, timeout=timeout)
+
+
+def key_forms(key: str) -> set[str]:
+    """The ways a key can appear in a server's echo of the request: as is,
+    JSON-escaped (`"` and `\\` escaped; some encoders also write `/` as `\\/`) and
+    percent-encoded (as a path, a query value, a form value)."""
+    escaped = json.dumps(key)[1:-1]
+    return {key, escaped, escaped.replace("/", "\\/"), urllib.parse.quote(key, safe=""),
+            urllib.parse.quote(key), urllib.parse.quote_plus(key)}
+
+
+def key_env_problem(model: ModelDef) -> str | None:
+    """Why the key of model cannot be read from this process's environment (the
+    variable is unset, empty or holds a character a header cannot carry); None
+    when it can or the row names no variable. Names the variable, never its value."""
+    if not model.api_key_env:
+        return None
+    value = os.environ.get(model.api_key_env)
+    if value is None:
+        return (f"model {model.name!r} reads its server key from the environment variable "
+                f"{model.api_key_env} (interp.models.api_key_env), which is not set here")
+    if not value.strip():
+        return (f"model {model.name!r} reads its server key from the environment variable "
+                f"{model.api_key_env}, which is empty")
+    if not _KEY_CHARS.match(value.strip()):
+        return (f"the environment variable {model.api_key_env} (the server key of model "
+                f"{model.name!r}) holds a space, a line break or a non-ASCII character, "
+                f"which an HTTP header cannot carry")
+    return None
+
+
+def _key_from_env(name: str, env: str) -> str:
+    problem = key_env_problem(ModelDef(name, "", api_key_env=env))
+    if problem:
+        raise ModelLoadError(problem)
+    return os.environ[env].strip()
+
+
+def _http_json(url: str, body: dict[str, Any] | None, timeout: float,
+               access: ServerAccess) -> dict[str, Any]:
+    """GET (no body) or POST JSON to url with access's key and TLS context; the
+    decoded JSON answer. Every message it raises is scrubbed of the key (a
+    server's error text may echo the request)."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
-                                 headers={"Content-Type": "application/json"})
+                                 headers=access.headers())
+    clean = access.scrub
     try:
-        with urllib.request.urlopen(req, timeout=max(0.1, timeout)) as resp:
+        with access.open(req, max(0.1, timeout)) as resp:
             answer = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        detail = exc.read()[:300].decode("utf-8", "replace")
+        # Scrubbed before it is cut to 300 characters: a cut through the key would
+        # leave a prefix of it that the scrub no longer recognises.
+        detail = clean(exc.read(ECHO_READ_BYTES).decode("utf-8", "replace"))[:300]
         msg = f"HTTP {exc.code} from {url}: {' '.join(detail.split())}"
         if exc.code == 400 and "context" in detail.lower():
             raise PromptTooLong(msg) from exc
         if exc.code >= 500 or exc.code in (408, 429):
             raise ServerDown(msg) from exc
+        if exc.code in (401, 403):
+            msg += (f" (the key from ${access.key_env} was refused)" if access.key_env else
+                    f" (the server wants a key: {KEY_WAY})")
+        elif 300 <= exc.code < 400:
+            msg += " (redirects are not followed: name the URL it points to)"
         raise GenerationError(msg) from exc      # the request's fault: no other server helps
     except TimeoutError as exc:
         raise ServerTimedOut(f"{url} timed out after {timeout:.1f}s") from exc
@@ -699,10 +861,12 @@ def _http_json(url: str, body: dict[str, Any] | None, timeout: float) -> dict[st
         if isinstance(exc.reason, TimeoutError):
             raise ServerTimedOut(f"{url} timed out after {timeout:.1f}s") from exc
         reason = exc.reason if isinstance(exc.reason, BaseException) else exc
-        raise ServerDown(f"{url}: {first_line(reason)}") from exc
+        hint = (" (a private CA? name its PEM file in interp.models.ca_bundle)"
+                if isinstance(reason, ssl.SSLCertVerificationError) else "")
+        raise ServerDown(clean(f"{url}: {first_line(reason)}{hint}")) from exc
     except (OSError, http.client.HTTPException, ValueError) as exc:
         # a dropped connection, a half-sent answer, or something that is not JSON
-        raise ServerDown(f"{url}: {type(exc).__name__}: {first_line(exc)}") from exc
+        raise ServerDown(clean(f"{url}: {type(exc).__name__}: {first_line(exc)}")) from exc
     if not isinstance(answer, dict):
         raise ServerDown(f"{url}: the answer is not a JSON object")
     return answer
@@ -772,6 +936,7 @@ class RemoteBackend:
         self.size_bytes = 0
         self.n_ctx = model.n_ctx
         self._servers = [_ServerState(e) for e in remote_endpoints(model.source)]
+        self.access = ServerAccess(model)      # reads the key from the environment now
         self._lock = threading.Condition()
         self._turn = 0              # where the round-robin among equally loaded servers is
         self._waiting: list[set[str]] = []    # requests waiting for a slot, oldest first:
@@ -798,7 +963,7 @@ class RemoteBackend:
 
         def probe(server: _ServerState) -> None:
             try:
-                info = _http_json(server.url + "/v1/models", None, self.timeout)
+                info = _http_json(server.url + "/v1/models", None, self.timeout, self.access)
                 data = info.get("data") or []
                 server.remote_id = data[0].get("id") if data else None
             except (GenerationError, AttributeError, TypeError) as exc:
@@ -958,7 +1123,7 @@ class RemoteBackend:
             body = {**body, "model": server.remote_id}
         ok, blame = False, None
         try:
-            resp = _http_json(server.url + "/v1/chat/completions", body, timeout)
+            resp = _http_json(server.url + "/v1/chat/completions", body, timeout, self.access)
             gen = _completion(resp, server.url, (time.perf_counter() - started) * 1000)
             ok = True
         except ServerTimedOut as exc:
@@ -1050,7 +1215,8 @@ def load_key(model: ModelDef) -> str:
     """What identifies a loaded model: the file (or server) and the settings it was
     loaded with. Sampling and the row's name do not change what is loaded."""
     return f"{model.source}|{model.n_ctx}|{model.n_gpu_layers}|{model.n_threads}|" \
-           f"{model.chat_format}|{model.parallel}"
+           f"{model.chat_format}|{model.parallel}" + \
+           (f"|{model.api_key_env}|{model.ca_bundle}" if is_remote(model.source) else "")
 
 
 class ModelPool:

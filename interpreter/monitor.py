@@ -20,6 +20,8 @@ from tabulate import tabulate
 
 from .db import json_row, one
 from .errors import InterpError, NotFound
+from .figures import percent, round_half_up
+from .operator_actions import actions_of_subject, cancelled_by_step, recent_actions
 from .queries import Q
 from .timeline import LANE_WINDOW_S, lane_line, lane_time, prune_timeline
 
@@ -47,9 +49,22 @@ def status_data(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s:
                 velocity_window_s: float = 300,
                 lane_window_s: float = LANE_WINDOW_S) -> dict[str, Any]:
     """Everything the monitor shows for one workflow, JSON-ready. "lane_time" is the
-    model lanes' time by cause over the last lane_window_s of their record."""
+    model lanes' time by cause over the last lane_window_s of their record.
+
+    Read in a transaction of its own without JIT, so the time it takes does not
+    hang on the planner's statistics. Inside a caller's transaction it is a
+    savepoint, and JIT stays off until the caller's transaction ends (a SET LOCAL
+    outlives a released savepoint)."""
     if stall_window_s <= 0 or velocity_window_s <= 0:
         raise InterpError("the stall and velocity windows must be positive")
+    with conn.transaction():
+        conn.execute(Q["status_read_settings"])
+        return _status_figures(conn, workflow_id, stall_window_s, velocity_window_s,
+                               lane_window_s)
+
+
+def _status_figures(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s: float,
+                    velocity_window_s: float, lane_window_s: float) -> dict[str, Any]:
     wf = workflow_row(conn, workflow_id)
     now = one(conn.execute(Q["monitor_now"]))["now"]
     by_wf = {"workflow_id": workflow_id}
@@ -82,6 +97,7 @@ def status_data(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s:
         "breakers": breakers,
         "open_breakers": open_breakers,
         "dead_letters": counts["dead"],
+        "operator_actions": recent_actions(conn, workflow_id),
         "model_lane": _model_lane(conn, workflow_id, runs),
         "lane_time": lane_time(conn, workflow_id, lane_window_s),
         "runs": runs,
@@ -94,8 +110,10 @@ def _step_rows(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s: 
                velocity_window_s: float) -> list[dict[str, Any]]:
     steps = [json_row(r) for r in conn.execute(Q["monitor_step_status"], {
         "workflow_id": workflow_id, "stall_s": stall_window_s, "velocity_s": velocity_window_s})]
+    cancelled = cancelled_by_step(conn, workflow_id)
     for s in steps:
         s.pop("workflow_id", None)
+        s["cancelled"] = cancelled.get(s["step"], 0)
     return steps
 
 
@@ -154,9 +172,13 @@ def estimate_eta_from_velocities(steps: list[dict[str, Any]]) -> float | None:
 
 def _model_lane(conn: psycopg.Connection[Any], workflow_id: int,
                 runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The model lane of the running runs (or of the latest run when none runs)."""
+    """The model lane of the running runs; when none runs, of the latest run whose
+    lane did work (a rerun that found nothing to do would show a duty cycle of 0),
+    else of the latest run."""
     running = [r["run_id"] for r in runs if r["status"] == "running"]
-    lane_runs = running or [r["run_id"] for r in runs[:1]]
+    worked = conn.execute(Q["monitor_lane_run_with_work"],
+                          {"workflow_id": workflow_id}).fetchone() if not running else None
+    lane_runs = running or ([worked["run_id"]] if worked else [r["run_id"] for r in runs[:1]])
     lanes = [_rounded_lane(json_row(r))
              for r in conn.execute(Q["monitor_model_lanes"], {"run_ids": lane_runs})]
     events = [json_row(r) for r in conn.execute(Q["monitor_model_events"],
@@ -251,7 +273,8 @@ def trace_data(conn: psycopg.Connection[Any], workflow_id: int, subject_id: str,
         raise NotFound(f"no subject {subject_id!r} in workflow {workflow_id}")
     data = {"workflow": workflow_id, "subject": subject_id,
             "state": json_row(state) if state else None,
-            "checkpoints": [json_row(r) for r in rows]}
+            "checkpoints": [json_row(r) for r in rows],
+            "operator_actions": actions_of_subject(conn, workflow_id, subject_id)}
     if prompts:
         data["prompts"] = prompt_texts(conn, workflow_id, subject_id)
     return data
@@ -274,7 +297,7 @@ def prompt_texts(conn: psycopg.Connection[Any], workflow_id: int,
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
-    seconds = int(round(seconds))
+    seconds = int(round_half_up(seconds))   # as the page rounds it
     if seconds <= 0:
         return "-"
     if seconds < 60:
@@ -295,21 +318,25 @@ def step_label(step: int, width: int) -> str:
     return f"Step {step:>{width}}"
 
 
-def step_table(steps: list[dict[str, Any]]) -> str:
+def step_table(steps: list[dict[str, Any]], bar_width: int = BAR_WIDTH) -> str:
     """The per-step rows (`Step  2 | name | done | of | progress ...`): the layout of
-    `interp status`, which `interp run`'s live view shows too."""
+    `interp status`, which `interp run`'s live view shows too (on a narrow terminal
+    with a shorter bar, or none: bar_width 0)."""
     width = max([2] + [len(str(s["step"])) for s in steps])
     rows = []
     for s in steps:
         total = s["reached"]
         pct = f"{100 * s['done'] // total}%" if total else "-"
         rows.append([step_label(s["step"], width), s["name"], s["done"], total,
-                     bar(s["done"], total), pct, f"{s['velocity_per_min']:.1f}/min",
+                     bar(s["done"], total, bar_width), pct,
+                     f"{round_half_up(s['velocity_per_min'], 1)}/min",
                      format_duration(s["eta_s"]), s["state"]])
-    return tabulate(rows, headers=["step", "name", "done", "of", "progress", "%",
-                                   "velocity", "ETA", "state"],
-                    tablefmt="presto", colalign=("left", "left", "right", "right", "left",
-                                                 "right", "right", "right", "left"),
+    headers = ["step", "name", "done", "of", "progress", "%", "velocity", "ETA", "state"]
+    align = ["left", "left", "right", "right", "left", "right", "right", "right", "left"]
+    if bar_width <= 0:
+        for cols in (*rows, headers, align):
+            del cols[4]
+    return tabulate(rows, headers=headers, tablefmt="presto", colalign=align,
                     disable_numparse=True)
 
 
@@ -320,12 +347,14 @@ def render_status(data: dict[str, Any]) -> str:
     t = data["totals"]
     totals = (f"Total: {t['subjects']} subjects · {t['done']} done · {t['active']} active "
               f"({t['waiting']} waiting, {t['leased']} leased) · {t['dead']} dead · "
-              f"{t['checkpoints']} checkpoints · {t['completion_per_min']:.1f} finished/min · "
+              + (f"{t['cancelled']} cancelled · " if t.get("cancelled") else "")
+              + f"{t['checkpoints']} checkpoints · "
+              f"{round_half_up(t['completion_per_min'], 1)} finished/min · "
               f"ETA {format_duration(t['eta_s'])}")
     lane = data["model_lane"]
     if lane["lanes"]:
         duty = lane["duty_cycle"]
-        duty_s = f"{100 * duty:.0f}%" if duty is not None else "?"
+        duty_s = f"{percent(duty)}%" if duty is not None else "?"
         model_line = (f"Model lane: {lane['loaded_model'] or 'no model loaded'} · duty cycle "
                       f"{duty_s} · {lane['switches']} switch(es) · runs "
                       + ", ".join(f"{ln['run_id']} ({ln['status']})" for ln in lane["lanes"]))
@@ -348,6 +377,8 @@ def render_trace(data: dict[str, Any]) -> str:
                  else "ended")
         lines.append(f"now {st['status']} {where} · attempts {st['attempts']}"
                      + (f" · last error: {st['last_error']}" if st["last_error"] else ""))
+        lines.append(f"admitted {st['admitted_at']} by entry point {st['entry_point']}"
+                     + (f" in run {st['admitted_by_run']}" if st.get("admitted_by_run") else ""))
     rows = []
     for c in data["checkpoints"]:
         model = ""
@@ -360,6 +391,13 @@ def render_trace(data: dict[str, Any]) -> str:
     lines.append(tabulate(rows, headers=["finished", "step", "name", "visit", "attempt",
                                          "outcome", "ms", "error", "model"],
                           tablefmt="presto", disable_numparse=True))
+    for a in data.get("operator_actions") or []:
+        def at(step: Any) -> str:
+            return "ended" if step is None else f"at step {step}"
+
+        lines.append(f"{a['at']} operator {a['verb']} (action {a['action_id']}, "
+                     f"{a['db_user']}/{a['os_user']}): {a['from_status']} {at(a['from_step'])} "
+                     f"-> {a['to_status']} {at(a['to_step'])}; reason: {a['reason']}")
     lines += _render_prompts(data)
     return "\n".join(lines)
 
@@ -439,6 +477,9 @@ def prune(db: Any, workflow_id: int, older_than: dt.timedelta, batch_size: int =
         db.run(lambda conn: conn.execute(Q["prune_compact_rollups"]))
     totals.update(prune_timeline(db, workflow_id, cutoff, batch_size=batch_size,
                                  dry_run=dry_run))
+    if not dry_run and (totals["deleted"] or totals["intervals_deleted"]
+                        or totals["samples_deleted"]):
+        db.run(lambda conn: conn.execute(Q["prune_analyze"]))
     totals["seconds"] = round(time.monotonic() - started, 3)
     totals["rows_per_s"] = (round(totals["candidates"] / totals["seconds"])
                             if totals["seconds"] > 0 else None)

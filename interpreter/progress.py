@@ -32,6 +32,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from .errors import first_line
+from .figures import round_half_up
 from .monitor import format_duration, status_data, step_label, step_table
 from .queries import Q
 
@@ -226,7 +227,8 @@ def copy_counts(counts: dict[int, int]) -> dict[int, int]:
 def model_line(snap: Snapshot) -> str:
     if not snap.has_model_steps:
         return "Model lane: no model steps"
-    tps = f"{snap.tokens_per_s:.1f} tokens/s" if snap.tokens_per_s is not None else "? tokens/s"
+    tps = (f"{round_half_up(snap.tokens_per_s, 1)} tokens/s" if snap.tokens_per_s is not None
+           else "? tokens/s")
     what = "average" if snap.final and snap.fresh else "last minute"
     loads, switches = snap.model_loads, snap.model_switches
     if not snap.final and snap.lane_loads is not None:
@@ -240,7 +242,7 @@ def elapsed_text(seconds: float) -> str:
 
 
 def run_line(snap: Snapshot) -> str:
-    rate = f"{snap.waves_per_s:.1f}/s" if snap.waves_per_s is not None else "?/s"
+    rate = f"{round_half_up(snap.waves_per_s, 1)}/s" if snap.waves_per_s is not None else "?/s"
     t = snap.totals
     where = (f" · {t['done']}/{t['subjects']} subjects done, {t['active']} active, "
              f"{t['dead']} dead" if t else "")
@@ -250,16 +252,94 @@ def run_line(snap: Snapshot) -> str:
             f"{snap.admitted} admitted{where}{eta}")
 
 
-def render_view(snap: Snapshot) -> str:
-    """The live view (and, with `final`, the summary left on the screen)."""
+#: Step states with work in hand (the rest are idle or waiting on nothing).
+BUSY_STATES = ("running", "waiting", "stalled", "breaker open", "limited", "paused",
+               "missing step")
+
+
+def step_is_active(step: dict[str, Any]) -> bool:
+    """Subjects wait or are leased at the step, or its state says it has work in hand."""
+    return step["waiting"] + step["leased"] > 0 or step.get("state") in BUSY_STATES
+
+
+def step_has_work(step: dict[str, Any]) -> bool:
+    """Active, or it finished some in the velocity window."""
+    return step_is_active(step) or float(step.get("velocity_per_min") or 0) > 0
+
+
+def fold_steps(steps: list[dict[str, Any]], rows: int) -> tuple[list[dict[str, Any]], str]:
+    """At most `rows` of the steps, those with work (shown in execution order), and a
+    line that sums up the ones left out: finished, not reached, and any with work
+    that did not fit. When not all fit, the active steps (subjects waiting or
+    leased there) go before those that only finished some in the velocity window,
+    so a backlog late in the workflow is not folded away behind early steps."""
+    busy = ([s for s in steps if step_is_active(s)]
+            + [s for s in steps if step_has_work(s) and not step_is_active(s)])
+    shown_ids = {id(s) for s in busy[:max(rows, 0)]}
+    shown = [s for s in steps if id(s) in shown_ids]
+    left = [s for s in steps if id(s) not in shown_ids]
+    finished = sum(1 for s in left if not step_has_work(s) and s["reached"] > 0)
+    untouched = sum(1 for s in left if not step_has_work(s) and s["reached"] == 0)
+    parts = [f"{finished} finished" if finished else "",
+             f"{untouched} not reached" if untouched else "",
+             f"{len(left) - finished - untouched} more with work" if
+             len(left) > finished + untouched else ""]
+    done = sum(int(s["done"]) for s in left)
+    summary = (f"+ {len(left)} more step(s): " + ", ".join(p for p in parts if p)
+               + f" · {done} checkpoint(s) done there")
+    return shown, summary
+
+
+def fitted_table(steps: list[dict[str, Any]], max_width: int | None) -> str:
+    """The step table, narrowed to max_width when it can be: a shorter bar, then
+    none, then shorter step names (the state column, last, is the one to keep).
+    Widths are terminal cells (a CJK character takes two), and a name's line
+    breaks become spaces, so that each step is one line of the view."""
+    from rich.cells import cell_len, set_cell_size
+
+    def widest(table: str) -> int:
+        return max(cell_len(line) for line in table.splitlines())
+
+    steps = [{**s, "name": " ".join(str(s["name"]).split())} for s in steps]
+    table = step_table(steps)
+    if max_width is None:
+        return table
+    for bar_width in (10, 0):
+        if widest(table) <= max_width:
+            return table
+        table = step_table(steps, bar_width)
+    over = widest(table) - max_width
+    longest = max(cell_len(s["name"]) for s in steps)
+    if over > 0 and longest > 8:
+        keep = max(8, longest - over)
+        steps = [{**s, "name": s["name"] if cell_len(s["name"]) <= keep
+                  else set_cell_size(s["name"], keep - 1).rstrip() + "…"} for s in steps]
+        table = step_table(steps, 0)
+    return table
+
+
+def render_view(snap: Snapshot, max_lines: int | None = None,
+                max_width: int | None = None) -> str:
+    """The live view (and, with `final`, the summary left on the screen). With
+    max_lines (a terminal's height), a table that would not fit shows the steps with
+    work and folds the others into one line, so the view is never cut; with
+    max_width, the table is narrowed to fit (fitted_table)."""
     wf = snap.workflow
-    head = (f"Workflow {wf['id']} · {wf['name']}" + (" · PAUSED" if wf["paused"] else "")
+    head = (f"Workflow {wf['id']} · {' '.join(str(wf['name']).split())}"
+            + (" · PAUSED" if wf["paused"] else "")
             if wf else "Workflow: figures not read yet")
     # The run and model lines come first: on a terminal shorter than a long
     # workflow's table, the live view cuts rows off the bottom.
     lines = [head, run_line(snap), model_line(snap)]
-    if snap.steps:
-        lines.append(step_table(snap.steps))
+    table_head = 2     # the table's header and its rule
+    if snap.steps and max_lines is not None and \
+            len(lines) + table_head + len(snap.steps) > max_lines:
+        shown, summary = fold_steps(snap.steps, max_lines - len(lines) - table_head - 1)
+        if shown:
+            lines.append(fitted_table(shown, max_width))
+        lines.append(summary)
+    elif snap.steps:
+        lines.append(fitted_table(snap.steps, max_width))
     elif snap.by_step:
         lines.append("This run's checkpoints by step: " + ", ".join(
             f"{step_label(k, 2)}: {v}" for k, v in sorted(snap.by_step.items())))
@@ -344,11 +424,11 @@ class LogView:
 class LiveView:
     """The terminal view: redrawn in place by rich, replaced by the final summary at the end."""
 
-    def __init__(self, stream: IO[str]):
+    def __init__(self, stream: IO[str], console: Any = None):
         from rich.console import Console
         from rich.live import Live
 
-        self.console = Console(file=stream)
+        self.console = console or Console(file=stream)
         # Transient: at the end the live region is erased and the final summary
         # printed in full, so a table taller than the terminal is not left cropped.
         self.live = Live(console=self.console, auto_refresh=False, transient=True,
@@ -359,8 +439,9 @@ class LiveView:
     def show(self, snap: Snapshot) -> None:
         from rich.text import Text
 
-        self.live.update(Text(render_view(snap), no_wrap=True, overflow="ellipsis"),
-                         refresh=True)
+        size = self.console.size
+        self.live.update(Text(render_view(snap, max_lines=size.height, max_width=size.width),
+                              no_wrap=True, overflow="ellipsis"), refresh=True)
 
     def note(self, message: str) -> None:
         self.live.console.print(message, markup=False, highlight=False)

@@ -28,6 +28,9 @@ class RunOptions:
     worker_id: str | None = None
     lease_s: float = 60.0
     poll_s: float = 1.0
+    # Seconds between admissions of new subjects, backlog or not (None: poll_s);
+    # admission.py, docs/running.md "Admission".
+    admit_every_s: float | None = None
     switch_ratio: float = 4.0       # switch models only for a backlog this many times larger
     breaker_threshold: int = 5
     breaker_cooldown_s: float = 30.0
@@ -84,7 +87,11 @@ class RunContext:
             self.summary.by_step[step] = self.summary.by_step.get(step, 0) + checkpoints
 
     def count_admitted(self, n: int) -> None:
-        if self.summary is not None:
+        """Adds admitted subjects to the summary (the admission thread and the cheap
+        lane both admit)."""
+        if self.summary is None:
+            return
+        with self._lock:
             self.summary.admitted += n
 
     def admission_left(self) -> int | None:

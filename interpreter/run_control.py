@@ -22,7 +22,7 @@ from .errors import DefinitionError, InterpError, first_line
 from .queries import Q
 from .run_context import RunContext
 from .sampler import Sampler
-from .validate import validate_workflow
+from .validate import environment_problems, validate_workflow
 from .wave_store import WaveStore
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class RunControl:
         """Refuses a definition with problems, listing them."""
         wf = self.ctx.wf
         problems = self.ctx.db.run(lambda c: validate_workflow(c, wf))
+        problems += environment_problems(wf)    # e.g. a server key's variable not set here
         if problems:
             raise DefinitionError(
                 f"workflow {wf.id} is not valid ({len(problems)} problem(s)): "

@@ -17,6 +17,7 @@ import psycopg
 
 from .db import json_row, one
 from .errors import InterpError, NotFound
+from .figures import percent, round_half_up
 from .lane_clock import CAUSES
 from .queries import Q
 
@@ -71,14 +72,14 @@ def lane_line(lane: dict[str, Any]) -> str | None:
     share = lane.get("share") or {}
     if not share:
         return None
-    parts = [f"{100 * v:.0f}% {CAUSE_LABELS[c]}"
+    parts = [f"{percent(v)}% {CAUSE_LABELS[c]}"
              for c, v in sorted(share.items(), key=lambda kv: (-kv[1], CAUSES.index(kv[0])))
              if v >= 0.005]
     line = "lane " + " · ".join(parts)
     if lane.get("gpu_util_mean") is not None:
-        line += f" · GPU {lane['gpu_util_mean']:.0f}% mean"
+        line += f" · GPU {round_half_up(lane['gpu_util_mean'])}% mean"
         if lane.get("gpu_util_generating") is not None:
-            line += f" ({lane['gpu_util_generating']:.0f}% while generating)"
+            line += f" ({round_half_up(lane['gpu_util_generating'])}% while generating)"
     return line
 
 
@@ -116,18 +117,20 @@ def timeline_data(conn: psycopg.Connection[Any], workflow_id: int,
 
 
 def _model_markers(conn: psycopg.Connection[Any], window: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for e in conn.execute(Q["timeline_model_events"], window):
-        ms = f" ({e['duration_ms']:.0f} ms)" if e["duration_ms"] else ""
-        if e["event"] == "switch":
-            text = f"switched model {e['from_model'] or '?'} → {e['model']}{ms}"
-        elif e["event"] == "load":
-            text = f"loaded model {e['model']}{ms}"
-        else:
-            text = f"loading model {e['model']} failed{ms}: {e['detail'] or ''}".rstrip(": ")
-        out.append({"kind": e["event"], "at": e["at"].isoformat(), "run_id": e["run_id"],
-                    "model": e["model"], "text": text})
-    return out
+    return [{"kind": e["event"], "at": e["at"].isoformat(), "run_id": e["run_id"],
+             "model": e["model"], "text": model_event_text(e)}
+            for e in conn.execute(Q["timeline_model_events"], window)]
+
+
+def model_event_text(e: dict[str, Any]) -> str:
+    """A model event's marker text; its duration in ms by the one rounding rule, as
+    the page's model-lane table shows the same figure."""
+    ms = f" ({round_half_up(e['duration_ms'])} ms)" if e["duration_ms"] else ""
+    if e["event"] == "switch":
+        return f"switched model {e['from_model'] or '?'} → {e['model']}{ms}"
+    if e["event"] == "load":
+        return f"loaded model {e['model']}{ms}"
+    return f"loading model {e['model']} failed{ms}: {e['detail'] or ''}".rstrip(": ")
 
 
 def _breaker_markers(conn: psycopg.Connection[Any],
@@ -178,7 +181,7 @@ def render_timeline(data: dict[str, Any]) -> str:
     """The intervals as a table (times in the database's time zone), then the markers."""
     from tabulate import tabulate
 
-    rows = [[_hms(i["started_at"]), _hms(i["ended_at"]), f"{float(i['seconds']):.1f}",
+    rows = [[_hms(i["started_at"]), _hms(i["ended_at"]), round_half_up(float(i['seconds']), 1),
              i["run_id"], i["cause"], i["model"] or "", "" if i["step"] is None else i["step"],
              "" if i["subjects"] is None else i["subjects"]] for i in data["intervals"]]
     lines = [f"Workflow {data['workflow']} · timeline since {data['since']}"]

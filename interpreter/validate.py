@@ -7,7 +7,9 @@ refused with a clear error instead of failing subjects one by one. Warnings
 
 from __future__ import annotations
 
+import os
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 from jsonschema import Draft202012Validator
@@ -16,11 +18,13 @@ from psycopg import sql
 
 from .definitions import Workflow
 from .errors import DefinitionError, first_line
-from .models import ModelLoadError, is_remote, remote_endpoints
+from .models import Endpoint, ModelLoadError, is_remote, key_env_problem, remote_endpoints
 from .param_rules import ACTOR_RULES, MODEL_STEP_RULES, STEP_RULES, problems, sampling_problems
 from .queries import Q
 from .scripts import check_target, load_target
 from .templates import RESERVED, template_problems
+
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
 def validate_workflow(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
@@ -40,7 +44,58 @@ def validate_workflow(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
 def validation_warnings(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
     """What is legal but likely not what the author meant. Warnings never refuse a
     run; `interp workflow validate` prints them after the problems."""
-    return _shadowed_columns(conn, wf)
+    return _shadowed_columns(conn, wf) + _key_warnings(wf) + environment_problems(wf)
+
+
+def environment_problems(wf: Workflow) -> list[str]:
+    """What this process's environment lacks for the workflow's models: a server
+    key's environment variable (named, never its value), a CA bundle file. They
+    refuse `interp run` here; `interp workflow validate` shows them as warnings,
+    since it may run where the workers' secrets are not."""
+    out: list[str] = []
+    for name in _used_models(wf):
+        model = wf.models[name]
+        if not is_remote(model.source):
+            continue
+        problem = key_env_problem(model)
+        if problem:
+            out.append(problem)
+        if model.ca_bundle and not os.path.isfile(model.ca_bundle):
+            out.append(f"model {name!r}: its ca_bundle {model.ca_bundle} is not a file here")
+    return out
+
+
+def _key_warnings(wf: Workflow) -> list[str]:
+    out: list[str] = []
+    for name in _used_models(wf):
+        model = wf.models[name]
+        if not is_remote(model.source):
+            if model.api_key_env or model.ca_bundle:
+                out.append(f"model {name!r}: api_key_env and ca_bundle apply to http(s) "
+                           f"servers only; its source is a local model")
+            continue
+        if not model.api_key_env:
+            continue
+        for endpoint in _endpoints_or_none(model.source):
+            host = urlsplit(endpoint.url).hostname or ""
+            if endpoint.url.startswith("http://") and host not in LOOPBACK:
+                out.append(f"model {name!r}: its key travels unencrypted to {endpoint.url} "
+                           f"(http://); use https://")
+    return out
+
+
+def _endpoints_or_none(source: str) -> list[Endpoint]:
+    try:
+        return remote_endpoints(source)
+    except ModelLoadError:
+        return []       # a problem of _model_sources
+
+
+def _used_models(wf: Workflow) -> list[str]:
+    """The models the workflow's steps use, by name."""
+    return sorted({actor.target for step in wf.steps.values()
+                   if (actor := wf.actors.get(step.actor or "")) is not None
+                   and actor.kind == "model" and actor.target in wf.models})
 
 
 def _shadowed_columns(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
@@ -142,12 +197,11 @@ def _params(wf: Workflow) -> list[str]:
 def _model_sources(wf: Workflow) -> list[str]:
     """A model served remotely must name its servers well (http(s) URLs, each at most
     once, `#parallel=N` with N >= 1): a run would fail its every wave otherwise.
-    Checked once per model the workflow's steps use; no server is contacted."""
-    used = sorted({actor.target for step in wf.steps.values()
-                   if (actor := wf.actors.get(step.actor or "")) is not None
-                   and actor.kind == "model" and actor.target in wf.models})
+    Checked once per model the workflow's steps use; no server is contacted. A URL
+    that carries a secret (user:password, a query) is refused: the key belongs in
+    an environment variable that api_key_env names."""
     out: list[str] = []
-    for name in used:
+    for name in _used_models(wf):
         source = wf.models[name].source
         if not is_remote(source):
             continue

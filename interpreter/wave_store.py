@@ -4,7 +4,8 @@ code (monitor) only reads them, and prunes the checkpoints of ended subjects.
 
 Everything a lane does to a subject goes through its public methods:
 
-- `admit` puts new subjects in the queue;
+- `admit` puts new subjects in the queue (`try_admit`: unless another worker
+  is admitting the workflow right now);
 - `ready_steps` and `anything_pending` say where work waits;
 - `claim` takes a leased wave, `commit` fences and writes it, `release` gives
   it back, and `renew_leases` keeps its leases alive;
@@ -77,6 +78,9 @@ TRANSIENT_BACKOFF_S = 0.1
 _NOT_ABOUT_THE_DATA = ("08", "40", "53", "55", "57", "58", "XX")
 _TRANSIENT = ("40", "55P03", "57014")
 _CONNECTION = ("08", "57P01", "57P02", "57P03")
+# The first half of the admission lock's key (sql/admission.sql), the workflow id
+# being the second: any fixed 32-bit number, the same in every worker ("intA").
+ADMISSION_LOCK_CLASS = 0x696E7441
 
 
 @dataclass
@@ -230,35 +234,62 @@ class WaveStore:
     # ------------------------------------------------------------ the queue
 
     def admit(self, limit: int | None) -> int:
-        """Runs the enabled entry points; returns how many new subjects they admitted."""
-        total = 0
-        for ep in self.ctx.wf.entry_points:
-            if not ep.enabled:
-                continue
-            n = self._admit_entry_point(ep, limit)
-            total += n
-            if limit is not None:
-                limit -= n
-                if limit <= 0:
-                    break
-        if total:
-            log.info("admitted %d subjects", total)
-        return total
+        """Runs the enabled entry points, once any other worker's admission of this
+        workflow has committed; returns how many new subjects they admitted."""
+        n = self._admit(limit, wait=True)
+        assert n is not None
+        return n
 
-    def _admit_entry_point(self, ep: EntryPoint, limit: int | None) -> int:
-        wf_id = self.ctx.wf.id
-        query = ep.admission_statement()
+    def try_admit(self, limit: int | None) -> int | None:
+        """Admits as `admit` does, unless another worker is admitting this workflow
+        right now or the workflow is paused: then None, at once (a periodic
+        admission skips its turn rather than wait; admission.py). It does not retry
+        a lost connection either (DatabaseUnreachable at once): the next turn will."""
+        return self._admit(limit, wait=False)
 
-        def do(c: psycopg.Connection[Any]) -> int:
-            ids = [r["subject_id"] for r in c.execute(query, ep.admission_params(wf_id, limit))]
-            if ids:
-                c.execute(Q["continue_visits"], {"workflow_id": wf_id, "ids": ids})
-            return len(ids)
+    def _admit(self, limit: int | None, *, wait: bool) -> int | None:
+        """All enabled entry points in one transaction, under the workflow's admission
+        lock: one set-based statement each (the `admit` query), stopping at limit.
+        The subjects are recorded as admitted by this run."""
+        wf = self.ctx.wf
+        run_id = self.ctx.run_id or None   # 0 or None: outside a recorded run
+        entry_points = [ep for ep in wf.entry_points if ep.enabled]
+        if not entry_points:
+            return 0
+        failing: list[EntryPoint] = []    # the entry point whose statement is running
+
+        def do(c: psycopg.Connection[Any]) -> int | None:
+            key = {"lock_class": ADMISSION_LOCK_CLASS, "workflow_id": wf.id}
+            if wait:
+                c.execute(Q["admission_lock"], key)
+            else:
+                row = c.execute(Q["admission_try_lock"], key).fetchone()
+                if row is None or not row["locked"]:
+                    return None
+            total, left = 0, limit
+            for ep in entry_points:
+                failing[:] = [ep]
+                ids = [r["subject_id"] for r in c.execute(
+                    ep.admission_statement(), ep.admission_params(wf.id, left, run_id))]
+                if ids:
+                    c.execute(Q["continue_visits"], {"workflow_id": wf.id, "ids": ids})
+                total += len(ids)
+                if left is not None:
+                    left -= len(ids)
+                    if left <= 0:
+                        break
+            failing.clear()
+            return total
 
         try:
-            return self.ctx.db.run(do)
+            n = self.ctx.db.run(do, retry=wait)
         except psycopg.Error as exc:
-            raise DefinitionError(ep.admission_failure(wf_id, exc)) from exc
+            if not failing:
+                raise
+            raise DefinitionError(failing[0].admission_failure(wf.id, exc)) from exc
+        if n:
+            log.info("admitted %d subjects", n)
+        return n
 
     def ready_steps(self, cap: int) -> dict[int, int]:
         """Ready subjects per step, each counted up to cap."""

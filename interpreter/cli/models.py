@@ -28,10 +28,10 @@ def _record_file(db: Any, name: str, report: dict[str, Any]) -> None:
 
 def _where(source: str) -> tuple[str, str]:
     """(path, state) for a source, without loading or assembling anything."""
-    from ..models import ModelLoadError, is_remote, locate
+    from ..models import ModelLoadError, is_remote, locate, redact_source
 
     if is_remote(source):
-        return source, "remote"
+        return redact_source(source), "remote"
     try:
         path = locate(source)
     except ModelLoadError as exc:
@@ -62,6 +62,8 @@ def models_list(obj: Any, as_json: bool) -> None:
 
     A source is a file path, pkg:<module>/<file> (a file inside an installed
     Python package), gemma3-270m, or http(s)://host:port (a llama.cpp server).
+    A server's key is shown by the name of its environment variable
+    (api_key_env), never by value.
 
     Example:
 
@@ -71,11 +73,13 @@ def models_list(obj: Any, as_json: bool) -> None:
     out = []
     for r in rows:
         path, state = _where(r["source"])
-        out.append({"name": r["name"], "source": r["source"], "path": path, "file": state,
+        source = path if state == "remote" else r["source"]    # secrets in a URL masked
+        out.append({"name": r["name"], "source": source, "path": path, "file": state,
                     "n_gpu_layers": r["n_gpu_layers"], "n_ctx": r["n_ctx"],
                     "n_threads": r["n_threads"], "chat_format": r["chat_format"],
                     "sampling": r["sampling"], "sha256": r["sha256"],
-                    "size_bytes": r["size_bytes"]})
+                    "size_bytes": r["size_bytes"], "api_key_env": r.get("api_key_env"),
+                    "ca_bundle": r.get("ca_bundle")})
     if as_json:
         emit_json(out)
         return
@@ -83,7 +87,8 @@ def models_list(obj: Any, as_json: bool) -> None:
         click.echo("no models in interp.models", err=True)
         return
     table = [{k: (v[:12] if k == "sha256" and v else v) for k, v in row.items()
-              if k not in ("sampling", "n_threads", "chat_format", "size_bytes")} for row in out]
+              if k not in ("sampling", "n_threads", "chat_format", "size_bytes", "ca_bundle")}
+             for row in out]
     click.echo(tabulate(table, headers="keys"))
 
 
@@ -100,9 +105,10 @@ def off_main_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
 def check_model(model: ModelDef, *, max_tokens: int = 16, n_threads: int | None = None,
                 prompt: str = "Say hello in five words.") -> dict[str, Any]:
     """Load one model, generate a few tokens; a report dict (ok False with error on failure)."""
-    from ..models import GenerationError, ModelLoadError, open_backend
+    from ..models import GenerationError, ModelLoadError, open_backend, redact_source
 
-    report: dict[str, Any] = {"name": model.name, "source": model.source, "ok": False}
+    report: dict[str, Any] = {"name": model.name, "source": redact_source(model.source),
+                              "ok": False}
     started = time.perf_counter()
     try:
         backend = open_backend(model, n_threads=n_threads)

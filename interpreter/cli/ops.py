@@ -98,7 +98,8 @@ def trace(obj: Any, workflow_id: int, subject_id: str, prompts: bool, as_json: b
 
 @click.command("dashboard")
 @click.option("--workflow", "workflow_id", type=int, default=None,
-              help="Workflow to open first (default: the first one).")
+              help="Workflow to open first (default: the one with the latest activity, "
+              "a checkpoint or a run).")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (keep 127.0.0.1 unless you mean it).")

@@ -27,7 +27,9 @@ DEFAULTS = RunOptions()
 
 @click.command("run")
 @click.option("--workflow", "workflow_id", type=int, required=True, help="Workflow id.")
-@click.option("--limit", type=click.IntRange(0), help="Admit at most N new subjects.")
+@click.option("--limit", type=click.IntRange(0),
+              help="Admit at most N new subjects in this run, at its start and later "
+                   "admissions together.")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=DEFAULTS.batch_size,
               show_default=True, help="Subjects per wave for gates, SQL and script steps.")
 @click.option("--model-batch-size", type=click.IntRange(1, 10_000),
@@ -39,6 +41,10 @@ DEFAULTS = RunOptions()
               show_default=True, help="Lease length in seconds; renewed by a heartbeat.")
 @click.option("--poll", "poll_s", type=click.FloatRange(0.01), default=DEFAULTS.poll_s,
               show_default=True, help="Seconds between polls when idle.")
+@click.option("--admit-every", "admit_every_s", type=click.FloatRange(0.01),
+              default=DEFAULTS.admit_every_s,
+              help="Seconds between admissions of new subjects, backlog or not (one "
+                   "worker per workflow admits at a time) [default: --poll].")
 @click.option("--switch-ratio", type=click.FloatRange(1), default=DEFAULTS.switch_ratio,
               show_default=True, help="Switch models only for a backlog this many times larger.")
 @click.option("--db-timeout", type=click.FloatRange(1), default=DEFAULT_DB_TIMEOUT_S,
@@ -63,7 +69,8 @@ DEFAULTS = RunOptions()
 @click.pass_obj
 def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, model_batch_size: int,
         until_idle: bool, worker_id: str | None, lease_s: float, poll_s: float,
-        switch_ratio: float, db_timeout: float, model_memory_mb: int, as_json: bool,
+        admit_every_s: float | None, switch_ratio: float, db_timeout: float,
+        model_memory_mb: int, as_json: bool,
         progress_every: float, log_format: str | None, quiet: bool,
         metrics_port: int | None, metrics_addr: str, priority_at_least: int | None) -> None:
     """Run a workflow: admit subjects, then drive them through the steps in waves.
@@ -77,6 +84,10 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
     left as a summary at the end; otherwise one log line every
     --progress-every seconds (--log-format json for machines); --quiet for
     neither.
+
+    New rows are admitted every --admit-every seconds (default --poll)
+    while the run works, so they need not wait for a backlog; --limit caps
+    all of a run's admissions together.
 
     Subjects are claimed highest priority first (an entry point's `priority`
     column); with --priority-at-least N this worker takes only those of
@@ -109,6 +120,7 @@ def run(ctx: Context, workflow_id: int, limit: int | None, batch_size: int, mode
     signal.signal(signal.SIGINT, on_signal)
     opts = RunOptions(batch_size=batch_size, model_batch_size=model_batch_size, limit=limit,
                       until_idle=until_idle, worker_id=worker_id, lease_s=lease_s, poll_s=poll_s,
+                      admit_every_s=admit_every_s,
                       switch_ratio=switch_ratio, model_memory_mb=model_memory_mb,
                       priority_at_least=priority_at_least)
     runner = Runner(ctx.db, workflow_id, opts, stop=stop)

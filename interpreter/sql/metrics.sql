@@ -25,7 +25,8 @@ HAVING sum(t.n) <> 0
 SELECT s.workflow_id, s.execution_order AS step, s.name, coalesce(s.actor, '') AS actor,
        coalesce(sum(c.n) FILTER (WHERE c.status = 'ready'), 0)::bigint AS ready,
        coalesce(sum(c.n) FILTER (WHERE c.status = 'leased'), 0)::bigint AS leased,
-       coalesce(sum(c.n) FILTER (WHERE c.status = 'dead'), 0)::bigint AS dead
+       coalesce(sum(c.n) FILTER (WHERE c.status = 'dead'), 0)::bigint AS dead,
+       coalesce(sum(c.n) FILTER (WHERE c.status = 'cancelled'), 0)::bigint AS cancelled
   FROM interp.steps s
   LEFT JOIN interp.subject_counts c
          ON c.workflow_id = s.workflow_id AND c.step = s.execution_order

@@ -30,7 +30,9 @@ SELECT coalesce(sum(n), 0)::bigint AS subjects,
        coalesce(sum(n) FILTER (WHERE status = 'done'), 0)::bigint AS done,
        coalesce(sum(n) FILTER (WHERE status = 'ready'), 0)::bigint AS waiting,
        coalesce(sum(n) FILTER (WHERE status = 'leased'), 0)::bigint AS leased,
-       coalesce(sum(n) FILTER (WHERE status = 'dead'), 0)::bigint AS dead
+       coalesce(sum(n) FILTER (WHERE status = 'dead'), 0)::bigint AS dead,
+       -- stopped by an operator (interp cancel): neither active nor ended
+       coalesce(sum(n) FILTER (WHERE status = 'cancelled'), 0)::bigint AS cancelled
   FROM interp.subject_counts WHERE workflow_id = %(workflow_id)s
 
 -- name: monitor_checkpoint_totals
@@ -134,7 +136,7 @@ SELECT date_trunc('minute', c.finished_at) AS minute,
 -- name: trace_subject_state
 SELECT s.subject_id, s.entry_point, s.step, st.name AS step_name, s.status, s.attempts,
        s.visits, s.last_outcome, s.last_error, s.next_attempt_at, s.lease_owner,
-       s.lease_expires, s.admitted_at, s.updated_at
+       s.lease_expires, s.admitted_at, s.admitted_by_run, s.updated_at
   FROM interp.subject_state s
   LEFT JOIN interp.steps st ON st.workflow_id = s.workflow_id
        AND st.execution_order = s.step
@@ -170,7 +172,8 @@ SELECT now() - %(older_than)s AS cutoff
 -- (subject, step), and deletes them unless this is a dry run.
 WITH subj AS (
     SELECT subject_id FROM interp.subject_state
-     WHERE workflow_id = %(wf)s AND subject_id > %(after)s AND status IN ('done', 'dead')
+     WHERE workflow_id = %(wf)s AND subject_id > %(after)s
+       AND status IN ('done', 'dead', 'cancelled')
      ORDER BY subject_id LIMIT %(subjects)s
 ), ranked AS (
     SELECT c.checkpoint_id, c.finished_at,
@@ -210,10 +213,11 @@ ON CONFLICT (workflow_id) DO UPDATE SET name = EXCLUDED.name, description = EXCL
   subject_table = EXCLUDED.subject_table, subject_key = EXCLUDED.subject_key;
 
 -- name: export_model
-INSERT INTO interp.models (name, source, n_gpu_layers, n_ctx, n_threads, chat_format, sampling)
-VALUES ({name}, {source}, {n_gpu_layers}, {n_ctx}, {n_threads}, {chat_format}, {sampling})
+INSERT INTO interp.models (name, source, n_gpu_layers, n_ctx, n_threads, chat_format, sampling, parallel, api_key_env, ca_bundle)
+VALUES ({name}, {source}, {n_gpu_layers}, {n_ctx}, {n_threads}, {chat_format}, {sampling}, {parallel}, {api_key_env}, {ca_bundle})
 ON CONFLICT (name) DO UPDATE SET source = EXCLUDED.source, n_gpu_layers = EXCLUDED.n_gpu_layers,
-  n_ctx = EXCLUDED.n_ctx, n_threads = EXCLUDED.n_threads, chat_format = EXCLUDED.chat_format, sampling = EXCLUDED.sampling;
+  n_ctx = EXCLUDED.n_ctx, n_threads = EXCLUDED.n_threads, chat_format = EXCLUDED.chat_format, sampling = EXCLUDED.sampling,
+  parallel = EXCLUDED.parallel, api_key_env = EXCLUDED.api_key_env, ca_bundle = EXCLUDED.ca_bundle;
 
 -- name: export_actor
 INSERT INTO interp.actors (name, kind, target, params)

@@ -10,9 +10,11 @@
 -- and author SQL must never land inside a comment). Its optional column
 -- priority (an integer, default 0) is read from the row as JSON, so a query
 -- without that column needs no other statement; a subject returned twice
--- keeps its highest priority.
-INSERT INTO interp.subject_state (workflow_id, subject_id, entry_point, step, status, priority)
-SELECT %(workflow_id)s, a.subject_id, %(entry_point)s, %(first_step)s, 'ready', a.priority
+-- keeps its highest priority. admitted_by_run: the run admitting (NULL outside one).
+INSERT INTO interp.subject_state (workflow_id, subject_id, entry_point, step, status, priority,
+                                  admitted_by_run)
+SELECT %(workflow_id)s, a.subject_id, %(entry_point)s, %(first_step)s, 'ready', a.priority,
+       %(run_id)s::bigint
   FROM (SELECT q.subject_id::text AS subject_id,
                max(coalesce((to_jsonb(q) ->> 'priority')::integer, 0)) AS priority
           FROM ({admit}) AS q GROUP BY 1) AS a

@@ -21,10 +21,15 @@ function svg(tag, attrs) {
   return node;
 }
 
+// The one rounding rule of interp status, interp run and this page
+// (interpreter/figures.py): the exact value of the double, a tie rounded away
+// from zero. toFixed does exactly that; Python's own round() rounds a tie to even.
+function roundHalfUp(x, digits) { return Number(x).toFixed(digits || 0); }
+
 // The same formatting as interp status (interpreter/monitor.py).
 function duration(seconds) {
   if (seconds === null || seconds === undefined) return "?";
-  seconds = Math.round(seconds);
+  seconds = Number(roundHalfUp(seconds));
   if (seconds <= 0) return "-";
   const pad = (n) => String(n).padStart(2, "0");
   if (seconds < 60) return seconds + "s";
@@ -33,7 +38,7 @@ function duration(seconds) {
   return Math.floor(seconds / 86400) + "d" + pad(Math.floor(seconds % 86400 / 3600)) + "h";
 }
 
-function pct(x) { return x === null || x === undefined ? "?" : (100 * x).toFixed(0) + "%"; }
+function pct(x) { return x === null || x === undefined ? "?" : roundHalfUp(100 * x) + "%"; }
 
 function fillRows(tbody, rows) {
   tbody.replaceChildren();
@@ -71,7 +76,7 @@ function renderSteps(data, series) {
     barCell.appendChild(outer);
     tr.appendChild(barCell);
     tr.appendChild(el("td", s.reached > 0 ? Math.floor(100 * s.done / s.reached) + "%" : "-", "pct num"));
-    tr.appendChild(el("td", Number(s.velocity_per_min).toFixed(1) + "/min", "velocity num"));
+    tr.appendChild(el("td", roundHalfUp(s.velocity_per_min, 1) + "/min", "velocity num"));
     tr.appendChild(sparkline(s.step, counts.get(s.step) || []));
     tr.appendChild(el("td", duration(s.eta_s), "eta num"));
     tr.appendChild(el("td", s.state, "state state-" + s.state.split(" ")[0]));
@@ -84,7 +89,7 @@ function renderTotals(data) {
     const key = dd.dataset.key;
     const v = data.totals[key];
     dd.textContent = key === "eta_s" ? duration(v)
-      : key === "completion_per_min" ? Number(v).toFixed(1) : String(v);
+      : key === "completion_per_min" ? roundHalfUp(v, 1) : String(v);
   }
 }
 
@@ -106,6 +111,9 @@ function renderLane(data) {
     duration(l.wall_ms / 1000), l.switches, Math.round(l.load_ms)]));
   fillRows($("#events tbody"), lane.events.map((e) => [e.at, e.run_id, e.event,
     e.from_model || "", e.model, e.duration_ms === null ? "" : Math.round(e.duration_ms)]));
+  fillRows($("#actions tbody"), (data.operator_actions || []).map((a) => [a.at, a.verb,
+    a.to_step === null ? "" : a.to_step, a.changed, a.skipped,
+    a.db_user + "/" + (a.os_user || ""), a.reason]));
   fillRows($("#breakers tbody"), data.breakers.map((b) => [b.actor, b.state,
     b.consecutive_failures, b.opened_at || "", b.last_error || ""]));
 }
@@ -267,7 +275,7 @@ function renderSummary(data, overview) {
   const t = data.totals;
   item("done", t.done + " of " + t.subjects, "done");
   item("active", t.active, "active");
-  item("finished / min", Number(t.completion_per_min).toFixed(1), "completion_per_min");
+  item("finished / min", roundHalfUp(t.completion_per_min, 1), "completion_per_min");
   item("ETA", duration(t.eta_s), "eta_s");
   let last = -1;
   overview.tokens_per_s.forEach((v, i) => { if (v !== null) last = i; });

@@ -64,15 +64,15 @@
       span.className = "lane-cause";
       span.dataset.cause = cause;
       span.dataset.share = String(v);
-      span.textContent = (100 * v).toFixed(0) + "% " + labels[cause];
+      span.textContent = roundHalfUp(100 * v) + "% " + labels[cause];
       p.appendChild(span);
     });
     if (lane.gpu_util_mean !== null && lane.gpu_util_mean !== undefined) {
       const gpu = document.createElement("span");
       gpu.id = "lane-gpu";
       gpu.dataset.gpu = String(lane.gpu_util_mean);
-      gpu.textContent = " · GPU " + lane.gpu_util_mean.toFixed(0) + "% mean"
-        + (lane.gpu_util_generating !== null ? " (" + lane.gpu_util_generating.toFixed(0)
+      gpu.textContent = " · GPU " + roundHalfUp(lane.gpu_util_mean) + "% mean"
+        + (lane.gpu_util_generating !== null ? " (" + roundHalfUp(lane.gpu_util_generating)
           + "% while generating)" : "");
       p.appendChild(gpu);
     }

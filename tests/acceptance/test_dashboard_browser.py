@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from interpreter.figures import round_half_up
 from interpreter.monitor import format_duration
 from tests.integration.test_monitor import SCRIPT_NAME, WF, make_workflow
 
@@ -357,7 +358,7 @@ def test_sparkline_per_step_and_one_chart_with_time_labels(dashboard, cli):
             sum(v is not None for v in overview["tokens_per_s"])
         t = expected["totals"]
         figures = summary_figures(page)
-        assert figures["completion_per_min"] == f"{t['completion_per_min']:.1f}"
+        assert figures["completion_per_min"] == round_half_up(t["completion_per_min"], 1)
         assert figures["eta_s"] == format_duration(t["eta_s"])
         assert figures["active"] == str(t["active"])
         assert figures["done"] == f"{t['done']} of {t['subjects']}"

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from interpreter.engine import Runner, RunOptions
+from interpreter.figures import percent
+from interpreter.timeline import CAUSE_LABELS
 from tests.acceptance.test_dashboard_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -139,6 +141,10 @@ def test_switch_and_breaker_show_in_status_timeline_and_the_page(db, conn, cli, 
     assert lane["gpu_util_mean"] is None   # no GPU here
     text = cli("status", "--workflow", "61").stdout
     assert "% switching" in text and "% breaker" in text and "\nlane " in text
+    # The status line reads each share by the rule the page uses (interpreter/figures.py).
+    for cause, value in lane["share"].items():
+        if value >= 0.005:
+            assert f"{percent(value)}% {CAUSE_LABELS[cause]}" in text
 
     table = cli("timeline", "--workflow", "61", "--since", "1h").stdout
     assert "switching" in table and "breaker" in table
@@ -176,8 +182,8 @@ def page_shows_the_timeline(cli, lane: dict, data: dict) -> None:
                     "s.textContent])")
                 want = {c: v for c, v in lane["share"].items() if v >= 0.005}
                 assert {c: v for c, v, _ in shares} == want
-                for _, value, label in shares:
-                    assert label.startswith(f"{100 * value:.0f}% ")
+                for cause, value, label in shares:
+                    assert label == f"{percent(value)}% {CAUSE_LABELS[cause]}"
                 bands = page.eval_on_selector_all(
                     "#timeline rect", "rs => rs.map(r => r.dataset.cause)")
                 assert len(bands) == len(data["intervals"])

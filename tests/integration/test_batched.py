@@ -214,7 +214,11 @@ def test_gen_ms_leaves_out_the_time_a_sequence_queued_for_a_slot(smollm2):
     first_gen = calls[0][1].gen_ms
     for wall_ms, gen in calls:
         assert gen.completion_tokens > 0
-        assert gen.gen_ms + gen.wait_ms == pytest.approx(wall_ms, abs=50)
+        # Both are measured inside the call, so together they never exceed its wall
+        # time; what is left is the caller's thread waking up, which a loaded machine
+        # can delay by much more than a fixed 50 ms (a timing check, issue 22 item 8).
+        assert gen.gen_ms + gen.wait_ms <= wall_ms + 1
+        assert gen.gen_ms + gen.wait_ms >= 0.5 * wall_ms
     # the last admitted queued behind two whole generations, the first not at all
     assert calls[0][1].wait_ms < 0.2 * first_gen
     assert calls[2][1].wait_ms > 0.9 * first_gen

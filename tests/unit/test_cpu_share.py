@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from interpreter.cpu_share import MIN_WINDOW_S, IdleCpus, threads_for
 
 
@@ -30,6 +32,14 @@ def test_no_answer_before_a_window_has_passed():
 
 
 def test_another_process_busy_counts_and_our_own_work_does_not():
+    # IdleCpus reads the whole machine: with other people's jobs on its two CPUs there
+    # is no free CPU to tell apart, and the check would pass or fail with their load
+    # (issue 22, item 8). It runs when the machine is quiet enough to measure.
+    quiet = IdleCpus(2)
+    time.sleep(MIN_WINDOW_S + 0.1)
+    free = quiet.idle()
+    if free is None or free < 1.6:
+        pytest.skip(f"the machine is busy ({free} of 2 CPUs free): no room to measure")
     watch = IdleCpus(2)
     spin(MIN_WINDOW_S + 0.3)                 # this process on one CPU
     own_busy = watch.idle()
