@@ -209,10 +209,11 @@ def prepare_call(pool: ModelPool, workflow: Workflow, step: StepDef, *,
     model = workflow.model_of(step)
     if model is None:
         raise WaveFailure(f"{step.label}: {_why_no_model(workflow, step)}")
-    body = workflow.templates.get(step.template or "")
+    body = workflow.template_body(step)
     if body is None:
-        raise WaveFailure(f"{step.label}: prompt template {step.template!r} does not exist "
-                            f"in interp.prompt_templates")
+        version = f" version {step.template_version}" if step.template_version else ""
+        raise WaveFailure(f"{step.label}: prompt template {step.template!r}{version} does not "
+                          f"exist in interp.prompt_templates")
     params = workflow.params_of(step)
     try:
         max_tokens = int(params.get("max_tokens", DEFAULT_MAX_TOKENS))

@@ -160,6 +160,9 @@ def _actors(wf: Workflow) -> list[str]:
             elif step.template not in wf.templates:
                 out.append(f"step {number} ({step.name}): template {step.template!r} "
                            "does not exist")
+            elif wf.template_body(step) is None:
+                out.append(f"step {number} ({step.name}): template {step.template!r} is "
+                           f"pinned to version {step.template_version}, which does not exist")
         elif actor.kind == "script":
             try:
                 check_target(actor.target)
@@ -286,10 +289,11 @@ def _templates(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
     out: list[str] = []
     before = _steps_before(wf)
     for number, step in sorted(wf.steps.items()):
-        if not step.template or step.template not in wf.templates:
+        body = wf.template_body(step)
+        if body is None:
             continue
         available = {n: wf.steps[n].output_schema for n in before.get(number, set())}
-        for p in template_problems(wf.templates[step.template], columns, available):
+        for p in template_problems(body, columns, available):
             out.append(f"step {number} ({step.name}): template {step.template!r}: {p}")
     return out
 

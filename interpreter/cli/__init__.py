@@ -18,6 +18,7 @@ from ..errors import InterpError
 from .breaker import breaker
 from .context import Context
 from .db import db
+from .experiment import experiment
 from .models import models
 from .operator import cancel, retry, rewind
 from .ops import dashboard, prune, status, trace
@@ -55,7 +56,7 @@ def cli(ctx: click.Context, dsn: str | None, verbose: bool) -> None:
 
 
 for command in (db, seed, workflow, run, pause, resume, status, trace, prune, dashboard, models,
-                breaker, timeline, retry, rewind, cancel):
+                breaker, timeline, retry, rewind, cancel, experiment):
     cli.add_command(command)
 db.add_command(roles)
 
