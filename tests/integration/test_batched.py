@@ -13,8 +13,10 @@ import pytest
 
 from interpreter.actor_api import Subject
 from interpreter.definitions import ModelDef
+from interpreter.llm.backend import GenerationRequest, ModelLoadError
+from interpreter.llm.llama_backend import BatchedLlamaBackend, LlamaBackend
+from interpreter.llm.pool import ModelPool
 from interpreter.model_actor import derive_seed, run_model_wave
-from interpreter.models import BatchedLlamaBackend, LlamaBackend, ModelLoadError, ModelPool
 from tests.integration.test_model_actor import (
     GB,
     SCHEMA,
@@ -197,9 +199,9 @@ def test_gen_ms_leaves_out_the_time_a_sequence_queued_for_a_slot(smollm2):
 
     def call(i: int) -> None:
         t = time.perf_counter()
-        gen = backend.generate([{"role": "user", "content": f"Count to twenty, run {i}."}],
-                               schema=None, sampling={"temperature": 0}, seed=i,
-                               max_tokens=24, deadline=None)
+        gen = backend.generate(GenerationRequest(
+            [{"role": "user", "content": f"Count to twenty, run {i}."}], schema=None,
+            sampling={"temperature": 0}, seed=i, max_tokens=24, deadline=None))
         calls.append(((time.perf_counter() - t) * 1000, gen))
 
     try:
@@ -330,8 +332,8 @@ def test_the_next_wave_enters_the_engine_while_the_current_wave_finishes(db, con
     while the current wave's last ones generate, and take a slot as soon as one
     frees; every subject still ends with a valid output and a full audit."""
     from interpreter import model_actor
-    from interpreter.batched import BatchEngine
     from interpreter.engine import Runner, RunOptions
+    from interpreter.llm.batched import BatchEngine
     from tests.helpers import add_items, check_invariants, make_workflow
 
     # Which subject each engine sequence belongs to (the model actor runs one
