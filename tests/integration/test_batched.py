@@ -60,10 +60,11 @@ def record_generations(backend):
     calls: list[dict] = []
     generate = backend.generate
 
-    def recorded(messages, **kw):
+    def recorded(request):
+        messages = request.chat()
         entry = {"user": messages[-1]["content"], "turns": len(messages),
                  "start": time.monotonic()}
-        gen = generate(messages, **kw)
+        gen = generate(request)
         entry.update(end=time.monotonic(), gen=gen)
         calls.append(entry)
         return gen
@@ -137,8 +138,9 @@ def test_a_sequence_that_fails_validation_is_reasked_while_others_continue(smoll
 
         # b3's first answer is spoiled (as a model that rambles would spoil it): the
         # actor must find it invalid and re-ask b3 while the other sequences generate.
-        def spoil_b3(messages, **kw):
-            gen = real(messages, **kw)
+        def spoil_b3(request):
+            gen = real(request)
+            messages = request.chat()
             if "Data Engineer" in messages[-1]["content"] and len(messages) == 1:
                 gen.text = "Sure! Here is the JSON you asked for"
             return gen
@@ -169,8 +171,8 @@ def test_stop_during_a_batched_wave_returns_what_finished(smollm2):
         calls = record_generations(backend)
         real = backend.generate
 
-        def stop_after_first(messages, **kw):
-            gen = real(messages, **kw)
+        def stop_after_first(request):
+            gen = real(request)
             if not stop.is_set():
                 stopped_at.append(time.monotonic())
                 stop.set()
