@@ -61,7 +61,7 @@ class Runner:
         self.model_lane = ModelLane(self.ctx, self.store, self.breaker)
         self.admitter = Admitter(self.ctx, self.store)
 
-    # What callers read from a runner, kept from before it was split in rooms.
+    # What callers (the CLI, the tests) read from a runner: its context's doors, in one place.
 
     @property
     def wf(self) -> Workflow:

@@ -37,15 +37,16 @@ import jsonschema
 
 from .actor_api import StepResult, Subject, is_outcome, utcnow
 from .definitions import StepDef, Workflow
-from .models import (
+from .llm.backend import (
     DEFAULT_SAMPLING,
     Backend,
     Generation,
     GenerationError,
+    GenerationRequest,
     ModelLoadError,
-    ModelPool,
     PromptTooLong,
 )
+from .llm.pool import ModelPool
 from .templates import TemplateRenderError, build_context, render
 
 DEFAULT_MAX_TOKENS = 256
@@ -375,10 +376,10 @@ def generate_until_valid(run: SubjectRun,
     text, error = "", None
     for attempt in range(call.reask + 1):
         try:
-            gen = call.backend.generate(messages, schema=schema, sampling=call.sampling,
-                                        seed=(run.seed + attempt) & 0x7FFFFFFF,
-                                        max_tokens=call.max_tokens, deadline=run.deadline,
-                                        should_stop=call.should_stop)
+            gen = call.backend.generate(GenerationRequest(
+                messages, schema=schema, sampling=call.sampling,
+                seed=(run.seed + attempt) & 0x7FFFFFFF, max_tokens=call.max_tokens,
+                deadline=run.deadline, should_stop=call.should_stop))
         except PromptTooLong as exc:
             if attempt == 0:
                 return run.failure(f"{step.label}: prompt for subject {run.subject.id} is too "

@@ -18,7 +18,8 @@ from psycopg import sql
 
 from .definitions import Workflow
 from .errors import DefinitionError, first_line
-from .models import Endpoint, ModelLoadError, is_remote, key_env_problem, remote_endpoints
+from .llm.backend import ModelLoadError
+from .llm.remote import Endpoint, is_remote, key_env_problem, remote_endpoints
 from .param_rules import ACTOR_RULES, MODEL_STEP_RULES, STEP_RULES, problems, sampling_problems
 from .queries import Q
 from .scripts import check_target, load_target

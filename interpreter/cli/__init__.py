@@ -48,8 +48,8 @@ def cli(ctx: click.Context, dsn: str | None, verbose: bool) -> None:
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if verbose:   # llama.cpp's own lines, logged at DEBUG (interpreter/native_log.py)
-        logging.getLogger("interpreter.native_log").setLevel(logging.DEBUG)
+    if verbose:   # llama.cpp's own lines, logged at DEBUG (interpreter/llm/native_log.py)
+        logging.getLogger("interpreter.llm.native_log").setLevel(logging.DEBUG)
     if ctx.obj is None:
         ctx.obj = Context()
     ctx.obj.configure(dsn, verbose)
