@@ -193,6 +193,10 @@ class Database:
         doubt = False
         while True:
             committing = False
+            # A try that fails found the server gone at the latest when it began: the
+            # wait for a pooled connection (up to POOL_WAIT_S) is time without a
+            # database, so --db-timeout counts it.
+            tried_at = time.monotonic()
             try:
                 with self.pool.connection(timeout=POOL_WAIT_S) as conn:
                     try:
@@ -236,7 +240,7 @@ class Database:
                     raise DatabaseUnreachable(
                         f"lost PostgreSQL at {self.target}: {first_line(exc)}") from exc
                 if since is None:
-                    since = time.monotonic()
+                    since = tried_at
                 if failures > 2:
                     # The server answers yet our transactions keep losing their
                     # connection: do not spin.
