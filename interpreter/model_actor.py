@@ -37,6 +37,7 @@ import jsonschema
 
 from .actor_api import StepResult, Subject, is_outcome, utcnow
 from .definitions import StepDef, Workflow
+from .errors import InternalError
 from .models import (
     DEFAULT_SAMPLING,
     Backend,
@@ -196,7 +197,7 @@ class Countdown:
             self.then()
 
 
-class WaveFailure(Exception):
+class WaveFailure(InternalError):
     """The step cannot run at all (no model, no template, bad params, load failure):
     every subject of the wave fails with this one-line message, as an actor failure."""
 

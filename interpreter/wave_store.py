@@ -1,6 +1,6 @@
 """The wave store: the run loop's only code that reads and writes the work
 queue (interp.subject_state) and the checkpoints (interp.checkpoints). Ops
-code (monitor) only reads them, and prunes the checkpoints of ended subjects.
+code (ops/) only reads them, and prunes the checkpoints of ended subjects.
 
 Everything a lane does to a subject goes through its public methods:
 
@@ -51,7 +51,14 @@ from .actor_api import StepResult, Subject, failed_wave, utcnow
 from .breaker import Breaker
 from .db import one
 from .definitions import EntryPoint, StepDef, Workflow
-from .errors import DefinitionError, first_line
+from .errors import (
+    DefinitionError,
+    InternalError,
+    StatementFailed,
+    StatementTimedOut,
+    TransientWaveError,
+    first_line,
+)
 from .limits import Limiter
 from .queries import Q
 from .run_context import RunContext
@@ -127,28 +134,9 @@ class InlineWave:
 InlineWork = Callable[[psycopg.Connection[Any], InlineWave], list[StepResult]]
 
 
-class _PartialGateWave(Exception):
+class _PartialGateWave(InternalError):
     """gate_wave moved some subjects of the wave but not all: never expected, since the
     ids are locked, but if it happens the wave is rolled back and redone."""
-
-
-class TransientWaveError(Exception):
-    """An author's statement hit a transient database error: the wave's transaction
-    is rolled back and the wave redone, no attempt counted."""
-
-
-class StatementTimedOut(Exception):
-    """An author's statement ran past its step's timeout_s: the wave's subjects get
-    a TIMEOUT checkpoint each (an attempt, and the actor's failure)."""
-
-
-class StatementFailed(Exception):
-    """An author's statement failed (its savepoint is rolled back). transient: the
-    error was transient, but this was the wave's last try."""
-
-    def __init__(self, message: str, *, transient: bool = False):
-        super().__init__(message)
-        self.transient = transient
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -16,7 +16,7 @@ import pytest
 from interpreter.config import DatabaseChoice
 from interpreter.db import Database
 from interpreter.engine import Runner, RunOptions
-from interpreter.monitor import status_data
+from interpreter.ops.status import status_data
 from tests.helpers import add_items, check_invariants, make_workflow
 
 WF = 61
