@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from .actor_kinds import is_model_kind
 from .errors import NotFound, first_line
 from .queries import Q
 
@@ -141,13 +142,13 @@ class Workflow:
 
     def model_of(self, step: StepDef) -> ModelDef | None:
         actor = self.actor_of(step)
-        if actor is None or actor.kind != "model":
+        if actor is None or not is_model_kind(actor.kind):
             return None
         return self.models.get(actor.target)
 
     def is_model_step(self, step: StepDef) -> bool:
         actor = self.actor_of(step)
-        return actor is not None and actor.kind == "model"
+        return actor is not None and is_model_kind(actor.kind)
 
 
 def list_workflows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
@@ -175,7 +176,7 @@ def load_workflow(conn: psycopg.Connection[Any], workflow_id: int) -> Workflow:
     actor_names = sorted({s.actor for s in steps.values() if s.actor})
     actors = {r["name"]: ActorDef(r["name"], r["kind"], r["target"], r["params"])
               for r in conn.execute(Q["definition_actors"], {"names": actor_names})}
-    model_names = sorted({a.target for a in actors.values() if a.kind == "model"})
+    model_names = sorted({a.target for a in actors.values() if is_model_kind(a.kind)})
     models = {r["name"]: ModelDef.from_row(r)
               for r in conn.execute(Q["definition_models"], {"names": model_names})}
     templates, versions = _newest_templates(

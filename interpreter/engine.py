@@ -33,7 +33,6 @@ from .errors import DatabaseUnreachable, first_line
 from .model_lane import ModelLane
 from .run_context import RunContext, RunOptions, RunSummary
 from .run_control import RunControl
-from .scripts import ScriptRunner
 from .wave_store import Wave, WaveStore
 
 log = logging.getLogger(__name__)
@@ -49,15 +48,13 @@ class Runner:
     def __init__(self, db: Database, workflow_id: int, options: RunOptions | None = None,
                  stop: threading.Event | None = None):
         opt = options or RunOptions()
-        self.scripts = ScriptRunner()
         wf = db.run(lambda c: load_workflow(c, workflow_id))
         self.ctx = RunContext(db, wf, opt, opt.worker_id or default_worker_id(),
                               stop or threading.Event())
         self.breaker = Breaker(self.ctx)
         self.store = WaveStore(self.ctx, self.breaker)
         self.control = RunControl(self.ctx, self.store, self.breaker)
-        self.cheap_lane = CheapLane(self.ctx, self.store, self.breaker, self.control,
-                                    self.scripts)
+        self.cheap_lane = CheapLane(self.ctx, self.store, self.breaker, self.control)
         self.model_lane = ModelLane(self.ctx, self.store, self.breaker)
         self.admitter = Admitter(self.ctx, self.store)
 
@@ -134,7 +131,6 @@ class Runner:
             ctx.stop.set()
             if model_thread is not None:
                 model_thread.join()
-            self.scripts.shutdown()
             lost_db = lost_db or isinstance(ctx.model_error, DatabaseUnreachable)
             # An admission in flight finishes its transaction (it is short), unless
             # the database is gone: then it is a daemon thread like the heartbeat.
