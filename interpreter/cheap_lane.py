@@ -31,7 +31,7 @@ from .cheap_kinds import SCRIPT, SQL
 from .definitions import StepDef
 from .errors import StatementFailed
 from .run_context import RunContext
-from .run_control import CONTROL_INTERVAL_S, RunControl
+from .run_lifecycle import CONTROL_INTERVAL_S, RunLifecycle
 from .wave_store import InlineWave, WaveStore, actor_statement
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,11 @@ IDLE_SLICE_S = 0.05
 
 class CheapLane:
     def __init__(self, ctx: RunContext, store: WaveStore, breaker: Breaker,
-                 control: RunControl):
+                 lifecycle: RunLifecycle):
         self.ctx = ctx
         self.store = store
         self.breaker = breaker
-        self.control = control
+        self.lifecycle = lifecycle
 
     # ------------------------------------------------------------ the loop
 
@@ -61,7 +61,7 @@ class CheapLane:
         while not ctx.stop.is_set():
             if ctx.model_error is not None:
                 return
-            if self.control.paused():
+            if self.lifecycle.paused():
                 if opt.until_idle:
                     log.warning("workflow %s is paused; stopping", ctx.wf.id)
                     ctx.stop.set()

@@ -9,7 +9,7 @@ import psycopg
 from psycopg import sql
 
 from .actor_kinds import is_model_kind
-from .errors import NotFound, first_line
+from .errors import InterpError, NotFound, first_line
 from .queries import Q
 
 
@@ -149,6 +149,20 @@ class Workflow:
     def is_model_step(self, step: StepDef) -> bool:
         actor = self.actor_of(step)
         return actor is not None and is_model_kind(actor.kind)
+
+
+def workflow_control(conn: psycopg.Connection[Any], workflow_id: int) -> dict[str, Any]:
+    """The workflow's paused flag and definition version: the one pause check of a
+    run (the lifecycle's control look, and the model lane's when a claim found
+    nothing). A workflow deleted during the run is an error."""
+    row = conn.execute(Q["workflow_paused_and_version"], {"workflow_id": workflow_id}).fetchone()
+    if row is None:
+        raise InterpError(f"workflow {workflow_id} was deleted during the run")
+    return dict(row)
+
+
+def workflow_paused(conn: psycopg.Connection[Any], workflow_id: int) -> bool:
+    return bool(workflow_control(conn, workflow_id)["paused"])
 
 
 def list_workflows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:

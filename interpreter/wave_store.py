@@ -417,6 +417,17 @@ class WaveStore:
         finally:
             self._forget(wave.wave_id)
 
+    def release_all(self, c: psycopg.Connection[Any]) -> int:
+        """Gives back every wave this worker holds, on the caller's connection (a
+        process about to leave: see RunLifecycle.release_now); returns the subjects
+        released. In autocommit, each wave given back stays given back."""
+        released = 0
+        for wave_id in self.active_wave_ids():
+            released += c.execute(Q["release_wave"], {
+                "workflow_id": self.ctx.wf.id, "wave_id": wave_id,
+                "worker_id": self.ctx.worker_id}).rowcount
+        return released
+
     def active_wave_ids(self) -> list[int]:
         """Leased waves claimed and not yet committed or released."""
         with self._lock:

@@ -1,7 +1,7 @@
 """The timeline: where the model lane's time went, and how busy the hardware was.
 
 Reads what the engine records while it runs (interp.lane_intervals, written
-from the model lane's clock; interp.utilisation, from the sampler) together
+from the model lane's clock; interp.utilisation, from the utilisation recorder) together
 with the model events and the breakers, for `interp status` (the lane-time
 line), `interp timeline` and the dashboard's timeline. docs/ops.md explains
 the causes.
