@@ -33,7 +33,7 @@ from .errors import DefinitionError
 MODEL_LANE = "model"
 CHEAP_LANE = "cheap"
 
-# (conn, the wave_store.InlineWave, the actor's target) -> one result per subject.
+# (conn, the waves.InlineWave, the actor's target) -> one result per subject.
 InlineRun = Callable[[psycopg.Connection[Any], Any, str], list[StepResult]]
 # (the definitions.ActorDef, the definitions.StepDef, the subjects) -> one result each.
 WaveRun = Callable[[Any, Any, list[Subject]], list[StepResult]]

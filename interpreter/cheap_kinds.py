@@ -22,7 +22,7 @@ from .actor_kinds import ActorKind, register
 from .errors import DefinitionError, InternalError, StatementFailed
 from .scripts import ScriptRunner, check_target, load_target
 from .wave_rules import settle
-from .wave_store import InlineWave, actor_statement
+from .waves import InlineWave, actor_statement
 
 
 class _NotAllSucceed(InternalError):

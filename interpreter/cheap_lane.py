@@ -32,7 +32,8 @@ from .definitions import StepDef
 from .errors import StatementFailed
 from .run_context import RunContext
 from .run_lifecycle import CONTROL_INTERVAL_S, RunLifecycle
-from .wave_store import InlineWave, WaveStore, actor_statement
+from .wave_store import WaveStore
+from .waves import InlineWave, actor_statement
 
 log = logging.getLogger(__name__)
 

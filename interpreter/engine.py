@@ -36,7 +36,8 @@ from .model_lane import ModelLane
 from .run_context import RunContext, RunOptions, RunSummary
 from .run_lifecycle import RunLifecycle
 from .utilisation import start_recording
-from .wave_store import Wave, WaveStore
+from .wave_store import WaveStore
+from .waves import Wave
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class Runner:
         self.model_lane = ModelLane(self.ctx, self.store, self.breaker)
         self.admitter = Admitter(self.ctx, self.store)
 
-    # What callers read from a runner, kept from before it was split in rooms.
+    # What callers (the CLI, tests, benchmarks) read from a runner: its door to the rooms.
 
     @property
     def wf(self) -> Workflow:

@@ -48,7 +48,8 @@ from .errors import first_line
 from .model_actor import run_model_wave
 from .models import ModelLoadError, ModelPool, is_remote, load_key, parallel_of, remote_endpoints
 from .run_context import RunContext
-from .wave_store import Wave, WaveStore
+from .wave_store import WaveStore
+from .waves import Wave
 
 log = logging.getLogger(__name__)
 
