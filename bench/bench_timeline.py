@@ -1,4 +1,4 @@
-"""What the timeline costs the model lane: the sampler and the interval recording
+"""What the timeline costs the model lane: the utilisation recorder and the interval recording
 on, against off (RunOptions(timeline=False)), in the same process, alternating.
 
 A one-step model workflow (SmolLM2, short answers, so the lane changes cause
