@@ -38,6 +38,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -255,6 +256,9 @@ class WaveStore:
         ctx, step = self.ctx, wave.step
         ids = [r.subject_id for r in results if r.subject_id in wave.claimed]
         leftover = [i for i in wave.claimed if i not in set(ids)]
+        # Written on the wave row with the checkpoints: a commit whose reply is lost
+        # is recognised by it (in_doubt), not redone and recorded as 0.
+        token = str(uuid.uuid4())
 
         def do(c: psycopg.Connection[Any]) -> int:
             kept = self._fence(c, wave, ids, results)
@@ -269,11 +273,16 @@ class WaveStore:
                                              **e, "detail": clean_text(e.get("detail"))})
             c.execute(Q["finish_wave"], {"wave_id": wave.wave_id, "started": started,
                                          "sent_at": utcnow(), "committed": len(kept),
-                                         "busy_ms": busy_ms})
+                                         "busy_ms": busy_ms, "token": token})
             return len(kept)
 
+        def in_doubt(c: psycopg.Connection[Any]) -> int | None:
+            row = c.execute(Q["leased_wave_in_doubt"], {"wave_id": wave.wave_id,
+                                                         "token": token}).fetchone()
+            return int(row["committed"]) if row and row["ours"] else None
+
         try:
-            n = ctx.db.run(do)
+            n = ctx.db.run(do, in_doubt=in_doubt)
         finally:
             self._forget(wave.wave_id)
         if n:
@@ -338,13 +347,17 @@ class WaveStore:
         written."""
         ctx = self.ctx
         n = 0
+        # The wave the latest try locked, and the token its commit writes on its row.
+        tried: list[tuple[InlineWave, str]] = []
         for tries in range(TRANSIENT_RETRIES + 1):
             last_try = tries == TRANSIENT_RETRIES
             def attempt(c: psycopg.Connection[Any], last: bool = last_try) -> int:
-                return self._inline_transaction(c, step, limit, work, last_try=last)
+                tried.clear()
+                return self._inline_transaction(c, step, limit, work, last_try=last,
+                                                tried=tried)
 
             try:
-                n = ctx.db.run(attempt)
+                n = ctx.db.run(attempt, in_doubt=lambda c: self._inline_in_doubt(c, tried))
                 break
             except TransientWaveError as exc:
                 delay = TRANSIENT_BACKOFF_S * (2 ** tries) * (0.5 + random.random())
@@ -356,21 +369,37 @@ class WaveStore:
         return n
 
     def _inline_transaction(self, c: psycopg.Connection[Any], step: StepDef, limit: int,
-                            work: InlineWork, *, last_try: bool) -> int:
+                            work: InlineWork, *, last_try: bool,
+                            tried: list[tuple[InlineWave, str]]) -> int:
         wave = self._lock_inline_wave(c, step, limit, last_try=last_try)
         if wave is None:
             return 0
+        token = str(uuid.uuid4())
+        tried.append((wave, token))
         try:
             if step.kind == "gate" and self.commit_gate_wave(c, wave):
-                self._record_inline_wave(c, wave, len(wave.claimed))
+                self._record_inline_wave(c, wave, len(wave.claimed), token)
                 return len(wave.claimed)
             results = work(c, wave)
         except StatementTimedOut as exc:
             results = failed_wave(wave.ids, str(exc), wave.started, outcome="TIMEOUT")
         results = self._write_results(c, wave.wf, step, wave.wave_id, wave.claimed, results)
         self.breaker.record(c, step, results)
-        self._record_inline_wave(c, wave, len(results))
+        self._record_inline_wave(c, wave, len(results), token)
         return len(results)
+
+    def _inline_in_doubt(self, c: psycopg.Connection[Any],
+                         tried: list[tuple[InlineWave, str]]) -> int | None:
+        """After an inline wave's commit lost its reply: the checkpoints it wrote if
+        it reached the database, else None (then the wave is redone). Waits for that
+        transaction first, should the server still be running it."""
+        if not tried:
+            return None
+        wave, token = tried[-1]
+        c.execute(Q["inline_wave_wait"], {"workflow_id": wave.workflow_id, "ids": wave.ids})
+        row = c.execute(Q["inline_wave_in_doubt"], {"wave_id": wave.wave_id,
+                                                     "token": token}).fetchone()
+        return int(row["committed"]) if row else None
 
     def _lock_inline_wave(self, c: psycopg.Connection[Any], step: StepDef,
                           limit: int, *, last_try: bool = False) -> InlineWave | None:
@@ -393,11 +422,13 @@ class WaveStore:
                           outputs={r["subject_id"]: r["outputs"] or {} for r in rows},
                           started=utcnow(), wf=self.ctx.wf, last_try=last_try)
 
-    def _record_inline_wave(self, c: psycopg.Connection[Any], wave: InlineWave, n: int) -> None:
+    def _record_inline_wave(self, c: psycopg.Connection[Any], wave: InlineWave, n: int,
+                            token: str) -> None:
         c.execute(Q["record_inline_wave"], {
             "wave_id": wave.wave_id, "workflow_id": self.ctx.wf.id, "step": wave.step.number,
             "run_id": self.ctx.run_id, "size": n, "started": wave.started, "committed": n,
-            "busy_ms": (time.monotonic() - wave.t0) * 1000, "sent_at": utcnow()})
+            "busy_ms": (time.monotonic() - wave.t0) * 1000, "sent_at": utcnow(),
+            "token": token})
 
     def commit_gate_wave(self, c: psycopg.Connection[Any], wave: InlineWave) -> bool:
         """The fast road for a gate wave: one statement runs the gate and commits the

@@ -207,7 +207,7 @@ class DatabaseCollector(Collector):
         done: set[str] = set()
         deadline = time.monotonic() + self.timeout_s * len(PARTS)
         try:
-            with self.db.pool.connection(timeout=self.timeout_s) as conn:
+            with self.db.connection(timeout=self.timeout_s) as conn:
                 with conn.transaction():
                     conn.execute(Q["metrics_scrape_settings"],
                                  {"ms": str(max(1, int(self.timeout_s * 1000)))})

@@ -173,9 +173,9 @@ SELECT nextval('interp.waves_wave_id_seq') AS wave_id
 -- clock like a checkpoint's times. It ends now, at this statement: not now(),
 -- which is the transaction's start, before the wave was even locked.
 INSERT INTO interp.waves (wave_id, workflow_id, step, run_id, size, model, claimed_at,
-                          started_at, finished_at, committed, busy_ms)
+                          started_at, finished_at, committed, busy_ms, commit_token)
 SELECT %(wave_id)s, %(workflow_id)s, %(step)s, %(run_id)s, %(size)s, NULL, t.started,
-       t.started, statement_timestamp(), %(committed)s, %(busy_ms)s
+       t.started, statement_timestamp(), %(committed)s, %(busy_ms)s, %(token)s::uuid
   FROM (SELECT least(statement_timestamp(), %(started)s::timestamptz
                      + (statement_timestamp() - %(sent_at)s::timestamptz)) AS started) t
 
@@ -322,7 +322,7 @@ UPDATE interp.waves
    SET started_at = coalesce(started_at, %(started)s::timestamptz
                                          + (statement_timestamp() - %(sent_at)s::timestamptz)),
        finished_at = now(),
-       committed = %(committed)s, busy_ms = %(busy_ms)s
+       committed = %(committed)s, busy_ms = %(busy_ms)s, commit_token = %(token)s::uuid
  WHERE wave_id = %(wave_id)s
 
 -- name: release_wave

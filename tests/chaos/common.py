@@ -170,7 +170,11 @@ class PgServer:
 
     As root the binaries run as the `postgres` OS user (PostgreSQL refuses root)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, synchronous_commit: bool = False) -> None:
+        # off (the default here, for speed): a crash loses the last commits the
+        # server acknowledged, as PostgreSQL documents; on: what a worker was told
+        # is committed survives a crash (the outage tests measure against that).
+        self.synchronous_commit = "on" if synchronous_commit else "off"
         if not (PG_BIN / "pg_ctl").exists():
             pytest.skip(f"no PostgreSQL binaries in {PG_BIN} (set INTERP_PG_BIN)")
         self.as_root = os.geteuid() == 0
@@ -204,7 +208,8 @@ class PgServer:
 
     def start(self) -> None:
         opts = (f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=60")
+                f"-c synchronous_commit={self.synchronous_commit} -c full_page_writes=off "
+                "-c max_connections=60")
         self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                  "-o", opts, "start")
         self.starts += 1
