@@ -5,5 +5,7 @@ One module per view: ``status`` (status and ETA), ``trace``, ``timeline``,
 ``dashboard`` (the page and its JSON routes), ``export`` (a workflow's
 definition and diagrams); ``figures`` holds the one rounding rule and rate they
 share, and ``prune`` the one maintenance verb. Each reads through the query
-registry (interpreter/sql/ops.sql) and writes nothing, except ``prune``.
+registry (interpreter/sql/*.sql: ops.sql, timeline.sql...) and writes nothing,
+except ``prune``. Only the CLI imports this wing, and it imports no room of
+the engine's run (tests/unit/test_architecture.py).
 """
