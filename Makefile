@@ -16,7 +16,7 @@ WORKFLOW ?= 3001
 POSTINGS ?= 25
 SECONDS_PER_POSTING ?= 16
 # llama.cpp built with -march=native on a CPU with Intel AMX compiles AMX kernels
-# that crash on the first decode with the default models (interpreter/llama_build.py
+# that crash on the first decode with the default models (interpreter/llm/llama_build.py
 # says how, and guards builds made elsewhere): on x86-64, build it without them.
 # Your own flags (e.g. CMAKE_ARGS=-DGGML_CUDA=on) are added after these. pip caches
 # the built wheel under its version alone: after changing flags, run

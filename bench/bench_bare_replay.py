@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from interpreter.definitions import ModelDef  # noqa: E402
-from interpreter.models import LlamaBackend, prepare_llama_import, usable_cpus  # noqa: E402
+from interpreter.llm.llama_backend import LlamaBackend, prepare_llama_import, usable_cpus  # noqa: E402
 
 WORK = """
 SELECT c.model, c.prompt_tokens, c.completion_tokens, p.body

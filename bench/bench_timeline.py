@@ -38,8 +38,8 @@ from _common import admin_exec, log, with_dbname  # noqa: E402
 from interpreter.config import DatabaseChoice  # noqa: E402
 from interpreter.db import Database  # noqa: E402
 from interpreter.engine import Runner, RunOptions  # noqa: E402
+from interpreter.llm.files import resolve  # noqa: E402
 from interpreter.migrations import migrate  # noqa: E402
-from interpreter.models import resolve  # noqa: E402
 from interpreter.ops.timeline import lane_time  # noqa: E402
 
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -23,14 +23,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from interpreter.actor_api import Subject  # noqa: E402
-from interpreter.chat_format import FAMILY_FORMATS  # noqa: E402
 from interpreter.definitions import ActorDef, ModelDef, StepDef, Workflow  # noqa: E402
+from interpreter.llm.chat_format import FAMILY_FORMATS  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import EXTRACT_SCHEMA  # noqa: E402
 
+from interpreter.llm.files import resolve  # noqa: E402
+from interpreter.llm.pool import ModelPool  # noqa: E402
 from interpreter.model_actor import derive_seed, run_model_wave  # noqa: E402
-from interpreter.models import ModelPool, resolve  # noqa: E402
 
 SCHEMA = EXTRACT_SCHEMA
 ROLES = ["Python developer", "nurse", "data engineer", "truck driver", "accountant",
@@ -62,7 +63,7 @@ def main() -> None:
 
     from llama_cpp import LlamaGrammar, llama_supports_gpu_offload
 
-    from interpreter.llama_build import open_llama
+    from interpreter.llm.llama_build import open_llama
 
     path = resolve(args.model)
     texts = prompts(args.n)

@@ -57,6 +57,7 @@ class StepDef:
     max_attempts: int = 3
     timeout_s: float = 300.0
     params: dict[str, Any] = field(default_factory=dict)
+    template_version: int | None = None   # a pinned version; None: the newest
 
     @property
     def label(self) -> str:
@@ -123,6 +124,8 @@ class Workflow:
     models: dict[str, ModelDef]
     templates: dict[str, str]                       # name -> body of the newest version
     template_versions: dict[str, int] = field(default_factory=dict)
+    # (name, version) -> body, for the versions that steps pin
+    pinned_templates: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def next_step(self, step: int, outcome: str) -> tuple[bool, int | None]:
         """(found, next step); found is False when no transition matches."""
@@ -145,6 +148,14 @@ class Workflow:
         if actor is None or not is_model_kind(actor.kind):
             return None
         return self.models.get(actor.target)
+
+    def template_body(self, step: StepDef) -> str | None:
+        """The source of the template a step runs: its pinned version, else the newest."""
+        if not step.template:
+            return None
+        if step.template_version is not None:
+            return self.pinned_templates.get((step.template, step.template_version))
+        return self.templates.get(step.template)
 
     def is_model_step(self, step: StepDef) -> bool:
         actor = self.actor_of(step)
@@ -179,7 +190,8 @@ def load_workflow(conn: psycopg.Connection[Any], workflow_id: int) -> Workflow:
             workflow_id=workflow_id, number=r["execution_order"], name=r["name"], kind=r["kind"],
             actor=r["actor"], template=r["template"], gate_sql=r["gate_sql"],
             output_schema=r["output_schema"], outcome_field=r["outcome_field"],
-            max_attempts=r["max_attempts"], timeout_s=float(r["timeout_s"]), params=r["params"])
+            max_attempts=r["max_attempts"], timeout_s=float(r["timeout_s"]), params=r["params"],
+            template_version=r.get("template_version"))
         for r in conn.execute(Q["definition_steps"], by_wf)
     }
     transitions: dict[int, dict[str, int | None]] = {}
@@ -195,11 +207,14 @@ def load_workflow(conn: psycopg.Connection[Any], workflow_id: int) -> Workflow:
               for r in conn.execute(Q["definition_models"], {"names": model_names})}
     templates, versions = _newest_templates(
         conn, sorted({s.template for s in steps.values() if s.template}))
+    pinned = {(r["name"], r["version"]): r["body"]
+              for r in conn.execute(Q["definition_pinned_templates"], by_wf)}
     return Workflow(
         id=w["workflow_id"], name=w["name"], description=w["description"],
         subject_table=w["subject_table"], subject_key=w["subject_key"], paused=w["paused"],
         version=w["version"], steps=steps, transitions=transitions, entry_points=entry_points,
-        actors=actors, models=models, templates=templates, template_versions=versions)
+        actors=actors, models=models, templates=templates, template_versions=versions,
+        pinned_templates=pinned)
 
 
 def _newest_templates(conn: psycopg.Connection[Any],

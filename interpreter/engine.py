@@ -62,7 +62,7 @@ class Runner:
         self.model_lane = ModelLane(self.ctx, self.store, self.breaker)
         self.admitter = Admitter(self.ctx, self.store)
 
-    # What callers (the CLI, tests, benchmarks) read from a runner: its door to the rooms.
+    # What callers (the CLI, the tests) read from a runner: its context's doors, in one place.
 
     @property
     def wf(self) -> Workflow:

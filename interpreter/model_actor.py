@@ -38,15 +38,16 @@ import jsonschema
 from .actor_api import StepResult, Subject, is_outcome, utcnow
 from .definitions import StepDef, Workflow
 from .errors import InternalError
-from .models import (
+from .llm.backend import (
     DEFAULT_SAMPLING,
     Backend,
     Generation,
     GenerationError,
+    GenerationRequest,
     ModelLoadError,
-    ModelPool,
     PromptTooLong,
 )
+from .llm.pool import ModelPool
 from .templates import TemplateRenderError, build_context, render
 
 DEFAULT_MAX_TOKENS = 256
@@ -210,10 +211,11 @@ def prepare_call(pool: ModelPool, workflow: Workflow, step: StepDef, *,
     model = workflow.model_of(step)
     if model is None:
         raise WaveFailure(f"{step.label}: {_why_no_model(workflow, step)}")
-    body = workflow.templates.get(step.template or "")
+    body = workflow.template_body(step)
     if body is None:
-        raise WaveFailure(f"{step.label}: prompt template {step.template!r} does not exist "
-                            f"in interp.prompt_templates")
+        version = f" version {step.template_version}" if step.template_version else ""
+        raise WaveFailure(f"{step.label}: prompt template {step.template!r}{version} does not "
+                          f"exist in interp.prompt_templates")
     params = workflow.params_of(step)
     try:
         max_tokens = int(params.get("max_tokens", DEFAULT_MAX_TOKENS))
@@ -375,10 +377,10 @@ def generate_until_valid(run: SubjectRun,
     text, error = "", None
     for attempt in range(call.reask + 1):
         try:
-            gen = call.backend.generate(messages, schema=schema, sampling=call.sampling,
-                                        seed=(run.seed + attempt) & 0x7FFFFFFF,
-                                        max_tokens=call.max_tokens, deadline=run.deadline,
-                                        should_stop=call.should_stop)
+            gen = call.backend.generate(GenerationRequest(
+                messages, schema=schema, sampling=call.sampling,
+                seed=(run.seed + attempt) & 0x7FFFFFFF, max_tokens=call.max_tokens,
+                deadline=run.deadline, should_stop=call.should_stop))
         except PromptTooLong as exc:
             if attempt == 0:
                 return run.failure(f"{step.label}: prompt for subject {run.subject.id} is too "

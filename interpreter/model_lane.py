@@ -43,10 +43,10 @@ from typing import Any
 from .actor_api import utcnow
 from .admin import record_model_file
 from .breaker import Breaker
-from .definitions import ModelDef, StepDef, workflow_paused
+from .definitions import StepDef, workflow_paused
 from .errors import first_line
+from .llm.pool import ModelPool, load_key, model_slots
 from .model_actor import run_model_wave
-from .models import ModelLoadError, ModelPool, is_remote, load_key, parallel_of, remote_endpoints
 from .run_context import RunContext
 from .wave_store import WaveStore
 from .waves import Wave
@@ -526,19 +526,6 @@ def wave_key(wave: Wave) -> str:
     with (a model row edited since is another load)."""
     model = wave.wf.model_of(wave.step)
     return load_key(model) if model is not None else "?"
-
-
-def model_slots(model: ModelDef) -> int:
-    """Sequences a model serves at once, known without loading it: a server row's
-    slots are the sum of its servers' ``#parallel`` (as the remote backend counts
-    them), a local model's its ``parallel`` or the backend's default. A source
-    that does not parse counts 1: its load fails and says why."""
-    if is_remote(model.source):
-        try:
-            return sum(e.parallel for e in remote_endpoints(model.source))
-        except ModelLoadError:
-            return 1
-    return parallel_of(model)
 
 
 def choose_model(current: str | None, backlog: dict[str, int], switch_ratio: float) -> str:

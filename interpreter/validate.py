@@ -20,7 +20,8 @@ from .actor_kinds import KINDS, is_model_kind, kind_of
 from .cheap_kinds import SCRIPT, SQL
 from .definitions import Workflow
 from .errors import first_line
-from .models import Endpoint, ModelLoadError, is_remote, key_env_problem, remote_endpoints
+from .llm.backend import ModelLoadError
+from .llm.remote import Endpoint, is_remote, key_env_problem, remote_endpoints
 from .param_rules import ACTOR_RULES, MODEL_STEP_RULES, STEP_RULES, problems, sampling_problems
 from .queries import Q
 from .templates import RESERVED, template_problems
@@ -167,6 +168,9 @@ def _actors(wf: Workflow) -> list[str]:
             elif step.template not in wf.templates:
                 out.append(f"step {number} ({step.name}): template {step.template!r} "
                            "does not exist")
+            elif wf.template_body(step) is None:
+                out.append(f"step {number} ({step.name}): template {step.template!r} is "
+                           f"pinned to version {step.template_version}, which does not exist")
         else:
             out += [f"step {number} ({step.name}): {problem}"
                     for problem in kind_of(actor.kind).check(actor.name, actor.target)]
@@ -288,10 +292,11 @@ def _templates(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
     out: list[str] = []
     before = _steps_before(wf)
     for number, step in sorted(wf.steps.items()):
-        if not step.template or step.template not in wf.templates:
+        body = wf.template_body(step)
+        if body is None:
             continue
         available = {n: wf.steps[n].output_schema for n in before.get(number, set())}
-        for p in template_problems(wf.templates[step.template], columns, available):
+        for p in template_problems(body, columns, available):
             out.append(f"step {number} ({step.name}): template {step.template!r}: {p}")
     return out
 

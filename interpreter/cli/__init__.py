@@ -18,6 +18,7 @@ from ..errors import InterpError
 from .breaker import breaker
 from .context import Context
 from .db import db
+from .experiment import experiment
 from .models import models
 from .operator import cancel, retry, rewind
 from .ops import dashboard, prune, status, trace
@@ -47,15 +48,15 @@ def cli(ctx: click.Context, dsn: str | None, verbose: bool) -> None:
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if verbose:   # llama.cpp's own lines, logged at DEBUG (interpreter/native_log.py)
-        logging.getLogger("interpreter.native_log").setLevel(logging.DEBUG)
+    if verbose:   # llama.cpp's own lines, logged at DEBUG (interpreter/llm/native_log.py)
+        logging.getLogger("interpreter.llm.native_log").setLevel(logging.DEBUG)
     if ctx.obj is None:
         ctx.obj = Context()
     ctx.obj.configure(dsn, verbose)
 
 
 for command in (db, seed, workflow, run, pause, resume, status, trace, prune, dashboard, models,
-                breaker, timeline, retry, rewind, cancel):
+                breaker, timeline, retry, rewind, cancel, experiment):
     cli.add_command(command)
 db.add_command(roles)
 

@@ -28,9 +28,11 @@ def _record_file(db: Any, name: str, report: dict[str, Any]) -> None:
 
 def _where(source: str) -> tuple[str, str]:
     """(path, state) for a source, without loading or assembling anything."""
-    from ..models import ModelLoadError, is_remote, locate, redact_source
+    from ..llm.backend import ModelLoadError
+    from ..llm.files import locate, names_server
+    from ..llm.remote import redact_source
 
-    if is_remote(source):
+    if names_server(source):
         return redact_source(source), "remote"
     try:
         path = locate(source)
@@ -105,13 +107,15 @@ def off_main_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
 def check_model(model: ModelDef, *, max_tokens: int = 16, n_threads: int | None = None,
                 prompt: str = "Say hello in five words.") -> dict[str, Any]:
     """Load one model, generate a few tokens; a report dict (ok False with error on failure)."""
-    from ..models import GenerationError, ModelLoadError, open_backend, redact_source
+    from ..llm.backend import GenerationError, GenerationRequest, ModelLoadError, OpenSettings
+    from ..llm.pool import open_backend
+    from ..llm.remote import redact_source
 
     report: dict[str, Any] = {"name": model.name, "source": redact_source(model.source),
                               "ok": False}
     started = time.perf_counter()
     try:
-        backend = open_backend(model, n_threads=n_threads)
+        backend = open_backend(model, OpenSettings(n_threads=n_threads))
     except ModelLoadError as exc:
         report["error"] = str(exc)
         return report
@@ -122,8 +126,9 @@ def check_model(model: ModelDef, *, max_tokens: int = 16, n_threads: int | None 
     # turn format or a spinning thread pool is visible before a night run.
     report.update(backend.describe())
     try:
-        gen = backend.generate(prompt, schema=None, sampling={"temperature": 0.0}, seed=0,
-                               max_tokens=max_tokens, deadline=time.monotonic() + 120)
+        gen = backend.generate(GenerationRequest(prompt, sampling={"temperature": 0.0},
+                                                 seed=0, max_tokens=max_tokens,
+                                                 deadline=time.monotonic() + 120))
     except GenerationError as exc:
         report["error"] = f"generation failed: {exc}"
         return report

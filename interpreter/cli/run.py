@@ -2,7 +2,7 @@
 
 The run options' defaults are the engine's (`RunOptions`), so the command line
 and the library cannot drift apart. While a run runs, its progress goes to
-stderr (interpreter/progress.py): a live view on a terminal, log lines
+stderr (interpreter/ops/progress.py): a live view on a terminal, log lines
 otherwise; stdout keeps only what `--json` asks for.
 """
 

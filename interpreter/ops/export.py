@@ -46,13 +46,17 @@ def export_workflow(conn: psycopg.Connection[Any], wf: Workflow) -> str:
     out += [statement(Q["export_template"], name=name, version=wf.template_versions.get(name, 1),
                       body=wf.templates[name])
             for name in sorted(wf.templates)]
+    out += [statement(Q["export_template"], name=name, version=version, body=body)
+            for (name, version), body in sorted(wf.pinned_templates.items())
+            if version != wf.template_versions.get(name)]
     out.append("")
     # Replace the steps as a set, so a step removed in the file is removed here too.
     keep = (sql.SQL(", ").join(sql.Literal(n) for n in sorted(wf.steps)) if wf.steps
             else sql.SQL("NULL"))
     out.append(statement(Q["export_drop_other_steps"], keep=keep))
     out += [statement(Q["export_step"], number=s.number, name=s.name, kind=s.kind, actor=s.actor,
-                      template=s.template, gate_sql=s.gate_sql, output_schema=s.output_schema,
+                      template=s.template, template_version=s.template_version,
+                      gate_sql=s.gate_sql, output_schema=s.output_schema,
                       outcome_field=s.outcome_field, max_attempts=s.max_attempts,
                       timeout_s=float(s.timeout_s), params=s.params)
             for s in sorted(wf.steps.values(), key=lambda s: s.number)]

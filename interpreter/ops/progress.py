@@ -1,7 +1,7 @@
 """What `interp run` shows while it runs: a live view on a terminal, log lines otherwise.
 
 A reporter thread takes a :class:`Snapshot` now and then: the workflow's
-per-step figures from :func:`monitor.status_data` (the numbers of `interp
+per-step figures from :func:`ops.status.status_data` (the numbers of `interp
 status`), this run's model tokens per second from its checkpoints, and the
 run's own in-process tally (waves, checkpoints). A view draws it:
 

@@ -233,10 +233,11 @@ ON CONFLICT (name, version) DO UPDATE SET body = EXCLUDED.body;
 DELETE FROM interp.steps WHERE workflow_id = {workflow_id} AND execution_order NOT IN ({keep});
 
 -- name: export_step
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES ({workflow_id}, {number}, {name}, {kind}, {actor}, {template}, {gate_sql}, {output_schema}, {outcome_field}, {max_attempts}, {timeout_s}, {params})
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES ({workflow_id}, {number}, {name}, {kind}, {actor}, {template}, {template_version}, {gate_sql}, {output_schema}, {outcome_field}, {max_attempts}, {timeout_s}, {params})
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
 

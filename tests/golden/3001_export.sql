@@ -316,26 +316,27 @@ Answer PASS or FAIL with a short reason.
 ')
 ON CONFLICT (name, version) DO UPDATE SET body = EXCLUDED.body;
 INSERT INTO interp.prompt_templates (name, version, body)
-VALUES ('3001_skills', 1, 'Name up to 10 skills a person needs for this job, each in one to three words.
-
-Job: {{ title }}
-{{ description[:1500] }}
+VALUES ('3001_skills', 2, '{% for line in description.splitlines() if line.strip()[:1] in [''*'', ''-''] or '':'' in line[:40] %}{% if loop.index <= 25 %}{{ line.strip() }}
+{% endif %}{% endfor %}
+The lines above come from a job posting for: {{ title }}.
+Name the skills these lines ask for, copied word for word (one to three words each).
 ')
 ON CONFLICT (name, version) DO UPDATE SET body = EXCLUDED.body;
 
 DELETE FROM interp.steps WHERE workflow_id = 3001 AND execution_order NOT IN (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23);
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 1, 'Admit', 'gate', NULL, NULL, '
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 1, 'Admit', 'gate', NULL, NULL, NULL, '
 SELECT p.posting_id::text AS subject_id, CASE WHEN p.enabled THEN ''RUN'' ELSE ''SKIP'' END AS outcome
   FROM public.postings p
  WHERE p.posting_id = ANY(%(ids)s::bigint[])
 ', NULL, NULL, 3, 60.0, '{"default_outcome": "SKIP"}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 2, 'Check if Summary Exists', 'gate', NULL, NULL, '
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 2, 'Check if Summary Exists', 'gate', NULL, NULL, NULL, '
 SELECT p.posting_id::text AS subject_id,
        CASE WHEN length(p.extracted_summary) > 50
               OR EXISTS (SELECT 1 FROM public.review_queue r
@@ -346,143 +347,165 @@ SELECT p.posting_id::text AS subject_id,
  WHERE p.posting_id = ANY(%(ids)s::bigint[])
 ', NULL, NULL, 3, 60.0, '{}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 3, 'Extract', 'actor', '3001_gemma3', '3001_extract', NULL, '{"additionalProperties": false, "properties": {"company": {"maxLength": 60, "type": "string"}, "location": {"maxLength": 60, "type": "string"}, "remote_policy": {"enum": ["onsite", "hybrid", "remote"]}, "requirements": {"items": {"maxLength": 70, "type": "string"}, "maxItems": 3, "type": "array"}, "responsibilities": {"items": {"maxLength": 70, "type": "string"}, "maxItems": 3, "type": "array"}, "salary_range": {"maxLength": 40, "type": "string"}, "seniority": {"enum": ["intern", "junior", "mid", "senior", "lead", "staff", "principal", "manager", "director", "unknown"]}, "title": {"maxLength": 80, "type": "string"}}, "required": ["title", "company", "location", "remote_policy", "seniority", "responsibilities", "requirements", "salary_range"], "type": "object"}'::jsonb, NULL, 3, 300.0, '{"max_tokens": 200}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 3, 'Extract', 'actor', '3001_gemma3', '3001_extract', NULL, NULL, '{"additionalProperties": false, "properties": {"company": {"maxLength": 60, "type": "string"}, "location": {"maxLength": 60, "type": "string"}, "remote_policy": {"enum": ["onsite", "hybrid", "remote"]}, "requirements": {"items": {"maxLength": 70, "type": "string"}, "maxItems": 3, "type": "array"}, "responsibilities": {"items": {"maxLength": 70, "type": "string"}, "maxItems": 3, "type": "array"}, "salary_range": {"maxLength": 40, "type": "string"}, "seniority": {"enum": ["intern", "junior", "mid", "senior", "lead", "staff", "principal", "manager", "director", "unknown"]}, "title": {"maxLength": 80, "type": "string"}}, "required": ["title", "company", "location", "remote_policy", "seniority", "responsibilities", "requirements", "salary_range"], "type": "object"}'::jsonb, NULL, 3, 300.0, '{"max_tokens": 200}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 4, 'Grade', 'actor', '3001_gemma2', '3001_grade', NULL, '{"additionalProperties": false, "properties": {"reason": {"maxLength": 100, "type": "string"}, "verdict": {"enum": ["PASS", "FAIL"]}}, "required": ["verdict", "reason"], "type": "object"}'::jsonb, 'verdict', 3, 120.0, '{"max_tokens": 64}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 4, 'Grade', 'actor', '3001_gemma2', '3001_grade', NULL, NULL, '{"additionalProperties": false, "properties": {"reason": {"maxLength": 100, "type": "string"}, "verdict": {"enum": ["PASS", "FAIL"]}}, "required": ["verdict", "reason"], "type": "object"}'::jsonb, 'verdict', 3, 120.0, '{"max_tokens": 64}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 5, 'Second grade', 'actor', '3001_qwen2.5', '3001_second_grade', NULL, '{"additionalProperties": false, "properties": {"reason": {"maxLength": 100, "type": "string"}, "verdict": {"enum": ["PASS", "FAIL"]}}, "required": ["verdict", "reason"], "type": "object"}'::jsonb, 'verdict', 3, 120.0, '{"max_tokens": 64}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 5, 'Second grade', 'actor', '3001_qwen2.5', '3001_second_grade', NULL, NULL, '{"additionalProperties": false, "properties": {"reason": {"maxLength": 100, "type": "string"}, "verdict": {"enum": ["PASS", "FAIL"]}}, "required": ["verdict", "reason"], "type": "object"}'::jsonb, 'verdict', 3, 120.0, '{"max_tokens": 64}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 6, 'Improve', 'actor', '3001_qwen2.5', '3001_improve', NULL, '{"additionalProperties": false, "properties": {"company": {"maxLength": 60, "type": "string"}, "location": {"maxLength": 60, "type": "string"}, "remote_policy": {"enum": ["onsite", "hybrid", "remote"]}, "requirements": {"items": {"maxLength": 70, "type": "string"}, "maxItems": 3, "type": "array"}, "responsibilities": {"items": {"maxLength": 70, "type": "string"}, "maxItems": 3, "type": "array"}, "salary_range": {"maxLength": 40, "type": "string"}, "seniority": {"enum": ["intern", "junior", "mid", "senior", "lead", "staff", "principal", "manager", "director", "unknown"]}, "title": {"maxLength": 80, "type": "string"}}, "required": ["title", "company", "location", "remote_policy", "seniority", "responsibilities", "requirements", "salary_range"], "type": "object"}'::jsonb, NULL, 3, 300.0, '{"max_tokens": 200}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 6, 'Improve', 'actor', '3001_qwen2.5', '3001_improve', NULL, NULL, '{"additionalProperties": false, "properties": {"company": {"maxLength": 60, "type": "string"}, "location": {"maxLength": 60, "type": "string"}, "remote_policy": {"enum": ["onsite", "hybrid", "remote"]}, "requirements": {"items": {"maxLength": 70, "type": "string"}, "maxItems": 3, "type": "array"}, "responsibilities": {"items": {"maxLength": 70, "type": "string"}, "maxItems": 3, "type": "array"}, "salary_range": {"maxLength": 40, "type": "string"}, "seniority": {"enum": ["intern", "junior", "mid", "senior", "lead", "staff", "principal", "manager", "director", "unknown"]}, "title": {"maxLength": 80, "type": "string"}}, "required": ["title", "company", "location", "remote_policy", "seniority", "responsibilities", "requirements", "salary_range"], "type": "object"}'::jsonb, NULL, 3, 300.0, '{"max_tokens": 200}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 7, 'Regrade', 'actor', '3001_qwen2.5', '3001_regrade', NULL, '{"additionalProperties": false, "properties": {"reason": {"maxLength": 100, "type": "string"}, "verdict": {"enum": ["PASS", "FAIL"]}}, "required": ["verdict", "reason"], "type": "object"}'::jsonb, 'verdict', 3, 120.0, '{"max_tokens": 64}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 7, 'Regrade', 'actor', '3001_qwen2.5', '3001_regrade', NULL, NULL, '{"additionalProperties": false, "properties": {"reason": {"maxLength": 100, "type": "string"}, "verdict": {"enum": ["PASS", "FAIL"]}}, "required": ["verdict", "reason"], "type": "object"}'::jsonb, 'verdict', 3, 120.0, '{"max_tokens": 64}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 8, 'Flag for human review', 'actor', '3001_flag_for_review', NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 8, 'Flag for human review', 'actor', '3001_flag_for_review', NULL, NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 9, 'Format', 'actor', '3001_phi3', '3001_format', NULL, '{"additionalProperties": false, "properties": {"summary": {"maxLength": 400, "minLength": 60, "type": "string"}}, "required": ["summary"], "type": "object"}'::jsonb, NULL, 3, 300.0, '{"max_tokens": 150, "sampling": {"repeat_penalty": 1.15}}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 9, 'Format', 'actor', '3001_phi3', '3001_format', NULL, NULL, '{"additionalProperties": false, "properties": {"summary": {"maxLength": 400, "minLength": 60, "type": "string"}}, "required": ["summary"], "type": "object"}'::jsonb, NULL, 3, 300.0, '{"max_tokens": 150, "sampling": {"repeat_penalty": 1.15}}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 10, 'Save summary', 'actor', '3001_save_summary', NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 10, 'Save summary', 'actor', '3001_save_summary', NULL, NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 11, 'Check if Skills Exist', 'gate', NULL, NULL, '
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 11, 'Check if Skills Exist', 'gate', NULL, NULL, NULL, '
 SELECT p.posting_id::text AS subject_id,
        CASE WHEN p.skills_saved_at IS NOT NULL THEN ''SKIP'' ELSE ''RUN'' END AS outcome
   FROM public.postings p
  WHERE p.posting_id = ANY(%(ids)s::bigint[])
 ', NULL, NULL, 3, 60.0, '{}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 12, 'Extract skills', 'actor', '3001_gemma3', '3001_skills', NULL, '{"additionalProperties": false, "properties": {"skills": {"items": {"maxLength": 30, "type": "string"}, "maxItems": 10, "type": "array"}}, "required": ["skills"], "type": "object"}'::jsonb, NULL, 3, 300.0, '{"max_tokens": 120, "sampling": {"repeat_penalty": 1.15}}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 12, 'Extract skills', 'actor', '3001_gemma3', '3001_skills', 2, NULL, '{"additionalProperties": false, "properties": {"skills": {"items": {"maxLength": 30, "type": "string"}, "maxItems": 10, "type": "array"}}, "required": ["skills"], "type": "object"}'::jsonb, NULL, 3, 300.0, '{"max_tokens": 120, "sampling": {"repeat_penalty": 1.15}}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 13, 'Normalise skills', 'actor', '3001_normalise_skills', NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 13, 'Normalise skills', 'actor', '3001_normalise_skills', NULL, NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 14, 'Map skills to canonical list', 'actor', '3001_map_skills', NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 14, 'Map skills to canonical list', 'actor', '3001_map_skills', NULL, NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 15, 'Save skills', 'actor', '3001_save_skills', NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 15, 'Save skills', 'actor', '3001_save_skills', NULL, NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 16, 'Check if IHL Exists', 'gate', NULL, NULL, '
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 16, 'Check if IHL Exists', 'gate', NULL, NULL, NULL, '
 SELECT p.posting_id::text AS subject_id,
        CASE WHEN p.ihl_saved_at IS NOT NULL THEN ''SKIP'' ELSE ''RUN'' END AS outcome
   FROM public.postings p
  WHERE p.posting_id = ANY(%(ids)s::bigint[])
 ', NULL, NULL, 3, 60.0, '{}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 17, 'IHL text signals', 'actor', '3001_ihl_text_signals', NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 17, 'IHL text signals', 'actor', '3001_ihl_text_signals', NULL, NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 18, 'IHL evidence', 'actor', '3001_ihl_evidence', NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 18, 'IHL evidence', 'actor', '3001_ihl_evidence', NULL, NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 19, 'IHL Analyst', 'actor', '3001_qwen2.5', '3001_ihl_analyst', NULL, '{"additionalProperties": false, "properties": {"argument": {"maxLength": 120, "type": "string"}, "score": {"enum": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}}, "required": ["score", "argument"], "type": "object"}'::jsonb, NULL, 3, 120.0, '{"max_tokens": 64}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 19, 'IHL Analyst', 'actor', '3001_qwen2.5', '3001_ihl_analyst', NULL, NULL, '{"additionalProperties": false, "properties": {"argument": {"maxLength": 120, "type": "string"}, "score": {"enum": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}}, "required": ["score", "argument"], "type": "object"}'::jsonb, NULL, 3, 120.0, '{"max_tokens": 64}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 20, 'IHL Skeptic', 'actor', '3001_phi3', '3001_ihl_skeptic', NULL, '{"additionalProperties": false, "properties": {"counter": {"maxLength": 120, "type": "string"}, "score": {"enum": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}}, "required": ["score", "counter"], "type": "object"}'::jsonb, NULL, 3, 120.0, '{"max_tokens": 64}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 20, 'IHL Skeptic', 'actor', '3001_phi3', '3001_ihl_skeptic', NULL, NULL, '{"additionalProperties": false, "properties": {"counter": {"maxLength": 120, "type": "string"}, "score": {"enum": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}}, "required": ["score", "counter"], "type": "object"}'::jsonb, NULL, 3, 120.0, '{"max_tokens": 64}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 21, 'IHL HR Expert - Final Verdict', 'actor', '3001_gemma2', '3001_ihl_verdict', NULL, '{"additionalProperties": false, "properties": {"score": {"enum": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}, "verdict": {"enum": ["INTERNAL", "UNCLEAR", "OPEN"]}}, "required": ["score", "verdict"], "type": "object"}'::jsonb, 'verdict', 3, 120.0, '{"max_tokens": 32}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 21, 'IHL HR Expert - Final Verdict', 'actor', '3001_gemma2', '3001_ihl_verdict', NULL, NULL, '{"additionalProperties": false, "properties": {"score": {"enum": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}, "verdict": {"enum": ["INTERNAL", "UNCLEAR", "OPEN"]}}, "required": ["score", "verdict"], "type": "object"}'::jsonb, 'verdict', 3, 120.0, '{"max_tokens": 32}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 22, 'Save IHL verdict', 'actor', '3001_save_ihl', NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 22, 'Save IHL verdict', 'actor', '3001_save_ihl', NULL, NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
-INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
-VALUES (3001, 23, 'Both grades pass?', 'actor', '3001_combine_grades', NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
+INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor, template, template_version, gate_sql, output_schema, outcome_field, max_attempts, timeout_s, params)
+VALUES (3001, 23, 'Both grades pass?', 'actor', '3001_combine_grades', NULL, NULL, NULL, NULL, NULL, 3, 60.0, '{}'::jsonb)
 ON CONFLICT (workflow_id, execution_order) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-  actor = EXCLUDED.actor, template = EXCLUDED.template, gate_sql = EXCLUDED.gate_sql,
+  actor = EXCLUDED.actor, template = EXCLUDED.template, template_version = EXCLUDED.template_version,
+  gate_sql = EXCLUDED.gate_sql,
   output_schema = EXCLUDED.output_schema, outcome_field = EXCLUDED.outcome_field,
   max_attempts = EXCLUDED.max_attempts, timeout_s = EXCLUDED.timeout_s, params = EXCLUDED.params;
 

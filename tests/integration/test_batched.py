@@ -13,8 +13,10 @@ import pytest
 
 from interpreter.actor_api import Subject
 from interpreter.definitions import ModelDef
+from interpreter.llm.backend import GenerationRequest, ModelLoadError
+from interpreter.llm.llama_backend import BatchedLlamaBackend, LlamaBackend
+from interpreter.llm.pool import ModelPool
 from interpreter.model_actor import derive_seed, run_model_wave
-from interpreter.models import BatchedLlamaBackend, LlamaBackend, ModelLoadError, ModelPool
 from tests.integration.test_model_actor import (
     GB,
     SCHEMA,
@@ -58,10 +60,11 @@ def record_generations(backend):
     calls: list[dict] = []
     generate = backend.generate
 
-    def recorded(messages, **kw):
+    def recorded(request):
+        messages = request.chat()
         entry = {"user": messages[-1]["content"], "turns": len(messages),
                  "start": time.monotonic()}
-        gen = generate(messages, **kw)
+        gen = generate(request)
         entry.update(end=time.monotonic(), gen=gen)
         calls.append(entry)
         return gen
@@ -135,8 +138,9 @@ def test_a_sequence_that_fails_validation_is_reasked_while_others_continue(smoll
 
         # b3's first answer is spoiled (as a model that rambles would spoil it): the
         # actor must find it invalid and re-ask b3 while the other sequences generate.
-        def spoil_b3(messages, **kw):
-            gen = real(messages, **kw)
+        def spoil_b3(request):
+            gen = real(request)
+            messages = request.chat()
             if "Data Engineer" in messages[-1]["content"] and len(messages) == 1:
                 gen.text = "Sure! Here is the JSON you asked for"
             return gen
@@ -167,8 +171,8 @@ def test_stop_during_a_batched_wave_returns_what_finished(smollm2):
         calls = record_generations(backend)
         real = backend.generate
 
-        def stop_after_first(messages, **kw):
-            gen = real(messages, **kw)
+        def stop_after_first(request):
+            gen = real(request)
             if not stop.is_set():
                 stopped_at.append(time.monotonic())
                 stop.set()
@@ -197,9 +201,9 @@ def test_gen_ms_leaves_out_the_time_a_sequence_queued_for_a_slot(smollm2):
 
     def call(i: int) -> None:
         t = time.perf_counter()
-        gen = backend.generate([{"role": "user", "content": f"Count to twenty, run {i}."}],
-                               schema=None, sampling={"temperature": 0}, seed=i,
-                               max_tokens=24, deadline=None)
+        gen = backend.generate(GenerationRequest(
+            [{"role": "user", "content": f"Count to twenty, run {i}."}], schema=None,
+            sampling={"temperature": 0}, seed=i, max_tokens=24, deadline=None))
         calls.append(((time.perf_counter() - t) * 1000, gen))
 
     try:
@@ -330,8 +334,8 @@ def test_the_next_wave_enters_the_engine_while_the_current_wave_finishes(db, con
     while the current wave's last ones generate, and take a slot as soon as one
     frees; every subject still ends with a valid output and a full audit."""
     from interpreter import model_actor
-    from interpreter.batched import BatchEngine
     from interpreter.engine import Runner, RunOptions
+    from interpreter.llm.batched import BatchEngine
     from tests.helpers import add_items, check_invariants, make_workflow
 
     # Which subject each engine sequence belongs to (the model actor runs one

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from interpreter.definitions import ModelDef
-from interpreter.models import LlamaBackend
+from interpreter.llm.backend import GenerationRequest
+from interpreter.llm.llama_backend import LlamaBackend
 
 NAMES = ["Amsterdam Central Library", "Rotterdam Harbour Office", "Utrecht Science Park",
          "Groningen Medical Centre", "Eindhoven Design Academy"]
@@ -32,9 +33,9 @@ def backend(smollm2: Path):
 
 
 def generate(backend: LlamaBackend, lookup: int, schema=None, max_tokens: int = 64):
-    return backend.generate(PROMPT, schema=schema, max_tokens=max_tokens, seed=1,
+    return backend.generate(GenerationRequest(PROMPT, schema=schema, max_tokens=max_tokens, seed=1,
                             sampling={"temperature": 0.0, "lookup_tokens": lookup},
-                            deadline=None)
+                            deadline=None))
 
 
 def greedy_gaps(backend: LlamaBackend, answer: list[int]) -> list[float]:

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from interpreter.models import resolve
+from interpreter.llm.files import resolve
 from tests.helpers import REPO_ROOT
 
 LOAD = """
@@ -22,9 +22,9 @@ class Keep(logging.Handler):
     def emit(self, record):
         records.append(record.getMessage())
 
-logging.getLogger("interpreter.native_log").addHandler(Keep())
-logging.getLogger("interpreter.native_log").setLevel(logging.DEBUG)
-from interpreter.llama_build import open_llama
+logging.getLogger("interpreter.llm.native_log").addHandler(Keep())
+logging.getLogger("interpreter.llm.native_log").setLevel(logging.DEBUG)
+from interpreter.llm.llama_build import open_llama
 llm = open_llama(model_path=sys.argv[1], n_ctx=512, n_threads=1, verbose=False, seed=0)
 llm.create_completion("Hello", max_tokens=2)
 print(json.dumps(records))

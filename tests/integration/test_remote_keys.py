@@ -25,14 +25,8 @@ from pathlib import Path
 import pytest
 
 from interpreter.definitions import ModelDef
-from interpreter.models import (
-    GenerationError,
-    ModelLoadError,
-    RemoteBackend,
-    ServerAccess,
-    redact_source,
-    remote_endpoints,
-)
+from interpreter.llm.backend import GenerationError, GenerationRequest, ModelLoadError
+from interpreter.llm.remote import RemoteBackend, ServerAccess, redact_source, remote_endpoints
 from tests.helpers import add_items, make_workflow
 
 KEY = "sk-test-0123456789abcdef-NOT-A-REAL-KEY"
@@ -136,8 +130,8 @@ def _model(url: str, **kw) -> ModelDef:
 
 
 def _generate(backend: RemoteBackend) -> str:
-    gen = backend.generate("hi", schema=None, sampling=SAMPLING, seed=1, max_tokens=4,
-                           deadline=time.monotonic() + 10)
+    gen = backend.generate(GenerationRequest(
+        "hi", schema=None, sampling=SAMPLING, seed=1, max_tokens=4, deadline=time.monotonic() + 10))
     return gen.text
 
 

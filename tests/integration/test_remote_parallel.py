@@ -25,16 +25,15 @@ import pytest
 
 from interpreter.actor_api import Subject
 from interpreter.definitions import ActorDef, ModelDef, StepDef, Workflow
-from interpreter.model_actor import run_model_wave
-from interpreter.models import (
+from interpreter.llm.backend import GenerationError, GenerationRequest, ModelLoadError
+from interpreter.llm.pool import ModelPool
+from interpreter.llm.remote import (
     DEFAULT_REMOTE_PARALLEL,
     Endpoint,
-    GenerationError,
-    ModelLoadError,
-    ModelPool,
     RemoteBackend,
     remote_endpoints,
 )
+from interpreter.model_actor import run_model_wave
 
 SAMPLING = {"temperature": 0.0}
 
@@ -162,7 +161,8 @@ def backend_for(servers: list[FakeServer], parallel: int | None = None,
 
 def ask(backend: RemoteBackend, prompt: str, **kw):
     kw.setdefault("deadline", time.monotonic() + 30)
-    return backend.generate(prompt, schema=None, sampling=SAMPLING, seed=1, max_tokens=8, **kw)
+    return backend.generate(GenerationRequest(
+        prompt, schema=None, sampling=SAMPLING, seed=1, max_tokens=8, **kw))
 
 
 def run_on_threads(backend: RemoteBackend, prompts: list[str], threads: int) -> dict:
@@ -454,9 +454,9 @@ def test_two_real_servers_share_the_work_and_one_can_die(smollm2, tmp_path):
                 except queue.Empty:
                     return
                 try:
-                    answers[p] = backend.generate(p, schema=None, sampling=SAMPLING, seed=1,
-                                                  max_tokens=6,
-                                                  deadline=time.monotonic() + 120)
+                    answers[p] = backend.generate(GenerationRequest(
+                        p, schema=None, sampling=SAMPLING, seed=1, max_tokens=6,
+                        deadline=time.monotonic() + 120))
                 except Exception as exc:  # noqa: BLE001 - the test inspects it
                     answers[p] = exc
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from interpreter.batched import common_prefix
 from interpreter.definitions import ModelDef
-from interpreter.llama_decode import is_plain_greedy
-from interpreter.models import DEFAULT_GPU_PARALLEL, ModelLoadError, check_fits, parallel_of
+from interpreter.llm.backend import ModelLoadError
+from interpreter.llm.batched import common_prefix
+from interpreter.llm.llama_backend import DEFAULT_GPU_PARALLEL, check_fits, parallel_of
+from interpreter.llm.token_sampling import is_plain_greedy
 
 MIB = 1 << 20
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from interpreter.chat_format import ChatFormatError, choose_format, render_gemma
+from interpreter.llm.chat_format import ChatFormatError, choose_format, render_gemma
 
 
 def choose(metadata, requested=None):

@@ -33,7 +33,8 @@ def test_commands_are_registered_plainly():
         assert "importlib" not in path.read_text(), path.name
     assert set(cli.commands) == {"db", "seed", "workflow", "run", "pause", "resume", "status",
                                  "trace", "prune", "dashboard", "models",
-                                 "breaker", "timeline", "retry", "rewind", "cancel"}
+                                 "breaker", "timeline", "retry", "rewind", "cancel",
+                                 "experiment"}
     db = cli.commands["db"]
     assert isinstance(db, click.Group) and "roles" in db.commands
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from interpreter.cpu_share import MIN_WINDOW_S, IdleCpus, threads_for
+from interpreter.llm.cpu_share import MIN_WINDOW_S, IdleCpus, threads_for
 
 
 def spin(seconds: float) -> None:

@@ -8,7 +8,7 @@ import io
 
 from rich.console import Console
 
-from interpreter.native_log import LineJoiner
+from interpreter.llm.native_log import LineJoiner
 from interpreter.ops.progress import LiveView, Snapshot, fold_steps, render_view
 
 WORKING = (7, 12, 13)

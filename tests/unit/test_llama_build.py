@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from interpreter import llama_build
-from interpreter.llama_build import EXTRA_BUFFERS_ENV, build_features, extra_buffers_choice
+from interpreter.llm import llama_build
+from interpreter.llm.backend import GenerationRequest
+from interpreter.llm.llama_build import EXTRA_BUFFERS_ENV, build_features, extra_buffers_choice
 
 
 def test_build_features_are_read_from_llama_cpp_system_info():
@@ -38,13 +39,14 @@ def test_the_environment_forces_the_choice(monkeypatch, value, on):
 
 def test_a_model_loaded_without_extra_buffers_generates_and_says_so(monkeypatch, smollm2):
     from interpreter.definitions import ModelDef
-    from interpreter.models import LlamaBackend
+    from interpreter.llm.llama_backend import LlamaBackend
 
     monkeypatch.setenv(EXTRA_BUFFERS_ENV, "0")
     backend = LlamaBackend(ModelDef(name="s", source=str(smollm2), n_ctx=512))
     try:
-        gen = backend.generate("Say hello.", schema=None, sampling={"temperature": 0.0},
-                               seed=1, max_tokens=4, deadline=None)
+        gen = backend.generate(GenerationRequest(
+            "Say hello.", schema=None, sampling={"temperature": 0.0}, seed=1, max_tokens=4,
+            deadline=None))
         assert gen.completion_tokens > 0
         report = backend.describe()
         assert report["extra_buffers"] is False
@@ -61,7 +63,7 @@ def test_json_grammars_use_llama_cpp_string_rule_without_control_characters():
 
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    from interpreter.models import JSON_STRING_CHAR_RULE, json_string_chars
+    from interpreter.llm.llama_backend import JSON_STRING_CHAR_RULE, json_string_chars
 
     raw = json_schema_to_gbnf(json.dumps({"type": "object", "properties": {
         "a": {"type": "string", "maxLength": 5}}}))

@@ -3,7 +3,7 @@ pays (pure; no model)."""
 
 from __future__ import annotations
 
-from interpreter.llama_decode import DRAFT_MIN_STEPS, DRAFT_PROBE_EVERY, DraftGain, LookupDrafter
+from interpreter.llm.drafting import DRAFT_MIN_STEPS, DRAFT_PROBE_EVERY, DraftGain, LookupDrafter
 
 
 def test_proposes_what_followed_the_last_tokens_in_the_prompt():

@@ -12,8 +12,9 @@ from typing import Any
 from interpreter import model_lane
 from interpreter.actor_api import StepResult
 from interpreter.definitions import ActorDef, ModelDef, StepDef, Workflow
+from interpreter.llm.llama_backend import DEFAULT_GPU_PARALLEL
+from interpreter.llm.remote import DEFAULT_REMOTE_PARALLEL
 from interpreter.model_lane import ModelLane, model_slots
-from interpreter.models import DEFAULT_GPU_PARALLEL, DEFAULT_REMOTE_PARALLEL
 from interpreter.run_context import RunContext, RunOptions
 
 

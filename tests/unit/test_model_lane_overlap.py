@@ -13,8 +13,8 @@ from typing import Any
 from interpreter import model_lane
 from interpreter.actor_api import Subject
 from interpreter.definitions import ActorDef, ModelDef, StepDef, Workflow
+from interpreter.llm.backend import Generation, GenerationRequest
 from interpreter.model_lane import ModelLane
-from interpreter.models import Generation
 from interpreter.run_context import RunContext, RunOptions
 from interpreter.wave_rules import Claimed
 from interpreter.waves import Wave
@@ -44,9 +44,10 @@ class Backend:
     def count_prompt(self, messages: Any) -> None:
         return None
 
-    def generate(self, messages: list[dict[str, str]], *, should_stop: Any,
-                 **kw: Any) -> Generation:
-        subject = messages[-1]["content"]
+    def generate(self, request: GenerationRequest) -> Generation:
+        should_stop = request.should_stop
+        assert should_stop is not None
+        subject = request.chat()[-1]["content"]
         with self.free:
             with self.lock:
                 self.running += 1

@@ -1,11 +1,12 @@
-"""llama_decode.timed_sampling: the sampler's time is measured inside the block
+"""bench/sampling_clock.timed_sampling: the sampler's time is measured inside the block
 only, and outside it the sampler runs its plain methods (nothing added)."""
 
 from __future__ import annotations
 
 import ctypes
 
-from interpreter.llama_decode import TokenSampler, timed_sampling
+from bench.sampling_clock import timed_sampling
+from interpreter.llm.token_sampling import TokenSampler
 
 
 class FakeLlamaCpp:

@@ -1,6 +1,6 @@
 """Continuous batching: one llama.cpp context serves up to N sequences at once.
 
-``models.BatchedLlamaBackend`` is the backend of a local GGUF whose model row
+``llama_backend.BatchedLlamaBackend`` is the backend of a local GGUF whose model row
 asks for ``parallel`` > 1. The model actor then calls its ``generate`` from up
 to N threads at once (one per subject of the wave); each call becomes a
 `SeqRequest` of one `BatchEngine`, and waits for it to finish.
@@ -24,7 +24,7 @@ shared prompt prefix. One decode-loop thread does all the work on it. Each step:
 4. one ``llama_decode``;
 5. every sequence whose logits came out samples its next token with its own
    `TokenSampler` (its sampler chain, seed and grammar, check-then-mask as in
-   `llama_decode`) and checks its own stop strings, end-of-generation token,
+   `token_sampling`) and checks its own stop strings, end-of-generation token,
    ``max_tokens`` and window. A finished sequence frees its KV cells
    (``llama_memory_seq_rm``) and its slot goes to the next waiting call at once.
 
@@ -52,25 +52,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import first_line
-from .llama_decode import (
-    PROMPT_CHUNK_CPU,
-    PROMPT_CHUNK_GPU,
-    Decoded,
-    SamplerBuffers,
-    TokenSampler,
-    ends_with_stop,
-)
+from ..errors import first_line
+from .backend import EngineError
+from .decode import PROMPT_CHUNK_CPU, PROMPT_CHUNK_GPU, Decoded, ends_with_stop
+from .token_sampling import SamplerBuffers, TokenSampler
 
 # A shared head shorter than this is decoded with each prompt: copying it saves
 # less than the extra bookkeeping costs.
 MIN_SHARED_PREFIX = 8
 # The most sequences one context may serve (llama.cpp's own limit is 256).
 MAX_PARALLEL = 255
-
-
-class EngineError(Exception):
-    """The engine could not start, or a decode step failed (a one-line message)."""
 
 
 def kv_bytes_per_token(llama: Any) -> int:

@@ -5,7 +5,7 @@ llama-cpp-python installs one at import that prints to ``sys.stderr``, and
 its level table predates ggml's renumbering, so with ``verbose=False`` it still
 printed lines such as ``llama_kv_cache_iswa: using full-size SWA cache`` right
 through `interp run`'s live view. :func:`install` replaces that callback with
-one that hands each line to the logger ``interpreter.native_log`` at DEBUG:
+one that hands each line to the logger ``interpreter.llm.native_log`` at DEBUG:
 `interp -v` shows them, otherwise they are dropped.
 
 The callback is a ctypes function pointer that llama.cpp keeps: the module

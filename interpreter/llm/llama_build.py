@@ -55,7 +55,7 @@ def extra_buffers_choice() -> ExtraBuffers:
         return ExtraBuffers(forced == "1", f"{EXTRA_BUFFERS_ENV}={forced}")
     if "AMX_INT8" in build_features():
         return ExtraBuffers(False, "off: this llama.cpp build has AMX kernels, which crash "
-                                   "on the first decode (see interpreter/llama_build.py)")
+                                   "on the first decode (see interpreter/llm/llama_build.py)")
     return ExtraBuffers(True, "llama.cpp's default")
 
 

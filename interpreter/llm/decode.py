@@ -1,0 +1,262 @@
+"""The sequential decode loop: token-by-token generation of one sequence on a
+loaded ``llama_cpp.Llama``, reusing the KV cells of the prompt prefix shared with
+the previous call, sampling each token with a `token_sampling.TokenSampler`
+(the model's pick first, the grammar only to check it), and drafting by prompt
+lookup (`drafting`) when that pays.
+
+Not thread-safe: one `LlamaDecoder` per loaded model, used from one thread. The
+batching engine (`batched`) samples with the same `TokenSampler`, one per
+sequence, all on its decode-loop thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InternalError
+from .backend import GenerationRequest
+from .drafting import LOOKUP_ANSWERS_KEPT, LOOKUP_MAX, DraftGain, LookupDrafter, lookup_tokens
+from .token_sampling import SamplerBuffers, TokenSampler
+
+# Prompt tokens decoded per llama_decode call between stop checks: on a CPU this
+# bounds the wait for a stop to about a second of prompt processing, and chunks of
+# 16 to 512 tokens ran at the same speed; a GPU wants bigger chunks.
+PROMPT_CHUNK_CPU = 64
+PROMPT_CHUNK_GPU = 512
+
+
+@dataclass
+class Decoded:
+    tokens: list[int]          # the generated tokens (without an end-of-generation token)
+    text: str
+    finish_reason: str         # stop | length | timeout | aborted
+    prompt_tokens: int
+    prompt_ms: float           # time spent decoding the prompt (after the reused prefix)
+    reused_prefix: int         # prompt tokens whose KV cells were kept from the last call
+    grammar_rejections: int = 0
+    full_vocab_masks: int = 0
+    wait_ms: float = 0.0       # queued for a sequence slot of the batching engine
+
+
+class Interrupted(InternalError):
+    """Prompt processing stopped: the reason is the finish_reason (timeout | aborted)."""
+
+
+class LlamaDecoder:
+    """Generation on one Llama: keeps the KV cells of the longest prompt prefix shared
+    with the previous call (a re-ask repeats the first turns), decodes the rest in
+    chunks, then samples token by token.
+
+    With ``lookup`` > 0 it drafts: when the last tokens occurred before (in the
+    prompt, the answer so far, or recent answers under the same grammar;
+    `LookupDrafter`), the tokens that followed them then are decoded together with
+    the last sampled token in one batch, and the sampler checks them one by one
+    against the logits of each row: a drafted token is kept only when the sampler,
+    grammar included, picks exactly it there. The first mismatch ends the draft;
+    the sampler's pick there is the next token, and the KV cells of the rejected
+    drafted tokens are removed. The sampler samples the same positions in the same
+    order as without drafting, so the answer is the same (up to the floating-point
+    order of a batched decode, as with continuous batching); drafting only saves
+    decode steps when drafts are right, and costs a wider decode when they are not.
+    """
+
+    def __init__(self, llama: Any, *, gpu: bool,
+                 prompt_threads: Callable[[], int] | None = None):
+        """prompt_threads: asked before each prompt how many threads to decode it on
+        (the CPUs free now); None keeps the context's n_threads_batch."""
+        import llama_cpp.llama_cpp as lc
+
+        self.lc = lc
+        self.llama = llama
+        self.prompt_threads = prompt_threads
+        self.last_prompt_threads: int | None = None
+        self.n_ctx = int(llama.n_ctx())
+        self.vocab = lc.llama_model_get_vocab(llama.model)
+        self.chunk = PROMPT_CHUNK_GPU if gpu else PROMPT_CHUNK_CPU
+        self.buffers = SamplerBuffers(int(llama.n_vocab()))
+        self.batch = lc.llama_batch_init(LOOKUP_MAX + 1, 0, 1)
+        # Recent answers per grammar (the GBNF text; "" for free text), for drafting,
+        # and whether drafting pays for that grammar's answers.
+        self.answers: dict[str, deque[list[int]]] = {}
+        self.gains: dict[str, DraftGain] = {}
+        self.threads = (int(llama.context_params.n_threads),
+                        int(llama.context_params.n_threads_batch))
+        self.drafted = self.accepted = 0     # drafted tokens, and those the model kept
+
+    def close(self) -> None:
+        if self.batch is not None:
+            self.lc.llama_batch_free(self.batch)
+            self.batch = None
+
+    def generate(self, prompt: Sequence[int], stop: Sequence[str], sampler: TokenSampler,
+                 request: GenerationRequest) -> Decoded:
+        """Generates after the prompt's tokens (the chat format's stop strings end
+        the answer) for the request's max_tokens, deadline and should_stop, drafting
+        up to the sampling's ``lookup_tokens`` at a time (`drafting.lookup_tokens`)."""
+        max_tokens, deadline, should_stop = (request.max_tokens, request.deadline,
+                                             request.should_stop)
+        lookup = lookup_tokens(request.sampling)
+
+        def interrupted() -> str | None:
+            if should_stop is not None and should_stop():
+                return "aborted"
+            if deadline is not None and time.monotonic() >= deadline:
+                return "timeout"
+            return None
+
+        started = time.perf_counter()
+        try:
+            reused = self._decode_prompt(list(prompt), interrupted)
+        except Interrupted as exc:
+            return Decoded([], "", str(exc), len(prompt), (time.perf_counter() - started) * 1000,
+                           0)
+        prompt_ms = (time.perf_counter() - started) * 1000
+        kept = self.answers.setdefault(sampler.grammar_key, deque(maxlen=LOOKUP_ANSWERS_KEPT))
+        drafter = LookupDrafter(kept, prompt, min(lookup, LOOKUP_MAX)) if lookup > 0 else None
+        gain = self.gains.setdefault(sampler.grammar_key, DraftGain())
+        tokens, reason = self._sample_loop(sampler, max_tokens, stop, interrupted, drafter,
+                                           gain)
+        if tokens:
+            kept.append(tokens)
+        text = self.llama.detokenize(tokens, prev_tokens=list(prompt)).decode("utf-8", "ignore")
+        if reason == "stop" and stop:
+            text = cut_at_stop(text, stop)
+        return Decoded(tokens, text, reason, len(prompt), prompt_ms, reused,
+                       sampler.rejections, sampler.full_masks)
+
+    def _decode_prompt(self, prompt: list[int], interrupted: Callable[[], str | None]) -> int:
+        """Decodes the prompt after the prefix already in the KV cache; the reused length."""
+        llama = self.llama
+        cached = [int(t) for t in llama.input_ids[: llama.n_tokens]]
+        keep = 0
+        for a, b in zip(cached, prompt, strict=False):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(prompt) - 1)   # the last prompt token is decoded for its logits
+        memory = self.lc.llama_get_memory(llama.ctx)
+        if keep <= 0 or not self.lc.llama_memory_seq_rm(memory, -1, keep, -1):
+            keep = 0
+            llama.reset()
+        llama.n_tokens = keep
+        batch_threads = self.prompt_threads() if self.prompt_threads else self.threads[1]
+        self.last_prompt_threads = batch_threads
+        self.lc.llama_set_n_threads(llama.ctx, self.threads[0], batch_threads)
+        for i in range(keep, len(prompt), self.chunk):
+            reason = interrupted()
+            if reason is not None:
+                raise Interrupted(reason)
+            llama.eval(prompt[i:i + self.chunk])
+        return keep
+
+    def _sample_loop(self, sampler: TokenSampler, max_tokens: int, stop: Sequence[str],
+                     interrupted: Callable[[], str | None],
+                     drafter: LookupDrafter | None, gain: DraftGain) -> tuple[list[int], str]:
+        llama = self.llama
+        tokens: list[int] = []
+        tail_tokens = max((len(s) for s in stop), default=0) + 2
+
+        def take(token: int) -> str | None:
+            """Accepts a token into the answer; why the answer ends with it, if it does."""
+            if self.lc.llama_vocab_is_eog(self.vocab, token):
+                return "stop"
+            sampler.accept(token)
+            tokens.append(token)
+            if drafter is not None:
+                drafter.add((token,))
+            if stop and ends_with_stop(llama, tokens[-tail_tokens:], stop):
+                return "stop"
+            if len(tokens) >= max_tokens:
+                return "length"
+            return None
+
+        # Drafts are checked in batches of a few tokens: on the generation threads,
+        # which ran such small batches faster than the prompt threads (docs/benchmarks.md).
+        self.lc.llama_set_n_threads(llama.ctx, self.threads[0], self.threads[0])
+        token = sampler.sample(llama.ctx)
+        while True:
+            reason = interrupted()
+            if reason is not None:
+                return tokens, reason
+            reason = take(token)
+            if reason is None and llama.n_tokens + 1 >= self.n_ctx:
+                reason = "length"
+            if reason is not None:
+                return tokens, reason
+            room = min(max_tokens - len(tokens), self.n_ctx - llama.n_tokens - 2)
+            draft = drafter.propose(room) if drafter is not None else []
+            step_started = time.perf_counter()
+            if not (draft and gain.wants_draft()):
+                llama.eval([token])
+                token = sampler.sample(llama.ctx)
+                if drafter is not None:
+                    gain.record_single(time.perf_counter() - step_started)
+                continue
+            before = len(tokens)
+            token, reason = self._verify(token, draft, sampler, take)
+            # gained: the kept drafted tokens and the pick after them
+            gain.record_verify(time.perf_counter() - step_started, len(tokens) - before + 1)
+            if reason is not None:
+                return tokens, reason
+
+    def _verify(self, token: int, draft: list[int], sampler: TokenSampler,
+                take: Callable[[int], str | None]) -> tuple[int, str | None]:
+        """Decodes token and the draft in one batch and keeps the drafted tokens the
+        sampler picks itself, in order. Returns the next token to take (the
+        sampler's pick after the kept ones) and None, or the reason the answer
+        ended on a kept drafted token."""
+        llama = self.llama
+        base = llama.n_tokens
+        row_tokens = [token, *draft]
+        self._decode_rows(row_tokens, base)
+        self.drafted += len(draft)
+        for j in range(len(row_tokens)):
+            pick = sampler.sample(llama.ctx, j)
+            if j == len(draft) or pick != draft[j]:
+                self._keep(base, row_tokens[:j + 1])
+                return pick, None
+            self.accepted += 1
+            reason = take(pick)
+            if reason is not None:
+                self._keep(base, row_tokens[:j + 2])
+                return pick, reason
+        raise AssertionError("unreachable: the last row always ends the draft")
+
+    def _decode_rows(self, tokens: list[int], base: int) -> None:
+        """One llama_decode of tokens at positions base.., with logits for every row."""
+        batch = self.batch
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = base + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = 1
+        batch.n_tokens = len(tokens)
+        rc = self.lc.llama_decode(self.llama.ctx, batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc} for a draft of {len(tokens)} tokens")
+
+    def _keep(self, base: int, kept: list[int]) -> None:
+        """The KV cells end with kept (decoded at base..): the rest of the draft's go,
+        and the Llama's record of its cells (for the next prompt's prefix) follows."""
+        llama = self.llama
+        end = base + len(kept)
+        self.lc.llama_memory_seq_rm(self.lc.llama_get_memory(llama.ctx), -1, end, -1)
+        llama.input_ids[base:end] = kept
+        llama.n_tokens = end
+
+
+def ends_with_stop(llama: Any, recent: list[int], stop: Sequence[str]) -> bool:
+    """Whether the text of the last few generated tokens contains a stop string."""
+    text = llama.detokenize(recent).decode("utf-8", "ignore")
+    return any(s and s in text for s in stop)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """text up to the first stop string."""
+    cuts = [text.index(s) for s in stop if s and s in text]
+    return text[:min(cuts)] if cuts else text
