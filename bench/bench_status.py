@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from interpreter.config import DatabaseChoice  # noqa: E402
 from interpreter.db import Database  # noqa: E402
 from interpreter.migrations import migrate  # noqa: E402
-from interpreter.monitor import prune, status_data  # noqa: E402
+from interpreter.ops.prune import prune
+from interpreter.ops.status import status_data  # noqa: E402
 
 WF = 3001
 STEPS = 20

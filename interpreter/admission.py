@@ -33,7 +33,8 @@ import time
 
 from .errors import DatabaseUnreachable, DefinitionError, first_line
 from .run_context import RunContext
-from .wave_store import WaveStore, is_transient
+from .wave_store import WaveStore
+from .waves import is_transient
 
 log = logging.getLogger(__name__)
 

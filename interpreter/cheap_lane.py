@@ -3,18 +3,17 @@ the earliest step with work first. It also decides when an --until-idle run
 is done (after a last admission pass); new subjects are otherwise admitted by
 the admission thread (admission.py), backlog or not.
 
-Gates, SQL actors and quick scripts run inline (claim, compute and commit in
-one transaction); other scripts take a leased wave, like the model lane.
+Gates, and actors whose kind says so (SQL actors, quick scripts), run inline
+(claim, compute and commit in one transaction); other cheap kinds take a leased
+wave, like the model lane. The lane asks the registry of actor kinds
+(actor_kinds) how a kind runs; it does not switch on a kind's name.
 
 A step whose actor is held by its rate or concurrency limit is passed over
 until the limit lets it claim again; when only such steps have work, the lane
 sleeps until the first of them may claim (limits.py), not a poll interval.
 
-A gate's or SQL actor's statement runs through the wave store's
-actor_statement: in a savepoint, bounded by the step's timeout_s, a transient
-error redoing the wave. A SQL actor's savepoint is kept only when every result
-it gives will commit as a success: its effects happen together with a success
-checkpoint, or not at all.
+A gate's statement runs through the wave store's actor_statement: in a
+savepoint, bounded by the step's timeout_s, a transient error redoing the wave.
 """
 
 from __future__ import annotations
@@ -24,18 +23,21 @@ import time
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-from .actor_api import DEFAULT_OUTCOME, StepResult, failed_wave, outcome_of, utcnow
+from .actor_api import StepResult, failed_wave, outcome_of, utcnow
+from .actor_kinds import kind_of
 from .breaker import Breaker
+from .cheap_kinds import SCRIPT, SQL
 from .definitions import StepDef
+from .errors import StatementFailed
 from .run_context import RunContext
-from .run_control import CONTROL_INTERVAL_S, RunControl
-from .scripts import ScriptRunner
-from .wave_rules import settle
-from .wave_store import InlineWave, StatementFailed, WaveStore, actor_statement
+from .run_lifecycle import CONTROL_INTERVAL_S, RunLifecycle
+from .wave_store import WaveStore
+from .waves import InlineWave, actor_statement
 
 log = logging.getLogger(__name__)
+
+BUILT_IN_KINDS = (SQL, SCRIPT)  # registered by cheap_kinds
 
 # While idle, how often the lane looks (in memory) whether its admission thread
 # admitted something, so that new subjects do not wait for the next poll.
@@ -44,12 +46,11 @@ IDLE_SLICE_S = 0.05
 
 class CheapLane:
     def __init__(self, ctx: RunContext, store: WaveStore, breaker: Breaker,
-                 control: RunControl, scripts: ScriptRunner):
+                 lifecycle: RunLifecycle):
         self.ctx = ctx
         self.store = store
         self.breaker = breaker
-        self.control = control
-        self.scripts = scripts
+        self.lifecycle = lifecycle
 
     # ------------------------------------------------------------ the loop
 
@@ -61,7 +62,7 @@ class CheapLane:
         while not ctx.stop.is_set():
             if ctx.model_error is not None:
                 return
-            if self.control.paused():
+            if self.lifecycle.paused():
                 if opt.until_idle:
                     log.warning("workflow %s is paused; stopping", ctx.wf.id)
                     ctx.stop.set()
@@ -164,37 +165,41 @@ class CheapLane:
     def run_wave(self, step: StepDef, limit: int) -> int:
         """Runs one wave of a cheap step; returns the checkpoints written."""
         actor = self.ctx.wf.actor_of(step)
-        if step.kind == "gate" or (actor and actor.kind == "sql") or self.is_inline_script(step):
+        if step.kind == "gate" or self.is_inline(step):
             return self.store.run_inline(step, limit, self._compute_inline)
         wave = self.store.claim(step, limit, with_rows=True)
         if wave is None:
             return 0
         assert actor is not None
+        run = kind_of(actor.kind).run_wave
+        assert run is not None
         started, t0 = utcnow(), time.monotonic()
-        results = self.scripts.run_wave(actor, step, wave.subjects)
+        results = run(actor, step, wave.subjects)
         busy = (time.monotonic() - t0) * 1000
         return self.store.commit(wave, results, busy, started=started)
 
-    def is_inline_script(self, step: StepDef) -> bool:
-        """A script actor that says it is quick (`params.inline = true`) runs inside
-        the wave's transaction like SQL: no lease, half the writes. Its step timeout
-        bounds how long the transaction stays open; slow or model-like work should
-        keep the default (leased, no connection held)."""
+    def is_inline(self, step: StepDef) -> bool:
+        """The step's actor kind computes inside the wave's transaction (actor_kinds):
+        a SQL actor always, a script that says it is quick (`params.inline = true`).
+        No lease, half the writes; the step's timeout bounds how long the
+        transaction stays open, so slow work keeps a leased wave."""
         actor = self.ctx.wf.actor_of(step)
-        if actor is None or actor.kind != "script":
+        if actor is None:
             return False
-        return bool(self.ctx.wf.params_of(step).get("inline", False))
+        return kind_of(actor.kind).runs_inline(self.ctx.wf.params_of(step))
 
     def _compute_inline(self, c: psycopg.Connection[Any], wave: InlineWave) -> list[StepResult]:
         """An inline wave's results, computed inside the transaction that commits them."""
         step = wave.step
-        actor = wave.wf.actor_of(step)
         if step.kind == "gate":
             return run_gate(c, wave)
-        if actor is not None and actor.kind == "script":
-            return self.scripts.run_wave(actor, step, self.store.subjects_of(c, wave))
+        actor = wave.wf.actor_of(step)
         assert actor is not None
-        return run_sql_actor(c, wave, actor.target)
+        kind = kind_of(actor.kind)
+        if kind.run_inline is not None:
+            return kind.run_inline(c, wave, actor.target)
+        assert kind.run_wave is not None
+        return kind.run_wave(actor, step, self.store.subjects_of(c, wave))
 
 
 def run_gate(c: psycopg.Connection[Any], wave: InlineWave) -> list[StepResult]:
@@ -216,66 +221,3 @@ def run_gate(c: psycopg.Connection[Any], wave: InlineWave) -> list[StepResult]:
     finished = utcnow()
     return [StepResult(i, True, outcomes.get(i, default), started_at=started,
                        finished_at=finished) for i in ids]
-
-
-class _NotAllSucceed(Exception):
-    """Rolls a SQL actor's savepoint back: some of its results will not commit as
-    successes, so its effects must not stay."""
-
-
-def run_sql_actor(c: psycopg.Connection[Any], wave: InlineWave,
-                  target: str) -> list[StepResult]:
-    """A SQL actor: its statement over the whole wave, with the wave's earlier outputs
-    bound as %(batch)s; rows it returns may name each subject's outcome and output.
-
-    Its effects are kept only if every subject's result will commit as a success.
-    Otherwise its savepoint is rolled back, the subjects whose result fails get
-    it (an error checkpoint, their effects undone), and the statement runs again
-    for the others, until a run's results all succeed or no subject is left."""
-    done: dict[str, StepResult] = {}
-    ids = wave.ids
-    while ids:
-        results: list[StepResult] = []
-        try:
-            with actor_statement(c, wave, "SQL actor"):
-                results = sql_actor_results(c, wave, target, ids)
-                failing = [r for r in results if not settle(
-                    wave.wf, wave.step, wave.claimed[r.subject_id], r).succeeds]
-                if failing:
-                    raise _NotAllSucceed()
-        except StatementFailed as exc:
-            done.update((r.subject_id, r) for r in failed_wave(
-                ids, str(exc), wave.started, actor_failure=not exc.transient))
-            break
-        except _NotAllSucceed:
-            done.update((r.subject_id, r) for r in failing)
-            ids = [i for i in ids if i not in done]
-            continue
-        done.update((r.subject_id, r) for r in results)
-        break
-    return [done[i] for i in wave.ids]
-
-
-def sql_actor_results(c: psycopg.Connection[Any], wave: InlineWave, target: str,
-                      ids: list[str]) -> list[StepResult]:
-    """Runs a SQL actor's statement for these subjects of the wave; one result each.
-    Subjects it returns no row for get DONE; an outcome of NULL or '' too."""
-    params = wave.params(ids)
-    # visit: the checkpoint's visit number, new after a rewind or a retry, so an
-    # effect keyed by (subject, visit) is applied once per pass (docs/actors.md).
-    params["batch"] = Jsonb([{"subject_id": i, "outputs": wave.outputs.get(i, {}),
-                              "visit": wave.claimed[i].visits} for i in ids])
-    cur = c.execute(target, params)
-    rows = cur.fetchall() if cur.description else []
-    finished = utcnow()
-    by_id: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        if "subject_id" in r:
-            by_id[str(r["subject_id"])] = r
-    results = []
-    for i in ids:
-        r = by_id.get(i, {})
-        results.append(StepResult(i, True, outcome_of(r.get("outcome"), DEFAULT_OUTCOME),
-                                  output=r.get("output"), started_at=wave.started,
-                                  finished_at=finished))
-    return results

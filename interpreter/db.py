@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from .config import DatabaseChoice
-from .errors import DatabaseUnreachable, first_line
+from .errors import DatabaseUnreachable, InternalError, first_line
 
 log = logging.getLogger(__name__)
 # The pool's own lines about each failed connection attempt repeat what run()
@@ -76,7 +76,7 @@ def user_connect_timeout(dsn: str) -> bool:
     return bool(parts.get("connect_timeout") or os.environ.get("PGCONNECT_TIMEOUT"))
 
 
-class _Stale(Exception):
+class _Stale(InternalError):
     """A pooled connection failed its check before any work was done on it."""
 
 

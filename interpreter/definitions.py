@@ -8,7 +8,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .errors import NotFound, first_line
+from .actor_kinds import is_model_kind
+from .errors import InterpError, NotFound, first_line
 from .queries import Q
 
 
@@ -144,7 +145,7 @@ class Workflow:
 
     def model_of(self, step: StepDef) -> ModelDef | None:
         actor = self.actor_of(step)
-        if actor is None or actor.kind != "model":
+        if actor is None or not is_model_kind(actor.kind):
             return None
         return self.models.get(actor.target)
 
@@ -158,7 +159,21 @@ class Workflow:
 
     def is_model_step(self, step: StepDef) -> bool:
         actor = self.actor_of(step)
-        return actor is not None and actor.kind == "model"
+        return actor is not None and is_model_kind(actor.kind)
+
+
+def workflow_control(conn: psycopg.Connection[Any], workflow_id: int) -> dict[str, Any]:
+    """The workflow's paused flag and definition version: the one pause check of a
+    run (the lifecycle's control look, and the model lane's when a claim found
+    nothing). A workflow deleted during the run is an error."""
+    row = conn.execute(Q["workflow_paused_and_version"], {"workflow_id": workflow_id}).fetchone()
+    if row is None:
+        raise InterpError(f"workflow {workflow_id} was deleted during the run")
+    return dict(row)
+
+
+def workflow_paused(conn: psycopg.Connection[Any], workflow_id: int) -> bool:
+    return bool(workflow_control(conn, workflow_id)["paused"])
 
 
 def list_workflows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
@@ -187,7 +202,7 @@ def load_workflow(conn: psycopg.Connection[Any], workflow_id: int) -> Workflow:
     actor_names = sorted({s.actor for s in steps.values() if s.actor})
     actors = {r["name"]: ActorDef(r["name"], r["kind"], r["target"], r["params"])
               for r in conn.execute(Q["definition_actors"], {"names": actor_names})}
-    model_names = sorted({a.target for a in actors.values() if a.kind == "model"})
+    model_names = sorted({a.target for a in actors.values() if is_model_kind(a.kind)})
     models = {r["name"]: ModelDef.from_row(r)
               for r in conn.execute(Q["definition_models"], {"names": model_names})}
     templates, versions = _newest_templates(

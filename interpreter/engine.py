@@ -5,8 +5,10 @@
 - the wave store (wave_store): the only code that touches the work queue and
   the checkpoints: admit, claim, commit, release, fence, reap;
 - the breaker (breaker): per-actor circuit breakers, in interp.actor_health;
-- the run control (run_control): the run's record, its heartbeat, and the
-  periodic look at pause, definition edits, breakers and expired leases;
+- the run's lifecycle (run_lifecycle): the run's record, its heartbeat, and
+  the periodic look at pause, definition edits, breakers and expired leases;
+- the utilisation recorder (utilisation): the run's timeline (hardware samples,
+  the model lane's intervals), started and stopped with the run;
 - admission (admission): a small thread that admits new subjects every
   --admit-every seconds, backlog or not, one worker per workflow at a time;
 - two lanes, peers that both go through the wave store: the cheap lane
@@ -32,9 +34,10 @@ from .definitions import Workflow, load_workflow
 from .errors import DatabaseUnreachable, first_line
 from .model_lane import ModelLane
 from .run_context import RunContext, RunOptions, RunSummary
-from .run_control import RunControl
-from .scripts import ScriptRunner
-from .wave_store import Wave, WaveStore
+from .run_lifecycle import RunLifecycle
+from .utilisation import start_recording
+from .wave_store import WaveStore
+from .waves import Wave
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +52,13 @@ class Runner:
     def __init__(self, db: Database, workflow_id: int, options: RunOptions | None = None,
                  stop: threading.Event | None = None):
         opt = options or RunOptions()
-        self.scripts = ScriptRunner()
         wf = db.run(lambda c: load_workflow(c, workflow_id))
         self.ctx = RunContext(db, wf, opt, opt.worker_id or default_worker_id(),
                               stop or threading.Event())
         self.breaker = Breaker(self.ctx)
         self.store = WaveStore(self.ctx, self.breaker)
-        self.control = RunControl(self.ctx, self.store, self.breaker)
-        self.cheap_lane = CheapLane(self.ctx, self.store, self.breaker, self.control,
-                                    self.scripts)
+        self.lifecycle = RunLifecycle(self.ctx, self.store, self.breaker)
+        self.cheap_lane = CheapLane(self.ctx, self.store, self.breaker, self.lifecycle)
         self.model_lane = ModelLane(self.ctx, self.store, self.breaker)
         self.admitter = Admitter(self.ctx, self.store)
 
@@ -88,7 +89,7 @@ class Runner:
         return self.ctx.summary
 
     def validate(self) -> None:
-        self.control.validate()
+        self.lifecycle.validate()
 
     def admit(self, limit: int | None) -> int:
         return self.store.admit(limit)
@@ -101,19 +102,20 @@ class Runner:
         A wave in flight is not waited for: a result it commits later is fenced out."""
         if self.ctx.run_id is None:
             return 0
-        return self.control.release_now(timeout_s)
+        return self.lifecycle.release_now(timeout_s)
 
     # ------------------------------------------------------------ the run
 
     def run(self) -> RunSummary:
         ctx = self.ctx
         if ctx.opt.validate:
-            self.control.validate()
-        ctx.run_id = self.control.start_run()
+            self.lifecycle.validate()
+        ctx.run_id = self.lifecycle.start_run()
         summary = ctx.summary = RunSummary(ctx.run_id, ctx.worker_id)
         status, error = "finished", None
         lost_db = False
-        self.control.start_heartbeat()
+        self.lifecycle.start_heartbeat()
+        recorder = start_recording(ctx)
         model_thread = None
         try:
             summary.admitted = self.store.admit(ctx.opt.limit)
@@ -134,22 +136,23 @@ class Runner:
             ctx.stop.set()
             if model_thread is not None:
                 model_thread.join()
-            self.scripts.shutdown()
             lost_db = lost_db or isinstance(ctx.model_error, DatabaseUnreachable)
             # An admission in flight finishes its transaction (it is short), unless
             # the database is gone: then it is a daemon thread like the heartbeat.
             self.admitter.stop(timeout=0.5 if lost_db else 5.0)
-            # Without a database the heartbeat and the sampler can only wait for it
+            # Without a database the heartbeat and the utilisation recorder can only wait for it
             # (a connection attempt lasts --db-timeout): do not wait for them, they
             # are daemon threads, and --db-timeout is the limit the user set.
-            self.control.end_heartbeat(timeout=0.5 if lost_db else 5.0)
+            self.lifecycle.end_heartbeat(timeout=0.5 if lost_db else 5.0)
+            if recorder is not None:   # after writing the lane's last intervals
+                recorder.stop(timeout=0.5 if lost_db else 5.0)
             if ctx.model_error is not None and status == "finished":
                 status, error = "failed", first_line(ctx.model_error)
             if self.admitter.error is not None and status != "failed":
                 status, error = "failed", first_line(self.admitter.error)
             summary.status = status
             if not lost_db:  # else the database is why we stop: do not wait for it again
-                self.control.finish_run(status, error)
+                self.lifecycle.finish_run(status, error)
         if ctx.model_error is not None:
             raise ctx.model_error
         if self.admitter.error is not None:

@@ -39,11 +39,12 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from .actor_api import StepResult, Subject
+from .actor_kinds import is_model_kind
 from .db import Database, one
 from .definitions import ModelDef, StepDef, Workflow, load_workflow
 from .errors import DefinitionError, NotFound
+from .llm.pool import ModelPool
 from .model_actor import run_model_wave
-from .models import ModelPool
 from .queries import Q
 from .wave_rules import check_result, dump_output, normalise_result
 
@@ -134,7 +135,7 @@ def plan_experiment(conn: psycopg.Connection[Any], spec: ExperimentSpec) -> Plan
     if step is None:
         raise NotFound(f"workflow {wf.id} has no step {spec.step}")
     actor = wf.actor_of(step)
-    if actor is None or actor.kind != "model":
+    if actor is None or not is_model_kind(actor.kind):
         kind = actor.kind if actor else step.kind
         raise DefinitionError(f"step {spec.step} ({step.name}) is a {kind} step: experiments "
                               f"run model steps only (a SQL or script step has effects)")

@@ -3,7 +3,7 @@
 The model lane tells its clock each time it starts doing something else
 (`enter`); a model load or switch, which it only learns about once it is over
 (with its duration), is cut out of the interval it happened in afterwards
-(`took`). The sampler thread writes the intervals to interp.lane_intervals
+(`took`). The utilisation recorder writes the intervals to interp.lane_intervals
 every few seconds (`pending` / `written`), never one statement per interval:
 the interval still running is written too and extended by the next write, so
 a live view is at most one write behind.

@@ -16,7 +16,7 @@ A backend with N slots (a batched local model, a server taking N requests at
 once) runs up to N subjects of the wave at once: a pool of N threads, each
 taking the next subject and running its whole conversation (generate,
 validate, re-ask), so a re-ask enters the backend as a new sequence while the
-other subjects go on. Each result's audit records the batch width. Once every
+other subjects go on. Each result's audit records the slots in use (`batch_width`). Once every
 subject of the wave has a thread, the wave says so (`all_started`): the model
 lane then starts the next wave of the same model, whose subjects queue in the
 backend behind this wave's (cross-wave continuity, docs/actors.md).
@@ -37,6 +37,7 @@ import jsonschema
 
 from .actor_api import StepResult, Subject, is_outcome, utcnow
 from .definitions import StepDef, Workflow
+from .errors import InternalError
 from .llm.backend import (
     DEFAULT_SAMPLING,
     Backend,
@@ -113,7 +114,7 @@ class ModelCall:
     reask: int
     on_overflow: str             # truncate | refuse
     should_stop: Callable[[], bool] = lambda: False
-    batch_width: int = 1         # subjects generating at once (the backend's slots)
+    slots: int = 1               # subjects generating at once (the backend's slots)
 
 
 def run_model_wave(pool: ModelPool, workflow: Workflow, step: StepDef, subjects: list[Subject],
@@ -143,7 +144,7 @@ def run_model_wave(pool: ModelPool, workflow: Workflow, step: StepDef, subjects:
                             wave_size=len(subjects))
     except WaveFailure as exc:
         return [StepResult.failure(s.id, str(exc), actor_failure=True) for s in subjects]
-    if call.batch_width > 1:
+    if call.slots > 1:
         return run_concurrently(call, subjects, all_started)
     results: list[StepResult] = []
     for subject in subjects:
@@ -158,7 +159,7 @@ def run_model_wave(pool: ModelPool, workflow: Workflow, step: StepDef, subjects:
 
 def run_concurrently(call: ModelCall, subjects: list[Subject],
                      all_started: Callable[[], None] | None = None) -> list[StepResult]:
-    """The wave on call.batch_width threads, each running whole subjects; the results
+    """The wave on call.slots threads, each running whole subjects; the results
     of the subjects that finished, in the wave's order. Once should_stop() turns
     true, subjects not started are not started, and those generating end without a
     result (the backend aborts them at its next decode step).
@@ -176,7 +177,7 @@ def run_concurrently(call: ModelCall, subjects: list[Subject],
             return NOT_RUN
         return run_subject_guarded(call, subject)
 
-    with cf.ThreadPoolExecutor(call.batch_width, thread_name_prefix="model-subject") as ex:
+    with cf.ThreadPoolExecutor(call.slots, thread_name_prefix="model-subject") as ex:
         outcomes = list(ex.map(one, subjects))
     return [r for r in outcomes if not isinstance(r, NotRun)]
 
@@ -197,7 +198,7 @@ class Countdown:
             self.then()
 
 
-class WaveFailure(Exception):
+class WaveFailure(InternalError):
     """The step cannot run at all (no model, no template, bad params, load failure):
     every subject of the wave fails with this one-line message, as an actor failure."""
 
@@ -205,8 +206,8 @@ class WaveFailure(Exception):
 def prepare_call(pool: ModelPool, workflow: Workflow, step: StepDef, *,
                  should_stop: Callable[[], bool] = lambda: False,
                  wave_size: int = 1) -> ModelCall:
-    """The wave's shared settings with its model loaded; raises WaveFailure. The batch
-    width is the backend's slots, at most the wave's size."""
+    """The wave's shared settings with its model loaded; raises WaveFailure. Its slots
+    (subjects generating at once) are the backend's, at most the wave's size."""
     model = workflow.model_of(step)
     if model is None:
         raise WaveFailure(f"{step.label}: {_why_no_model(workflow, step)}")
@@ -310,7 +311,7 @@ def new_audit(call: ModelCall, seed: int) -> dict[str, Any]:
         "sampling": {**{k: v for k, v in call.sampling.items() if k != "seed"},
                      "max_tokens": call.max_tokens},
         "prompt_tokens": 0, "completion_tokens": 0, "gen_ms": 0.0, "tries": 0,
-        "batch_width": call.batch_width,
+        "batch_width": call.slots,   # the column keeps its name (docs/schema.md)
     }
 
 

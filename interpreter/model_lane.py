@@ -37,18 +37,19 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from .actor_api import utcnow
+from .admin import record_model_file
 from .breaker import Breaker
-from .db import one
-from .definitions import StepDef
+from .definitions import StepDef, workflow_paused
 from .errors import first_line
 from .llm.pool import ModelPool, load_key, model_slots
 from .model_actor import run_model_wave
-from .queries import Q
 from .run_context import RunContext
-from .wave_store import Wave, WaveStore
+from .wave_store import WaveStore
+from .waves import Wave
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,8 @@ class ModelLane:
     def run(self) -> None:
         ctx = self.ctx
         self._pool = ModelPool(ctx.opt.model_memory_mb * 1024 * 1024, on_event=self.on_event)
-        self._db_lane = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-db")
-        self._gen_lane = cf.ThreadPoolExecutor(max_workers=MAX_WAVES_IN_FLIGHT,
+        self._db_worker = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-db")
+        self._generators = cf.ThreadPoolExecutor(max_workers=MAX_WAVES_IN_FLIGHT,
                                                thread_name_prefix="model-wave")
         try:
             self._next_claim = self._submit_claim()
@@ -238,7 +239,7 @@ class ModelLane:
         # interval is the newest wave's: the lane's time is counted once.
         self.clock.enter("generating", model=wave.model, step=wave.step.number,
                          subjects=len(wave.subjects), new=True)
-        future = self._gen_lane.submit(self._generate, flight)
+        future = self._generators.submit(self._generate, flight)
         with self._lock:
             self._generations.append(future)
         future.add_done_callback(self._wakeup)
@@ -256,7 +257,7 @@ class ModelLane:
             with self._lock:
                 busy_ms = self._account_busy(flight)
                 events, self.events = self.events, []
-                commit = self._db_lane.submit(self.commit, wave, results, busy_ms, events,
+                commit = self._db_worker.submit(self.commit, wave, results, busy_ms, events,
                                               flight.started)
                 self._commits.append(commit)
                 self._record_files(results)
@@ -309,7 +310,7 @@ class ModelLane:
         closes the models. (A wave whose generation or commit failed is not given back:
         its lease expires and the reaper returns it, as for a worker that died on it.)"""
         ctx = self.ctx
-        self._gen_lane.shutdown(wait=True)
+        self._generators.shutdown(wait=True)
         for claimed in (self._next_claim, self._held):
             if claimed is not None:
                 self._give_back(claimed)
@@ -317,11 +318,11 @@ class ModelLane:
         if ctx.summary is not None:
             ctx.summary.model_loads = getattr(self._pool, "loads", 0)
             ctx.summary.model_switches = getattr(self._pool, "switches", 0)
-        # The lane has stopped; its clock ends with the run (the sampler ends it).
+        # The lane has stopped; its clock ends with the run (the utilisation recorder ends it).
         self.clock.enter("idle")
         self._closing = True
         self._pool.close()
-        self._db_lane.shutdown(wait=True)
+        self._db_worker.shutdown(wait=True)
 
     def idle_wait(self) -> float:
         """How long to wait before the next claim when the last found nothing: a poll,
@@ -335,7 +336,7 @@ class ModelLane:
         """Queues the next claim on the DB thread, behind the commits still queued."""
         with self._lock:
             self._commits_ahead = [f for f in self._commits if not f.done()]
-        return self._db_lane.submit(self.claim_next)
+        return self._db_worker.submit(self.claim_next)
 
     def _await_claim(self, nxt: cf.Future[Wave | None]) -> Wave | None:
         """The claimed wave. While waves generate the clock stays on generating;
@@ -375,7 +376,7 @@ class ModelLane:
         try:
             wave = claimed.result() if isinstance(claimed, cf.Future) else claimed
             if wave is not None:
-                self._db_lane.submit(self._release, wave).result()
+                self._db_worker.submit(self._release, wave).result()
         except Exception as exc:  # noqa: BLE001 - the lane's own error is what matters
             log.warning("could not give back the prefetched model wave: %s", first_line(exc))
 
@@ -404,8 +405,8 @@ class ModelLane:
             name, sha = res.audit.get("model"), res.audit.get("model_sha256")
             if name and sha and name not in self.recorded_sha:
                 self.recorded_sha.add(name)
-                self._db_lane.submit(self.ctx.db.run, lambda c, n=name, s=sha: c.execute(
-                    Q["record_model_file"], {"name": n, "sha256": s, "size_bytes": None}))
+                self._db_worker.submit(self.ctx.db.run, partial(
+                    record_model_file, name=name, sha256=sha, size_bytes=None))
 
     # ---------------------------------------------------------------- choice
 
@@ -450,8 +451,7 @@ class ModelLane:
     def _why_no_wave(self, tried: bool, held: bool) -> str:
         """Ready work that no claim got means a pause (the claim checks it); otherwise
         the lane waits on a breaker, or has nothing to do."""
-        if tried and self.ctx.db.run(lambda c: one(c.execute(
-                Q["timeline_workflow_paused"], {"workflow_id": self.ctx.wf.id}))["paused"]):
+        if tried and self.ctx.db.run(lambda c: workflow_paused(c, self.ctx.wf.id)):
             return "paused"
         return "breaker" if held else "idle"
 

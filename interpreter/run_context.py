@@ -73,7 +73,7 @@ class RunContext:
     # run idle while a model generates.
     model_busy: threading.Event = field(default_factory=threading.Event)
     model_error: BaseException | None = None
-    # What the model lane is doing at every moment; the sampler writes it.
+    # What the model lane is doing at every moment; the utilisation recorder writes it.
     lane_clock: LaneClock = field(default_factory=LaneClock)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -26,11 +26,12 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from .actor_api import Subject
 from .definitions import StepDef
+from .errors import InternalError
 
 RESERVED = ("subject", "out", "step")
 
 
-class TemplateRenderError(Exception):
+class TemplateRenderError(InternalError):
     """A template failed to compile or render for one subject (a one-line message)."""
 
 

@@ -16,16 +16,20 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from psycopg import sql
 
+from .actor_kinds import KINDS, is_model_kind, kind_of
+from .cheap_kinds import SCRIPT, SQL
 from .definitions import Workflow
-from .errors import DefinitionError, first_line
+from .errors import first_line
 from .llm.backend import ModelLoadError
 from .llm.remote import Endpoint, is_remote, key_env_problem, remote_endpoints
 from .param_rules import ACTOR_RULES, MODEL_STEP_RULES, STEP_RULES, problems, sampling_problems
 from .queries import Q
-from .scripts import check_target, load_target
 from .templates import RESERVED, template_problems
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+BUILT_IN_KINDS = (SQL, SCRIPT)  # registered by cheap_kinds, checked through actor_kinds
 
 
 def validate_workflow(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
@@ -96,7 +100,7 @@ def _used_models(wf: Workflow) -> list[str]:
     """The models the workflow's steps use, by name."""
     return sorted({actor.target for step in wf.steps.values()
                    if (actor := wf.actors.get(step.actor or "")) is not None
-                   and actor.kind == "model" and actor.target in wf.models})
+                   and is_model_kind(actor.kind) and actor.target in wf.models})
 
 
 def _shadowed_columns(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
@@ -152,7 +156,10 @@ def _actors(wf: Workflow) -> list[str]:
         if actor is None:
             out.append(f"step {number} ({step.name}): actor {step.actor!r} does not exist")
             continue
-        if actor.kind == "model":
+        if actor.kind not in KINDS:
+            out.append(f"step {number} ({step.name}): actor {actor.name!r} has unknown kind "
+                       f"{actor.kind!r}")
+        elif is_model_kind(actor.kind):
             if actor.target not in wf.models:
                 out.append(f"step {number} ({step.name}): model {actor.target!r} of actor "
                            f"{actor.name!r} does not exist")
@@ -164,14 +171,9 @@ def _actors(wf: Workflow) -> list[str]:
             elif wf.template_body(step) is None:
                 out.append(f"step {number} ({step.name}): template {step.template!r} is "
                            f"pinned to version {step.template_version}, which does not exist")
-        elif actor.kind == "script":
-            try:
-                check_target(actor.target)
-                load_target(actor.target)
-            except DefinitionError as exc:
-                out.append(f"step {number} ({step.name}): {exc}")
-        elif actor.kind == "sql" and not actor.target.strip():
-            out.append(f"step {number} ({step.name}): SQL actor {actor.name!r} has no SQL")
+        else:
+            out += [f"step {number} ({step.name}): {problem}"
+                    for problem in kind_of(actor.kind).check(actor.name, actor.target)]
     return out
 
 
@@ -182,7 +184,7 @@ def _params(wf: Workflow) -> list[str]:
         out += sampling_problems(f"model {name!r} sampling", model.sampling)
     for name, actor in sorted(wf.actors.items()):
         out += problems(f"actor {name!r} params", actor.params, ACTOR_RULES)
-        if actor.kind == "model":    # each of its steps reads these
+        if is_model_kind(actor.kind):    # each of its steps reads these
             out += problems(f"actor {name!r} params", actor.params, MODEL_STEP_RULES)
             out += sampling_problems(f"actor {name!r} params.sampling",
                                      actor.params.get("sampling"))

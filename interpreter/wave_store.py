@@ -1,6 +1,6 @@
 """The wave store: the run loop's only code that reads and writes the work
 queue (interp.subject_state) and the checkpoints (interp.checkpoints). Ops
-code (monitor) only reads them, and prunes the checkpoints of ended subjects.
+code (ops/) only reads them, and prunes the checkpoints of ended subjects.
 
 Everything a lane does to a subject goes through its public methods:
 
@@ -24,7 +24,7 @@ keeps a bad subject from stopping the others:
 - a commit the database refuses for what one subject's row holds is split,
   so the other subjects commit and that subject gets an error checkpoint;
 - an author's statement (a gate, a SQL actor) runs in a savepoint bounded by
-  its step's timeout_s (actor_statement); a deadlock, a serialization failure,
+  its step's timeout_s (waves.actor_statement); a deadlock, a serialization failure,
   a lock timeout or a cancel there redoes the whole wave, attempts uncounted;
 - a subject whose lease expired REAPS_PER_ATTEMPT times at one step (its
   worker died on it) is charged an attempt, and after a first expiry it runs
@@ -39,9 +39,6 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -52,11 +49,26 @@ from .actor_api import StepResult, Subject, failed_wave, utcnow
 from .breaker import Breaker
 from .db import one
 from .definitions import EntryPoint, StepDef, Workflow
-from .errors import DefinitionError, first_line
+from .errors import (
+    DefinitionError,
+    InternalError,
+    StatementFailed,
+    StatementTimedOut,
+    TransientWaveError,
+    first_line,
+)
 from .limits import Limiter
 from .queries import Q
 from .run_context import RunContext
 from .wave_rules import DEFAULT_MAX_VISITS, Claimed, build_commit, clean_text, normalise_result
+from .waves import (
+    InlineWave,
+    InlineWork,
+    Wave,
+    actor_statement,
+    gate_body,
+    is_refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,153 +84,14 @@ REAPS_PER_ATTEMPT = 2
 # so a statement that always deadlocks still ends (dead-lettered).
 TRANSIENT_RETRIES = 3
 TRANSIENT_BACKOFF_S = 0.1
-# SQLSTATE classes of errors about the connection or the server's state, not
-# about what a statement wrote: connection, transaction rollback, resources,
-# prerequisite state (lock timeouts), operator intervention (cancel, shutdown),
-# system and internal errors.
-_NOT_ABOUT_THE_DATA = ("08", "40", "53", "55", "57", "58", "XX")
-_TRANSIENT = ("40", "55P03", "57014")
-_CONNECTION = ("08", "57P01", "57P02", "57P03")
 # The first half of the admission lock's key (sql/admission.sql), the workflow id
 # being the second: any fixed 32-bit number, the same in every worker ("intA").
 ADMISSION_LOCK_CLASS = 0x696E7441
 
 
-@dataclass
-class Wave:
-    """A leased wave: claimed in one transaction, committed in another."""
-
-    step: StepDef
-    wave_id: int
-    claimed: dict[str, Claimed]
-    subjects: list[Subject]
-    wf: Workflow                # the definition it was claimed under, and commits under
-    model: str | None = None
-    claimed_at: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class InlineWave:
-    """A wave locked by the transaction that will commit it: the row locks are its lease."""
-
-    step: StepDef
-    workflow_id: int
-    wave_id: int
-    claimed: dict[str, Claimed]
-    outputs: dict[str, dict[str, Any]]   # earlier steps' outputs (empty for a gate)
-    started: datetime
-    wf: Workflow                # the definition it runs and commits under
-    # The last of its transient retries: a transient error now fails the wave.
-    last_try: bool = False
-    t0: float = field(default_factory=time.monotonic)
-
-    @property
-    def ids(self) -> list[str]:
-        return list(self.claimed)
-
-    def params(self, ids: list[str] | None = None) -> dict[str, Any]:
-        """The parameters a gate or SQL actor statement is given for this wave (or
-        for some of its subjects)."""
-        return {"ids": self.ids if ids is None else ids, "workflow_id": self.workflow_id,
-                "step": self.step.number}
-
-
-# Computes an inline wave's results inside its transaction (a gate, a SQL actor,
-# a quick script).
-InlineWork = Callable[[psycopg.Connection[Any], InlineWave], list[StepResult]]
-
-
-class _PartialGateWave(Exception):
+class _PartialGateWave(InternalError):
     """gate_wave moved some subjects of the wave but not all: never expected, since the
     ids are locked, but if it happens the wave is rolled back and redone."""
-
-
-class TransientWaveError(Exception):
-    """An author's statement hit a transient database error: the wave's transaction
-    is rolled back and the wave redone, no attempt counted."""
-
-
-class StatementTimedOut(Exception):
-    """An author's statement ran past its step's timeout_s: the wave's subjects get
-    a TIMEOUT checkpoint each (an attempt, and the actor's failure)."""
-
-
-class StatementFailed(Exception):
-    """An author's statement failed (its savepoint is rolled back). transient: the
-    error was transient, but this was the wave's last try."""
-
-    def __init__(self, message: str, *, transient: bool = False):
-        super().__init__(message)
-        self.transient = transient
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A deadlock, a serialization failure, a lock timeout or a cancel: trying the
-    same work again may well succeed."""
-    state = getattr(exc, "sqlstate", None) or ""
-    return state.startswith(_TRANSIENT)
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    """The connection or the server went away (db.run reconnects and redoes it)."""
-    if not isinstance(exc, psycopg.Error):
-        return False
-    state = exc.sqlstate
-    if state is None:
-        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
-    return state.startswith(_CONNECTION)
-
-
-def is_refusal(exc: BaseException) -> bool:
-    """Whether a write failed for what it held (bad data, a constraint, a program
-    limit), so that writing the same rows apart can find the one to blame; not for
-    the state of the connection or the server."""
-    if isinstance(exc, ValueError | RecursionError):
-        return True  # psycopg could not encode a value (a lone surrogate...)
-    if not isinstance(exc, psycopg.Error):
-        return False
-    if exc.sqlstate is None:  # refused by psycopg before it reached the server
-        return isinstance(exc, psycopg.DataError | psycopg.ProgrammingError)
-    return not exc.sqlstate.startswith(_NOT_ABOUT_THE_DATA)
-
-
-@contextmanager
-def actor_statement(c: psycopg.Connection[Any], wave: InlineWave, what: str) -> Iterator[None]:
-    """Runs an author's statement (a gate, a SQL actor) for a wave: in a savepoint,
-    so a failure leaves the wave's transaction usable, and with statement_timeout
-    set to the step's timeout_s for that statement alone.
-
-    Raises TransientWaveError for a transient error (StatementFailed on the
-    wave's last try), StatementTimedOut when the timeout fired, and
-    StatementFailed for any other error of the statement; connection errors
-    pass through (db.run reconnects). An exception of the caller's own rolls
-    the savepoint back and passes through too."""
-    timeout_s = wave.step.timeout_s
-    t0 = time.monotonic()
-    try:
-        with c.transaction():
-            old = one(c.execute(Q["bound_statement"], {
-                "ms": str(max(1, round(timeout_s * 1000)))}))["old"]
-            yield
-            c.execute(Q["unbound_statement"], {"old": old})
-    except psycopg.Error as exc:
-        if is_connection_error(exc):
-            raise
-        # A cancel after the step's timeout is the timeout (the SQLSTATE is the
-        # same); a shorter one came from elsewhere and counts as transient.
-        if isinstance(exc, psycopg.errors.QueryCanceled) and \
-                time.monotonic() - t0 >= timeout_s:
-            raise StatementTimedOut(f"{what} timed out after {timeout_s:g}s") from exc
-        if is_transient(exc) and not wave.last_try:
-            raise TransientWaveError(f"{what}: {first_line(exc)}") from exc
-        raise StatementFailed(f"{what} failed: {first_line(exc)}",
-                              transient=is_transient(exc)) from exc
-
-
-def gate_body(gate_sql: str) -> str:
-    """A gate's SQL as the body of a CTE: without the trailing semicolons that
-    end a statement but cannot end a subquery."""
-    return gate_sql.strip().rstrip(";").rstrip()
 
 
 class WaveStore:
@@ -437,6 +310,17 @@ class WaveStore:
                 "worker_id": self.ctx.worker_id}))
         finally:
             self._forget(wave.wave_id)
+
+    def release_all(self, c: psycopg.Connection[Any]) -> int:
+        """Gives back every wave this worker holds, on the caller's connection (a
+        process about to leave: see RunLifecycle.release_now); returns the subjects
+        released. In autocommit, each wave given back stays given back."""
+        released = 0
+        for wave_id in self.active_wave_ids():
+            released += c.execute(Q["release_wave"], {
+                "workflow_id": self.ctx.wf.id, "wave_id": wave_id,
+                "worker_id": self.ctx.worker_id}).rowcount
+        return released
 
     def active_wave_ids(self) -> list[int]:
         """Leased waves claimed and not yet committed or released."""

@@ -43,7 +43,7 @@ def status(obj: Any, workflow_id: int, watch: bool, interval: float, as_json: bo
 
         interp status --workflow 3001 --watch
     """
-    from ..monitor import render_status, status_data
+    from ..ops.status import render_status, status_data
 
     def read() -> dict[str, Any]:
         return obj.db.run(lambda conn: status_data(conn, workflow_id, stall_window,
@@ -87,7 +87,7 @@ def trace(obj: Any, workflow_id: int, subject_id: str, prompts: bool, as_json: b
 
         interp trace --workflow 3001 --subject 42 --prompts
     """
-    from ..monitor import render_trace, trace_data
+    from ..ops.trace import render_trace, trace_data
 
     data = obj.db.run(lambda conn: trace_data(conn, workflow_id, subject_id, prompts=prompts))
     if as_json:
@@ -114,7 +114,7 @@ def dashboard(obj: Any, workflow_id: int | None, port: int, host: str) -> None:
 
         interp dashboard --workflow 3001 --port 8765
     """
-    from ..dashboard import serve
+    from ..ops.dashboard import serve
 
     serve(obj.db, host=host, port=port, workflow_id=workflow_id,
           announce=lambda url: click.echo(f"dashboard on {url} (Ctrl-C stops)", err=True))
@@ -144,8 +144,8 @@ def prune(obj: Any, workflow_id: int, older_than: str, batch_size: int, pause_s:
 
         interp prune --workflow 3001 --older-than 30d --dry-run
     """
-    from ..monitor import parse_age
-    from ..monitor import prune as do_prune
+    from ..ops.figures import parse_age
+    from ..ops.prune import prune as do_prune
 
     age = parse_age(older_than)
     if age.total_seconds() <= 0:

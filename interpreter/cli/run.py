@@ -2,7 +2,7 @@
 
 The run options' defaults are the engine's (`RunOptions`), so the command line
 and the library cannot drift apart. While a run runs, its progress goes to
-stderr (interpreter/progress.py): a live view on a terminal, log lines
+stderr (interpreter/ops/progress.py): a live view on a terminal, log lines
 otherwise; stdout keeps only what `--json` asks for.
 """
 
@@ -19,7 +19,7 @@ import click
 
 from ..db import DEFAULT_DB_TIMEOUT_S
 from ..engine import Runner, RunOptions, RunSummary
-from ..progress import ProgressReporter, start_reporter
+from ..ops.progress import ProgressReporter, start_reporter
 from .context import Context
 
 DEFAULTS = RunOptions()
@@ -199,7 +199,7 @@ def _start_metrics(ctx: Context, addr: str, port: int | None):
     """The metrics server for this run, or None without --metrics-port."""
     if port is None:
         return None
-    from ..metrics import serve_metrics
+    from ..ops.metrics import serve_metrics
 
     server, url = serve_metrics(ctx.db, addr, port)
     click.echo(f"metrics on {url}", err=True)

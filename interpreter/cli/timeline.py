@@ -28,8 +28,8 @@ def timeline(obj: Any, workflow_id: int, since: str, as_json: bool) -> None:
 
         interp timeline --workflow 3001 --since 1h
     """
-    from ..monitor import parse_age
-    from ..timeline import lane_line, lane_time, render_timeline, timeline_data
+    from ..ops.figures import parse_age
+    from ..ops.timeline import lane_line, lane_time, render_timeline, timeline_data
 
     age = parse_age(since).total_seconds()
     if age <= 0:

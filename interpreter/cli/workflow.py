@@ -59,7 +59,7 @@ def workflow_show(ctx: Context, workflow_id: int, fmt: str) -> None:
 
         interp workflow show 3001 --format dot | dot -Tsvg > 3001.svg
     """
-    from ..export import dot, mermaid
+    from ..ops.export import dot, mermaid
 
     wf = _load(ctx, workflow_id)
     if fmt == "mermaid":
@@ -130,7 +130,7 @@ def workflow_export(ctx: Context, workflow_id: int, output: str | None) -> None:
         interp workflow export 3001 -o seeds/3001_job_pipeline.sql
     """
     from ..definitions import load_workflow
-    from ..export import export_workflow
+    from ..ops.export import export_workflow
 
     text = ctx.db.run(lambda c: export_workflow(c, load_workflow(c, workflow_id)))
     if output:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import InterpError
+from ..errors import InternalError, InterpError
 from .chat_format import Messages
 
 # Sampling keys that reach llama.cpp (and the OpenAI-compatible server).
@@ -29,7 +29,7 @@ class ModelLoadError(InterpError):
     """A model could not be resolved or loaded (missing file, corrupt GGUF, sha256 mismatch)."""
 
 
-class GenerationError(Exception):
+class GenerationError(InternalError):
     """Generation itself failed (llama.cpp error, server error, unreachable server)."""
 
 
@@ -46,7 +46,7 @@ class ServerTimedOut(ServerDown):
     """The server did not answer within the request's timeout."""
 
 
-class EngineError(Exception):
+class EngineError(InternalError):
     """The batching engine could not start, or a decode step failed (a one-line message)."""
 
 

@@ -26,6 +26,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..errors import InternalError
+
 Messages = list[dict[str, str]]
 
 # Formats of model families whose GGUFs may lack tokenizer.chat_template.
@@ -34,7 +36,7 @@ GGUF_TEMPLATE = "gguf"
 _PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
 
 
-class ChatFormatError(Exception):
+class ChatFormatError(InternalError):
     """No usable chat format (a one-line message naming interp.models.chat_format)."""
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InternalError
 from .backend import GenerationRequest
 from .drafting import LOOKUP_ANSWERS_KEPT, LOOKUP_MAX, DraftGain, LookupDrafter, lookup_tokens
 from .token_sampling import SamplerBuffers, TokenSampler
@@ -41,7 +42,7 @@ class Decoded:
     wait_ms: float = 0.0       # queued for a sequence slot of the batching engine
 
 
-class Interrupted(Exception):
+class Interrupted(InternalError):
     """Prompt processing stopped: the reason is the finish_reason (timeout | aborted)."""
 
 

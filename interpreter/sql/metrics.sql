@@ -1,4 +1,4 @@
--- Prometheus metrics (interpreter/metrics.py, docs/ops.md "Metrics"), read at
+-- Prometheus metrics (interpreter/ops/metrics.py, docs/ops.md "Metrics"), read at
 -- scrape time. Every query reads a rollup or an indexed range, never a full
 -- scan of interp.checkpoints or interp.subject_state: a scrape must stay cheap
 -- with millions of checkpoints (interp.waves is the one table read in full;

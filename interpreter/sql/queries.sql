@@ -38,7 +38,7 @@ UPDATE interp.subject_state s
          GROUP BY c.subject_id) AS prev
  WHERE s.workflow_id = %(workflow_id)s AND s.subject_id = prev.subject_id
 
--- name: control
+-- name: workflow_paused_and_version
 SELECT paused, version FROM interp.workflows WHERE workflow_id = %(workflow_id)s
 
 -- name: ready_steps

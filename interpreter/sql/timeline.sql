@@ -1,5 +1,5 @@
 -- The timeline (docs/ops.md, "Timeline"): the model lane's intervals and the
--- hardware samples, written by the engine's sampler thread and read by
+-- hardware samples, written by the engine's utilisation recorder and read by
 -- `interp status`, `interp timeline` and the dashboard.
 
 -- name: timeline_insert_interval
@@ -21,9 +21,6 @@ INSERT INTO interp.utilisation (run_id, worker_id, at, cpu_pct, gpu_pct, gpu_mem
                                 gpu_mem_total_mb)
 VALUES (%(run_id)s, %(worker_id)s, to_timestamp(%(at)s), %(cpu_pct)s, %(gpu_pct)s,
         %(gpu_mem_used_mb)s, %(gpu_mem_total_mb)s)
-
--- name: timeline_workflow_paused
-SELECT paused FROM interp.workflows WHERE workflow_id = %(workflow_id)s
 
 -- name: timeline_now
 SELECT now() AS now

@@ -22,11 +22,11 @@ function svg(tag, attrs) {
 }
 
 // The one rounding rule of interp status, interp run and this page
-// (interpreter/figures.py): the exact value of the double, a tie rounded away
+// (interpreter/ops/figures.py): the exact value of the double, a tie rounded away
 // from zero. toFixed does exactly that; Python's own round() rounds a tie to even.
 function roundHalfUp(x, digits) { return Number(x).toFixed(digits || 0); }
 
-// The same formatting as interp status (interpreter/monitor.py).
+// The same formatting as interp status (interpreter/ops/status.py).
 function duration(seconds) {
   if (seconds === null || seconds === undefined) return "?";
   seconds = Number(roundHalfUp(seconds));

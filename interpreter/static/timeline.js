@@ -49,7 +49,7 @@
     return (s / 60).toFixed(1) + " min";
   }
 
-  // The same line as `interp status` (interpreter/timeline.py, lane_line).
+  // The same line as `interp status` (interpreter/ops/timeline.py, lane_line).
   function renderShare(lane, labels, causes) {
     const p = document.querySelector("#lane-time");
     p.replaceChildren();

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from interpreter.figures import round_half_up
-from interpreter.monitor import format_duration
+from interpreter.ops.figures import round_half_up
+from interpreter.ops.status import format_duration
 from tests.integration.test_monitor import SCRIPT_NAME, WF, make_workflow
 
 pytestmark = pytest.mark.browser

@@ -21,7 +21,7 @@ from itertools import pairwise
 import pytest
 
 from interpreter.engine import RunSummary
-from interpreter.progress import ProgressSource, model_tokens_per_s
+from interpreter.ops.progress import ProgressSource, model_tokens_per_s
 from tests.helpers import REPO_ROOT
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

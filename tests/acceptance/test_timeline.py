@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from interpreter.engine import Runner, RunOptions
-from interpreter.figures import percent
-from interpreter.timeline import CAUSE_LABELS
+from interpreter.ops.figures import percent
+from interpreter.ops.timeline import CAUSE_LABELS
 from tests.acceptance.test_dashboard_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,

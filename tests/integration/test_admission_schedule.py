@@ -18,7 +18,7 @@ import pytest
 from interpreter.config import DatabaseChoice
 from interpreter.db import Database
 from interpreter.engine import Runner, RunOptions
-from interpreter.monitor import render_trace, trace_data
+from interpreter.ops.trace import render_trace, trace_data
 from interpreter.wave_store import ADMISSION_LOCK_CLASS
 from tests.helpers import add_items, make_workflow
 

@@ -293,7 +293,7 @@ def test_a_model_wave_through_the_engine_records_its_batch_width(db, conn, smoll
     claims a wave of 4 (twice its parallel) and each checkpoint records width 2;
     step 2's model runs one subject at a time (width 1); `interp trace` shows it."""
     from interpreter.engine import Runner, RunOptions
-    from interpreter.monitor import render_trace, trace_data
+    from interpreter.ops.trace import render_trace, trace_data
     from tests.helpers import add_items, check_invariants, make_workflow
 
     add_items(conn, 4, title="Warehouse picker {i}")

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from interpreter.actor_kinds import kind_of
 from interpreter.engine import Runner, RunOptions
 from interpreter.errors import DefinitionError
 from tests.helpers import (
@@ -259,8 +260,8 @@ def test_zombie_with_expired_lease_commits_nothing(db, conn):
     runner.cheap_lane.run_wave(runner.wf.steps[1], 100)  # gate: all go to step 2
     wave = runner.store.claim(runner.wf.steps[2], 100, with_rows=True)
     assert wave is not None
-    results = runner.scripts.run_wave(runner.wf.actor_of(runner.wf.steps[2]), wave.step,
-                                      wave.subjects)
+    results = kind_of("script").run_wave(runner.wf.actor_of(runner.wf.steps[2]), wave.step,
+                                         wave.subjects)
     conn.execute("UPDATE interp.subject_state SET lease_expires = now() - interval '1 second' "
                  "WHERE workflow_id = 24")
     assert runner.store.commit(wave, results, 0.0) == 0

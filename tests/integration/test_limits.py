@@ -16,7 +16,7 @@ import pytest
 from interpreter.config import DatabaseChoice
 from interpreter.db import Database
 from interpreter.engine import Runner, RunOptions
-from interpreter.monitor import status_data
+from interpreter.ops.status import status_data
 from tests.helpers import add_items, check_invariants, make_workflow
 
 WF = 61
@@ -157,7 +157,7 @@ def test_a_wave_of_a_limited_actor_is_made_smaller_not_overspent(conn, db) -> No
     one_script_step(conn, n=30, actor_params={"rate_per_s": 0.01, "rate_burst": 7})
     runner = Runner(db, WF, RunOptions(poll_s=0.05, batch_size=100, timeline=False))
     runner.admit(None)
-    runner.run_id = runner.control.start_run()   # the waves name their run
+    runner.run_id = runner.lifecycle.start_run()   # the waves name their run
     step = runner.wf.steps[1]
     wave = runner.store.claim(step, 100, with_rows=False)
     assert wave is not None and len(wave.subjects) == 7   # the burst, not the batch

@@ -20,9 +20,9 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from interpreter.dashboard import serve_in_thread
 from interpreter.engine import Runner, RunOptions
-from interpreter.metrics import BREAKER_STATES, PARTS, WAVE_BUCKETS, metrics_registry
+from interpreter.ops.dashboard import serve_in_thread
+from interpreter.ops.metrics import BREAKER_STATES, PARTS, WAVE_BUCKETS, metrics_registry
 from tests.helpers import add_items, make_workflow
 
 WF = 1001

@@ -13,8 +13,9 @@ import re
 import pytest
 
 from interpreter.errors import NotFound
-from interpreter.figures import percent
-from interpreter.monitor import parse_age, render_status, status_data, trace_data
+from interpreter.ops.figures import parse_age, percent
+from interpreter.ops.status import render_status, status_data
+from interpreter.ops.trace import trace_data
 
 WF = 9001
 SCRIPT_NAME = "Save <script>alert(1)</script>"

@@ -27,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from interpreter.config import DatabaseChoice
 from interpreter.db import Database
-from interpreter.metrics import metrics_registry
+from interpreter.ops.metrics import metrics_registry
 from tests.helpers import GATE_NOT_DONE_SQL, add_items, make_workflow
 
 WF = 97

@@ -9,8 +9,8 @@ from typing import Any
 
 import psycopg
 
-from interpreter.dashboard import serve_in_thread
-from interpreter.monitor import status_data
+from interpreter.ops.dashboard import serve_in_thread
+from interpreter.ops.status import status_data
 from interpreter.queries import Q
 from tests.integration.test_monitor import WF, make_workflow
 

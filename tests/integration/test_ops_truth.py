@@ -13,7 +13,9 @@ import pytest
 from interpreter.actor_api import StepResult
 from interpreter.definitions import load_workflow
 from interpreter.engine import Runner, RunOptions
-from interpreter.monitor import prune, render_status, render_trace, status_data, trace_data
+from interpreter.ops.prune import prune
+from interpreter.ops.status import render_status, status_data
+from interpreter.ops.trace import render_trace, trace_data
 from interpreter.queries import Q
 from interpreter.wave_rules import Claimed, build_commit
 from tests.helpers import add_items, make_workflow

@@ -385,7 +385,7 @@ def test_a_wave_commits_under_the_definition_it_was_claimed_with(db, conn, valid
                   transitions=[(1, "DONE", 2), (1, "SKIP", 3), (2, "DONE", None),
                                (3, "DONE", None)])
     runner = Runner(db, 50, RunOptions(lease_s=30))
-    runner.run_id = runner.control.start_run()
+    runner.run_id = runner.lifecycle.start_run()
     runner.admit(None)
     wave = runner.store.claim(runner.wf.steps[1], 10, with_rows=True)
     assert wave is not None and len(wave.subjects) == 3
@@ -394,10 +394,10 @@ def test_a_wave_commits_under_the_definition_it_was_claimed_with(db, conn, valid
     conn.execute("UPDATE interp.step_transitions SET to_step = CASE outcome WHEN 'DONE' THEN 3 "
                  "ELSE %s END WHERE workflow_id = 50 AND from_step = 1", (2 if valid else 9,))
     if valid:
-        runner.control.paused()  # the run's control loop notices the edit and reloads
+        runner.lifecycle.paused()  # the run's control loop notices the edit and reloads
     else:
         with pytest.raises(DefinitionError, match="missing step 9"):
-            runner.control.paused()
+            runner.lifecycle.paused()
     assert runner.wf.transitions[1]["DONE"] == 3
     results = [StepResult(s.id, True, "DONE", output={"n": 1}) for s in wave.subjects]
     assert runner.store.commit(wave, results, busy_ms=1.0) == 3
@@ -419,7 +419,7 @@ def test_an_expired_lease_runs_alone_and_the_second_charges_an_attempt(db, conn)
                   steps=[{"number": 1, "actor": "ok51", "max_attempts": 2}],
                   transitions=[(1, "DONE", None)])
     runner = Runner(db, 51, RunOptions(lease_s=30))
-    runner.run_id = runner.control.start_run()
+    runner.run_id = runner.lifecycle.start_run()
     runner.admit(None)
     store, step = runner.store, runner.wf.steps[1]
 

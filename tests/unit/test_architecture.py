@@ -149,3 +149,32 @@ def test_the_sql_pattern_finds_statements_not_prose():
     assert SQL.search("GRANT SELECT ON ALL TABLES")
     assert not SQL.search("Select a model to run")
     assert not SQL.search("update the docs and select a step")
+
+
+MAX_LINES = 600
+
+
+def test_no_module_is_over_600_lines():
+    long = [f"{name} ({n} lines)" for name, path in modules().items()
+            if (n := len(path.read_text().splitlines())) > MAX_LINES]
+    assert not long, "modules over 600 lines (split them by concern): " + ", ".join(long)
+
+
+def test_the_read_side_is_a_wing():
+    """interpreter/ops/ reads what the engine wrote: only the CLI (and ops itself)
+    imports it, and it imports no room of the engine's run."""
+    mods = modules()
+    known = set(mods)
+    engine_rooms = {"interpreter." + m for m in (
+        "engine", "cheap_lane", "model_lane", "wave_store", "waves", "run_lifecycle",
+        "admission", "breaker", "cheap_kinds", "model_actor", "utilisation")}
+    found = []
+    for name, path in mods.items():
+        for target in imports_of(name, path, known):
+            into_ops = target == "interpreter.ops" or target.startswith("interpreter.ops.")
+            in_ops = name == "interpreter.ops" or name.startswith("interpreter.ops.")
+            if into_ops and not in_ops and not name.startswith("interpreter.cli"):
+                found.append(f"{name} imports {target}")
+            if in_ops and target in engine_rooms:
+                found.append(f"{name} imports {target}")
+    assert not found, "the ops wing's walls: " + ", ".join(found)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from interpreter.monitor import estimate_eta_from_velocities, workflow_eta
+from interpreter.ops.status import estimate_eta_from_velocities, workflow_eta
 
 
 def step(number: int, waiting: int = 0, leased: int = 0, velocity: float = 0.0,

@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 
-from interpreter.figures import percent, round_half_up
-from interpreter.monitor import format_duration, render_status
-from interpreter.timeline import lane_line, model_event_text, render_timeline
+from interpreter.ops.figures import percent, round_half_up
+from interpreter.ops.status import format_duration, render_status
+from interpreter.ops.timeline import lane_line, model_event_text, render_timeline
 from tests.helpers import REPO_ROOT
 
 # Ties of the binary doubles (and near-ties on either side of them).

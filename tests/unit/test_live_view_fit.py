@@ -9,7 +9,7 @@ import io
 from rich.console import Console
 
 from interpreter.llm.native_log import LineJoiner
-from interpreter.progress import LiveView, Snapshot, fold_steps, render_view
+from interpreter.ops.progress import LiveView, Snapshot, fold_steps, render_view
 
 WORKING = (7, 12, 13)
 

@@ -17,7 +17,7 @@ from interpreter.llm.backend import Generation, GenerationRequest
 from interpreter.model_lane import ModelLane
 from interpreter.run_context import RunContext, RunOptions
 from interpreter.wave_rules import Claimed
-from interpreter.wave_store import Wave
+from interpreter.waves import Wave
 
 SUBJECTS_PER_WAVE = 4
 # The last subject of each wave takes longest: the wave's tail, which the next

@@ -28,7 +28,7 @@ from interpreter.wave_rules import (
     normalise_result,
     settle,
 )
-from interpreter.wave_store import is_connection_error, is_refusal, is_transient
+from interpreter.waves import is_connection_error, is_refusal, is_transient
 
 SCHEMA = {"type": "object", "required": ["score"],
           "properties": {"score": {"type": "integer"}}}

@@ -1,7 +1,7 @@
 """What `interp run` shows while it runs: a live view on a terminal, log lines otherwise.
 
 A reporter thread takes a :class:`Snapshot` now and then: the workflow's
-per-step figures from :func:`monitor.status_data` (the numbers of `interp
+per-step figures from :func:`ops.status.status_data` (the numbers of `interp
 status`), this run's model tokens per second from its checkpoints, and the
 run's own in-process tally (waves, checkpoints). A view draws it:
 
@@ -31,10 +31,10 @@ from typing import IO, Any, Protocol
 import psycopg
 from psycopg.rows import dict_row
 
-from .errors import first_line
-from .figures import round_half_up
-from .monitor import format_duration, status_data, step_label, step_table
-from .queries import Q
+from ..errors import first_line
+from ..queries import Q
+from .figures import round_half_up, tokens_per_s
+from .status import format_duration, status_data, step_label, step_table
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +97,9 @@ def model_tokens_per_s(conn: psycopg.Connection[Any], run_id: int,
     `window_s` seconds (or since the run began, if later); None before any time passed."""
     row = conn.execute(Q["progress_model_tokens"],
                        {"run_id": run_id, "window_s": window_s}).fetchone()
-    if row is None or not row["seconds"] or row["seconds"] <= 0:
+    if row is None:
         return None
-    return round(float(row["tokens"]) / float(row["seconds"]), 1)
+    return tokens_per_s(row["tokens"], row["seconds"])
 
 
 def read_workflow_figures(conn: psycopg.Connection[Any], workflow_id: int,

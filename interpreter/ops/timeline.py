@@ -1,7 +1,7 @@
 """The timeline: where the model lane's time went, and how busy the hardware was.
 
 Reads what the engine records while it runs (interp.lane_intervals, written
-from the model lane's clock; interp.utilisation, from the sampler) together
+from the model lane's clock; interp.utilisation, from the utilisation recorder) together
 with the model events and the breakers, for `interp status` (the lane-time
 line), `interp timeline` and the dashboard's timeline. docs/ops.md explains
 the causes.
@@ -15,11 +15,11 @@ from typing import Any
 
 import psycopg
 
-from .db import json_row, one
-from .errors import InterpError, NotFound
+from ..db import json_row, one
+from ..errors import InterpError, NotFound
+from ..lane_clock import CAUSES
+from ..queries import Q
 from .figures import percent, round_half_up
-from .lane_clock import CAUSES
-from .queries import Q
 
 # How the status line names each cause.
 CAUSE_LABELS = {"generating": "generating", "loading": "loading", "switching": "switching",
@@ -156,25 +156,6 @@ def _pause_markers(intervals: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "text": f"workflow paused (run {i['run_id']})"})
         last_cause[key] = i["cause"]
     return out
-
-
-def prune_timeline(db: Any, workflow_id: int, cutoff: dt.datetime, *, batch_size: int = 5000,
-                   dry_run: bool = False) -> dict[str, int]:
-    """Deletes a workflow's lane intervals that ended, and hardware samples taken,
-    before cutoff, a batch per short transaction (a dry run only counts them)."""
-    totals = {"intervals_candidates": 0, "intervals_deleted": 0, "samples_candidates": 0,
-              "samples_deleted": 0}
-    for table, query in (("intervals", Q["timeline_prune_intervals"]),
-                         ("samples", Q["timeline_prune_samples"])):
-        limit = 2**31 - 1 if dry_run else batch_size
-        while True:
-            params = {"wf": workflow_id, "cutoff": cutoff, "limit": limit, "delete": not dry_run}
-            row = db.run(lambda c, p=params, q=query: one(c.execute(q, p)))
-            totals[f"{table}_candidates"] += row["candidates"]
-            totals[f"{table}_deleted"] += row["deleted"]
-            if dry_run or row["candidates"] < limit:
-                break
-    return totals
 
 
 def render_timeline(data: dict[str, Any]) -> str:

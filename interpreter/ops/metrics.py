@@ -15,7 +15,6 @@ does not blank every panel.
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -33,9 +32,10 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from psycopg_pool import PoolTimeout
 
-from .db import one
-from .errors import InterpError, first_line
-from .queries import Q
+from ..db import Database, one
+from ..errors import first_line, listen_error
+from ..queries import Q
+from .figures import tokens_per_s
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,6 @@ BREAKER_STATES = ("closed", "open", "half_open")
 
 Conn = psycopg.Connection[Any]
 Part = Callable[[Conn, "DatabaseCollector"], list[Metric]]
-
-
-class MetricsPortInUse(InterpError):
-    exit_code = 1
 
 
 def _labels(*values: object) -> list[str]:
@@ -147,7 +143,7 @@ def model_tokens(conn: Conn, collector: DatabaseCollector) -> list[Metric]:
         key = _labels(r["workflow_id"], r["step"], r["model"])
         generated.add_metric(key, r["completion_tokens"])
         prompt.add_metric(key, r["prompt_tokens"])
-        speed.add_metric(key, r["completion_tokens"] / window)
+        speed.add_metric(key, tokens_per_s(r["completion_tokens"], window, digits=None) or 0.0)
     return [generated, prompt, speed]
 
 
@@ -180,7 +176,7 @@ class DatabaseCollector(Collector):
     parts still to read once `timeout_s` times the number of parts has passed.
     """
 
-    def __init__(self, db: Any, *, timeout_s: float = 2.0, window_s: float = 300.0):
+    def __init__(self, db: Database, *, timeout_s: float = 2.0, window_s: float = 300.0):
         if timeout_s <= 0 or window_s <= 0:
             raise ValueError("the scrape timeout and the token window must be positive")
         self.db = db
@@ -238,7 +234,7 @@ class DatabaseCollector(Collector):
         return True
 
 
-def metrics_registry(db: Any, *, timeout_s: float = 2.0, window_s: float = 300.0
+def metrics_registry(db: Database, *, timeout_s: float = 2.0, window_s: float = 300.0
                      ) -> CollectorRegistry:
     """A registry holding only the database collector (no process metrics of its own)."""
     registry = CollectorRegistry(auto_describe=False)
@@ -246,7 +242,7 @@ def metrics_registry(db: Any, *, timeout_s: float = 2.0, window_s: float = 300.0
     return registry
 
 
-def serve_metrics(db: Any, addr: str, port: int) -> tuple[Any, str]:
+def serve_metrics(db: Database, addr: str, port: int) -> tuple[Any, str]:
     """Start the metrics HTTP server on a daemon thread; returns it and its URL.
 
     The caller stops it with `server.shutdown(); server.server_close()`.
@@ -255,11 +251,8 @@ def serve_metrics(db: Any, addr: str, port: int) -> tuple[Any, str]:
     try:
         server, _thread = start_http_server(port, addr=addr, registry=registry)
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise MetricsPortInUse(f"port {port} on {addr} is already in use; "
-                                   f"pick another with --metrics-port") from None
-        raise InterpError(f"cannot serve metrics on {addr}:{port}: "
-                          f"{exc.strerror or exc}") from None
+        raise listen_error(exc, addr, port, flag="--metrics-port",
+                           doing="serve metrics") from None
     host, bound = str(server.server_address[0]), server.server_address[1]
     shown = f"[{host}]" if ":" in host else host
     return server, f"http://{shown}:{bound}/metrics"

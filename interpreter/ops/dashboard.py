@@ -1,32 +1,39 @@
-"""`interp dashboard`: a live page over the monitor, on the standard library's HTTP server.
+"""`interp dashboard`: a live page over the ops views, on the standard library's HTTP server.
 
 The page (interpreter/static/) polls the JSON API every 2 s and builds its DOM
 with textContent only, so text from the database (step names, errors, model
 names) can never become markup. The API returns the same dict as
 `interp status --json`. `/metrics` serves the Prometheus metrics of every
-workflow in the database (interpreter/metrics.py).
+workflow in the database (interpreter/ops/metrics.py).
+
+The JSON API is the route table :data:`ROUTES`: a path and a function of one
+:class:`ApiRequest` that returns what to send. A new view is one entry there
+(and its module and query); the handler needs no change.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .errors import InterpError, NotFound
+from ..db import Database
+from ..errors import InterpError, NotFound, listen_error
+from ..queries import Q
 from .metrics import metrics_registry
-from .monitor import list_workflows, overview_series, status_data, velocity_series, workflow_row
-from .queries import Q
+from .status import list_workflows, overview_series, status_data, velocity_series, workflow_row
 from .timeline import lane_time, timeline_data
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parents[1] / "static"
 log = logging.getLogger(__name__)
 
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -36,8 +43,79 @@ _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 's
         "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
-class PortInUse(InterpError):
-    exit_code = 1
+@dataclass(frozen=True)
+class ApiRequest:
+    """One request to the JSON API: the database, the query string, and the
+    workflow the page opens on when the request names none."""
+
+    db: Database
+    query: dict[str, list[str]]
+    default_workflow: int | None = None
+
+    def arg(self, name: str, default: str) -> str:
+        return (self.query.get(name) or [default])[0]
+
+    def workflow(self) -> int:
+        values = self.query.get("workflow")
+        if not values:
+            # as /api/workflows's "default": --workflow, else the latest activity
+            default = self.default_or_latest()
+            if default is not None:
+                return int(default)
+            raise ValueError("workflow=ID is required")
+        return int(values[0])
+
+    def default_or_latest(self) -> int | None:
+        return (self.default_workflow if self.default_workflow is not None
+                else self.db.run(latest_workflow))
+
+
+def api_workflows(req: ApiRequest) -> dict[str, Any]:
+    return {"default": req.default_or_latest(), "workflows": req.db.run(list_workflows)}
+
+
+def api_status(req: ApiRequest) -> dict[str, Any]:
+    wf = req.workflow()
+    stall = float(req.arg("stall_window", "600"))
+    return req.db.run(lambda conn: status_data(conn, wf, stall))
+
+
+def api_velocity(req: ApiRequest) -> dict[str, Any]:
+    wf = req.workflow()
+    minutes = int(req.arg("minutes", "60"))
+    return req.db.run(lambda conn: velocity_series(conn, wf, minutes))
+
+
+def api_overview(req: ApiRequest) -> dict[str, Any]:
+    wf = req.workflow()
+    minutes = int(req.arg("minutes", "60"))
+    return req.db.run(lambda conn: overview_series(conn, wf, minutes))
+
+
+def api_timeline(req: ApiRequest) -> dict[str, Any]:
+    """The timeline of the last `since` seconds (or since=fit), with the lane-time share that
+    `interp status` shows (over its own window, so the page and status agree)."""
+    wf = req.workflow()
+    since = req.arg("since", "3600")
+    # since=fit: the runs of the last day, the window fitted to what was recorded.
+    fit = since == "fit"
+    seconds = 86400.0 if fit else float(since)
+
+    def read(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+        return {**timeline_data(conn, wf, seconds, fit=fit), "lane_time": lane_time(conn, wf)}
+
+    return req.db.run(read)
+
+
+#: The JSON API: path -> the view that answers it (200 and its JSON; NotFound: 404;
+#: ValueError or InterpError: 400).
+ROUTES: dict[str, Callable[[ApiRequest], Any]] = {
+    "/api/workflows": api_workflows,
+    "/api/status": api_status,
+    "/api/velocity": api_velocity,
+    "/api/overview": api_overview,
+    "/api/timeline": api_timeline,
+}
 
 
 class DashboardHandler(BaseHTTPRequestHandler):
@@ -48,7 +126,7 @@ class DashboardHandler(BaseHTTPRequestHandler):
     """
 
     server_version = "interp-dashboard"
-    db: Any = None
+    db: Database | None = None
     default_workflow: int | None = None
     metrics: Any = None  # a prometheus_client registry over `db`
 
@@ -72,62 +150,13 @@ class DashboardHandler(BaseHTTPRequestHandler):
             self._static("dashboard.html")
         elif path.startswith("/static/"):
             self._static(path[len("/static/"):])
-        elif path == "/api/workflows":
-            default = (self.default_workflow if self.default_workflow is not None
-                       else self.db.run(latest_workflow))
-            self._json(200, {"default": default, "workflows": self.db.run(list_workflows)})
-        elif path == "/api/status":
-            self._json(200, self._status(query))
-        elif path == "/api/velocity":
-            self._json(200, self._velocity(query))
         elif path == "/metrics":
             self._send(200, generate_latest(self.metrics), CONTENT_TYPE_LATEST)
-        elif path == "/api/overview":
-            self._json(200, self._overview(query))
-        elif path == "/api/timeline":
-            self._json(200, self._timeline(query))
+        elif path in ROUTES:
+            assert self.db is not None
+            self._json(200, ROUTES[path](ApiRequest(self.db, query, self.default_workflow)))
         else:
             self._json(404, {"error": "not found"})
-
-    def _status(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        wf = self._workflow(query)
-        stall = float((query.get("stall_window") or ["600"])[0])
-        return self.db.run(lambda conn: status_data(conn, wf, stall))
-
-    def _velocity(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        wf = self._workflow(query)
-        minutes = int((query.get("minutes") or ["60"])[0])
-        return self.db.run(lambda conn: velocity_series(conn, wf, minutes))
-
-    def _overview(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        wf = self._workflow(query)
-        minutes = int((query.get("minutes") or ["60"])[0])
-        return self.db.run(lambda conn: overview_series(conn, wf, minutes))
-
-    def _timeline(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        """The timeline of the last `since` seconds (or since=fit), with the lane-time share that
-        `interp status` shows (over its own window, so the page and status agree)."""
-        wf = self._workflow(query)
-        since = (query.get("since") or ["3600"])[0]
-        # since=fit: the runs of the last day, the window fitted to what was recorded.
-        fit = since == "fit"
-        seconds = 86400.0 if fit else float(since)
-
-        def read(conn: Any) -> dict[str, Any]:
-            return {**timeline_data(conn, wf, seconds, fit=fit), "lane_time": lane_time(conn, wf)}
-
-        return self.db.run(read)
-
-    def _workflow(self, query: dict[str, list[str]]) -> int:
-        values = query.get("workflow")
-        if not values:
-            # as /api/workflows's "default": --workflow, else the latest activity
-            default = (self.default_workflow if self.default_workflow is not None
-                       else self.db.run(latest_workflow))
-            if default is not None:
-                return int(default)
-            raise ValueError("workflow=ID is required")
-        return int(values[0])
 
     def _static(self, name: str) -> None:
         path = (STATIC / name).resolve()
@@ -150,34 +179,31 @@ class DashboardHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def latest_workflow(conn: Any) -> int | None:
+def latest_workflow(conn: psycopg.Connection[Any]) -> int | None:
     """The workflow the page opens on when `--workflow` names none: the one with the
     latest activity (checkpoint or run), else the first; None without workflows."""
     row = conn.execute(Q["dashboard_latest_workflow"]).fetchone()
     return int(row["workflow_id"]) if row else None
 
 
-def make_handler(db: Any, default_workflow: int | None) -> type[BaseHTTPRequestHandler]:
+def make_handler(db: Database, default_workflow: int | None) -> type[BaseHTTPRequestHandler]:
     """A handler class that serves `db`, with `default_workflow` when a request names none."""
     return type("Handler", (DashboardHandler,), {"db": db, "default_workflow": default_workflow,
                                                  "metrics": metrics_registry(db)})
 
 
-def make_server(db: Any, host: str = "127.0.0.1", port: int = 8765,
+def make_server(db: Database, host: str = "127.0.0.1", port: int = 8765,
                 workflow_id: int | None = None) -> ThreadingHTTPServer:
     try:
         server = ThreadingHTTPServer((host, port), make_handler(db, workflow_id))
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUse(f"port {port} on {host} is already in use; "
-                            f"pick another with --port") from None
-        raise InterpError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise listen_error(exc, host, port, flag="--port", doing="listen") from None
     server.daemon_threads = True
     return server
 
 
-def serve(db: Any, host: str = "127.0.0.1", port: int = 8765, workflow_id: int | None = None,
-          announce: Any = None) -> None:
+def serve(db: Database, host: str = "127.0.0.1", port: int = 8765, workflow_id: int | None = None,
+          announce: Callable[[str], None] | None = None) -> None:
     if workflow_id is not None:
         db.run(lambda conn: workflow_row(conn, workflow_id))
     server = make_server(db, host, port, workflow_id)
@@ -193,7 +219,7 @@ def serve(db: Any, host: str = "127.0.0.1", port: int = 8765, workflow_id: int |
         server.server_close()
 
 
-def serve_in_thread(db: Any, host: str = "127.0.0.1", port: int = 0,
+def serve_in_thread(db: Database, host: str = "127.0.0.1", port: int = 0,
                     workflow_id: int | None = None) -> tuple[ThreadingHTTPServer, threading.Thread]:
     """For tests and embedding: a server on a background thread (port 0 = any free)."""
     server = make_server(db, host, port, workflow_id)

@@ -1,4 +1,4 @@
-"""The run's sampler: a thread that looks at the hardware about once a second and
+"""The run's utilisation recorder: a thread that looks at the hardware about once a second and
 writes, every few seconds in one transaction, its samples (interp.utilisation)
 and the model lane's intervals (interp.lane_intervals, from the lane's clock).
 
@@ -77,7 +77,7 @@ class Gpu:
             self._nvml = None
 
 
-class Sampler:
+class UtilisationRecorder:
     def __init__(self, ctx: RunContext, clock: LaneClock | None, *, sample_s: float = SAMPLE_S,
                  write_s: float = WRITE_S):
         self.ctx = ctx
@@ -93,7 +93,7 @@ class Sampler:
     def start(self) -> None:
         self._gpu = Gpu()
         psutil.cpu_percent(interval=None)  # the first reading only sets the baseline
-        self._thread = threading.Thread(target=self._loop, name="sampler", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="utilisation", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -164,3 +164,20 @@ class Sampler:
                 done.append((i, v, int(row["id"] if isinstance(row, dict) else row[0])))
                 cur.nextset()
         return done
+
+
+def start_recording(ctx: RunContext) -> UtilisationRecorder | None:
+    """Starts recording the run's timeline, for as long as the run: the hardware, and
+    the model lane's intervals (when the workflow has model steps, its clock starts
+    with the run, idle until the lane has work). None when the run was asked not to
+    (RunOptions.timeline)."""
+    if not ctx.opt.timeline:
+        ctx.lane_clock.enabled = False
+        return None
+    wf = ctx.wf
+    has_model_lane = wf is not None and any(wf.is_model_step(s) for s in wf.steps.values())
+    if has_model_lane:
+        ctx.lane_clock.enter("idle")
+    recorder = UtilisationRecorder(ctx, ctx.lane_clock if has_model_lane else None)
+    recorder.start()
+    return recorder

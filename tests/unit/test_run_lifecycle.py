@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from interpreter.run_context import RunContext, RunOptions
-from interpreter.run_control import RunControl
+from interpreter.run_lifecycle import RunLifecycle
 
 
 class CountingDb:
@@ -31,10 +31,10 @@ class NoProbes:
         pass
 
 
-def control(lease_s: float) -> tuple[RunControl, CountingDb, RunContext]:
+def control(lease_s: float) -> tuple[RunLifecycle, CountingDb, RunContext]:
     db = CountingDb()
     ctx = RunContext(db, None, RunOptions(lease_s=lease_s), "w1", threading.Event())  # type: ignore[arg-type]
-    return RunControl(ctx, LeftBehind(), NoProbes()), db, ctx  # type: ignore[arg-type]
+    return RunLifecycle(ctx, LeftBehind(), NoProbes()), db, ctx  # type: ignore[arg-type]
 
 
 def test_heartbeat_keeps_its_interval_after_stop():

@@ -1,6 +1,7 @@
-"""The run's record and its control: the interp.runs row, the heartbeat that
-keeps it and the wave leases alive, and the few-times-a-second look at the
+"""The run's lifecycle: the interp.runs row from start to finish, the heartbeat
+that keeps it and the wave leases alive, and the few-times-a-second look at the
 database for a pause, an edited definition, breaker states and expired leases.
+(run_context.py is the other thing: the state every room of one run shares.)
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from psycopg.types.json import Jsonb
 
 from .breaker import Breaker
 from .db import one
-from .definitions import load_workflow
-from .errors import DefinitionError, InterpError, first_line
+from .definitions import load_workflow, workflow_control
+from .errors import DefinitionError, first_line
 from .queries import Q
 from .run_context import RunContext
-from .sampler import Sampler
 from .validate import environment_problems, validate_workflow
 from .wave_store import WaveStore
 
@@ -36,7 +36,7 @@ CONTROL_INTERVAL_S = 0.5
 STOPPING_POLL_S = 0.1
 
 
-class RunControl:
+class RunLifecycle:
     def __init__(self, ctx: RunContext, store: WaveStore, breaker: Breaker):
         self.ctx = ctx
         self.store = store
@@ -46,7 +46,6 @@ class RunControl:
         self._last_reap = 0.0
         self._heartbeat: threading.Thread | None = None
         self._heartbeat_ended = threading.Event()
-        self._sampler: Sampler | None = None
 
     # ------------------------------------------------------------ the run's record
 
@@ -102,11 +101,7 @@ class RunControl:
                                  connect_timeout=max(1, int(timeout_s)),
                                  options=f"-c lock_timeout={ms} -c statement_timeout={ms}",
                                  application_name="interp release") as c:
-                released = 0
-                for wave_id in self.store.active_wave_ids():
-                    released += c.execute(Q["release_wave"], {
-                        "workflow_id": ctx.wf.id, "wave_id": wave_id,
-                        "worker_id": ctx.worker_id}).rowcount
+                released = self.store.release_all(c)
                 for actor in self.breaker.held_probes():
                     c.execute(Q["breaker_return_probe"], {"actor": actor,
                                                           "worker_id": ctx.worker_id})
@@ -120,40 +115,19 @@ class RunControl:
     # ------------------------------------------------------------ heartbeat
 
     def start_heartbeat(self) -> threading.Thread:
-        """Starts the heartbeat, and the sampler that writes the run's timeline: both
-        live exactly as long as the run's record."""
+        """Starts the heartbeat; it lives exactly as long as the run's record."""
         self._heartbeat_ended.clear()
         thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         thread.start()
         self._heartbeat = thread
-        self._start_sampler()
         return thread
 
     def end_heartbeat(self, timeout: float = 5.0) -> None:
         """Ends the heartbeat when the run ends, leased waves or not: a wave a lane
-        left behind (it died) is then no longer renewed, and its lease expires.
-        The sampler ends too, after writing the lane's last intervals."""
+        left behind (it died) is then no longer renewed, and its lease expires."""
         self._heartbeat_ended.set()
         if self._heartbeat is not None:
             self._heartbeat.join(timeout)
-        if self._sampler is not None:
-            self._sampler.stop(timeout)
-            self._sampler = None
-
-    def _start_sampler(self) -> None:
-        """Samples the hardware and writes the model lane's intervals (when the
-        workflow has model steps, its clock starts with the run, idle until the
-        lane has work) — unless the run was asked not to (RunOptions.timeline)."""
-        ctx = self.ctx
-        if not ctx.opt.timeline:
-            ctx.lane_clock.enabled = False
-            return
-        wf = ctx.wf
-        has_model_lane = wf is not None and any(wf.is_model_step(s) for s in wf.steps.values())
-        if has_model_lane:
-            ctx.lane_clock.enter("idle")
-        self._sampler = Sampler(ctx, ctx.lane_clock if has_model_lane else None)
-        self._sampler.start()
 
     def _heartbeat_loop(self) -> None:
         """Beats every lease_s/3 seconds until the run stops and no leased wave is
@@ -211,16 +185,13 @@ class RunControl:
     def _refresh_definition(self) -> bool:
         """Reloads the definition if it changed; returns whether the workflow is paused."""
         ctx = self.ctx
-        row = ctx.db.run(lambda c: c.execute(Q["control"], {"workflow_id": ctx.wf.id})
-                         .fetchone())
-        if row is None:
-            raise InterpError(f"workflow {ctx.wf.id} was deleted during the run")
+        wf_id = ctx.wf.id
+        row = ctx.db.run(lambda c: workflow_control(c, wf_id))
         if row["version"] != ctx.wf.version:
             # Edits take effect at the next wave: waves in flight finish under the
             # definition they started with (docs/running.md).
             log.warning("workflow %s changed (version %s -> %s); reloading", ctx.wf.id,
                         ctx.wf.version, row["version"])
-            wf_id = ctx.wf.id
             ctx.wf = ctx.db.run(lambda c: load_workflow(c, wf_id))
             if ctx.opt.validate:
                 self.validate()

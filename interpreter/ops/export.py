@@ -11,8 +11,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from .definitions import Workflow
-from .queries import Q
+from ..definitions import Workflow
+from ..queries import Q
 
 # Sorted keys: the same definition always exports to the same text.
 _json_text = partial(json.dumps, sort_keys=True, ensure_ascii=False)

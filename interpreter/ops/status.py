@@ -1,4 +1,4 @@
-"""The monitor: what `interp status`, `interp trace` and the dashboard show.
+"""Status and ETA: what `interp status`, `interp run`'s view and the dashboard show.
 
 One dict (:func:`status_data`) drives the text table, ``--json`` and the
 dashboard's API, so the three never disagree. The per-step figures come from
@@ -10,20 +10,17 @@ definitions of done, velocity, ETA and stall live there and in docs/ops.md.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import re
-import time
 from typing import Any
 
 import psycopg
 from tabulate import tabulate
 
-from .db import json_row, one
-from .errors import InterpError, NotFound
-from .figures import percent, round_half_up
-from .operator_actions import actions_of_subject, cancelled_by_step, recent_actions
-from .queries import Q
-from .timeline import LANE_WINDOW_S, lane_line, lane_time, prune_timeline
+from ..db import json_row, one
+from ..errors import InterpError, NotFound
+from ..operator_actions import cancelled_by_step, recent_actions
+from ..queries import Q
+from .figures import percent, round_half_up, tokens_per_s
+from .timeline import LANE_WINDOW_S, lane_line, lane_time
 
 BAR_WIDTH = 20
 
@@ -252,44 +249,13 @@ def overview_series(conn: psycopg.Connection[Any], workflow_id: int,
     return {"workflow": workflow_id, "minutes": [m.isoformat() for m in axis],
             "finished": [finished.get(m, 0) for m in axis],
             "tokens": [int(tokens[m]["tokens"]) if m in tokens else 0 for m in axis],
-            "tokens_per_s": [_tokens_per_s(tokens.get(m)) for m in axis]}
+            "tokens_per_s": [_minute_rate(tokens.get(m)) for m in axis]}
 
 
-def _tokens_per_s(row: dict[str, Any] | None) -> float | None:
+def _minute_rate(row: dict[str, Any] | None) -> float | None:
     if row is None or not row["gen_ms"]:
         return None
-    return round(float(row["tokens"]) * 1000.0 / float(row["gen_ms"]), 1)
-
-
-def trace_data(conn: psycopg.Connection[Any], workflow_id: int, subject_id: str,
-               prompts: bool = False) -> dict[str, Any]:
-    """Every checkpoint of one subject, in order, and where it stands now. With
-    prompts, also the rendered prompt of each model checkpoint, by sha256."""
-    workflow_row(conn, workflow_id)
-    subject = {"workflow_id": workflow_id, "subject_id": subject_id}
-    state = conn.execute(Q["trace_subject_state"], subject).fetchone()
-    rows = conn.execute(Q["trace_checkpoints"], subject).fetchall()
-    if state is None and not rows:
-        raise NotFound(f"no subject {subject_id!r} in workflow {workflow_id}")
-    data = {"workflow": workflow_id, "subject": subject_id,
-            "state": json_row(state) if state else None,
-            "checkpoints": [json_row(r) for r in rows],
-            "operator_actions": actions_of_subject(conn, workflow_id, subject_id)}
-    if prompts:
-        data["prompts"] = prompt_texts(conn, workflow_id, subject_id)
-    return data
-
-
-def prompt_texts(conn: psycopg.Connection[Any], workflow_id: int,
-                 subject_id: str) -> dict[str, dict[str, str | None]]:
-    """The rendered prompts of a subject's model checkpoints: sha256 -> system, user.
-    A prompt pruned with its checkpoints is absent."""
-    out: dict[str, dict[str, str | None]] = {}
-    for r in conn.execute(Q["trace_prompts"], {"workflow_id": workflow_id,
-                                                "subject_id": subject_id}):
-        system, user = json.loads(r["body"])
-        out[r["sha256"]] = {"system": system, "user": user}
-    return out
+    return tokens_per_s(row["tokens"], float(row["gen_ms"]) / 1000.0)
 
 
 # ---------------------------------------------------------------- text
@@ -367,130 +333,3 @@ def render_status(data: dict[str, Any]) -> str:
     for alert in data["alerts"]:
         lines.append(f"! {alert}")
     return "\n".join(lines)
-
-
-def render_trace(data: dict[str, Any]) -> str:
-    st = data["state"]
-    lines = [f"Workflow {data['workflow']} · subject {data['subject']}"]
-    if st:
-        where = (f"at step {st['step']} ({st['step_name']})" if st["step"] is not None
-                 else "ended")
-        lines.append(f"now {st['status']} {where} · attempts {st['attempts']}"
-                     + (f" · last error: {st['last_error']}" if st["last_error"] else ""))
-        lines.append(f"admitted {st['admitted_at']} by entry point {st['entry_point']}"
-                     + (f" in run {st['admitted_by_run']}" if st.get("admitted_by_run") else ""))
-    rows = []
-    for c in data["checkpoints"]:
-        model = ""
-        if c["model"]:
-            model = (f"{c['model']} seed={c['seed']} tokens={c['prompt_tokens']}/"
-                     f"{c['completion_tokens']} gen={c['gen_ms']}ms"
-                     + (f" batch={c['batch_width']}" if c.get("batch_width") else ""))
-        rows.append([c["finished_at"], c["step"], c["step_name"], c["visit"], c["attempt"],
-                     c["outcome"], c["duration_ms"], (c["error"] or "")[:80], model])
-    lines.append(tabulate(rows, headers=["finished", "step", "name", "visit", "attempt",
-                                         "outcome", "ms", "error", "model"],
-                          tablefmt="presto", disable_numparse=True))
-    for a in data.get("operator_actions") or []:
-        def at(step: Any) -> str:
-            return "ended" if step is None else f"at step {step}"
-
-        lines.append(f"{a['at']} operator {a['verb']} (action {a['action_id']}, "
-                     f"{a['db_user']}/{a['os_user']}): {a['from_status']} {at(a['from_step'])} "
-                     f"-> {a['to_status']} {at(a['to_step'])}; reason: {a['reason']}")
-    lines += _render_prompts(data)
-    return "\n".join(lines)
-
-
-def _render_prompts(data: dict[str, Any]) -> list[str]:
-    """Each model checkpoint's prompt, under the step and visit it was asked at."""
-    if "prompts" not in data:
-        return []
-    lines: list[str] = []
-    for c in data["checkpoints"]:
-        sha = c.get("prompt_sha256")
-        if not sha:
-            continue
-        lines.append(f"--- prompt of step {c['step']} visit {c['visit']} attempt "
-                     f"{c['attempt']} (sha256 {sha[:12]})")
-        prompt = data["prompts"].get(sha)
-        if prompt is None:
-            lines.append("(pruned)")
-            continue
-        if prompt["system"]:
-            lines.append(f"[system]\n{prompt['system']}")
-        lines.append(f"[user]\n{prompt['user']}")
-    return lines
-
-
-# ---------------------------------------------------------------- prune
-
-def parse_age(text: str) -> dt.timedelta:
-    """'30d', '12h', '45m', '90s', '2w' -> timedelta."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
-    if not m:
-        raise InterpError(f"bad age {text!r}: use a number and a unit, like 30d, 12h, 45m, 90s")
-    n = float(m.group(1))
-    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
-    return dt.timedelta(seconds=n * unit)
-
-
-def prune(db: Any, workflow_id: int, older_than: dt.timedelta, batch_size: int = 5000,
-          dry_run: bool = False, pause_s: float = 0.0,
-          progress: Any = None) -> dict[str, Any]:
-    """Delete old checkpoints of ended subjects, keeping the last per (subject, step),
-    and the workflow's timeline (lane intervals, hardware samples) older than the cutoff.
-
-    Walks the ended subjects in key order, a chunk per short transaction, and
-    sizes the chunks so that each deletes about `batch_size` rows; a running
-    workflow's subjects are never touched (they are not done/dead).
-    """
-    if batch_size < 1:
-        raise InterpError("--batch-size must be at least 1")
-    db.run(lambda conn: workflow_row(conn, workflow_id))
-    cutoff = db.run(lambda conn: one(conn.execute(
-        Q["prune_cutoff"], {"older_than": older_than}))["cutoff"])
-    after, chunk = "", max(1, batch_size // 10)
-    totals = {"workflow": workflow_id, "cutoff": cutoff.isoformat(), "dry_run": dry_run,
-              "batch_size": batch_size, "subjects_scanned": 0, "batches": 0,
-              "candidates": 0, "deleted": 0, "prompts_deleted": 0}
-    started = time.monotonic()
-    while True:
-        params = {"wf": workflow_id, "after": after, "subjects": chunk, "cutoff": cutoff,
-                  "delete": not dry_run}
-        row = db.run(lambda conn, p=params: _prune_batch(conn, p))
-        if row["subjects"] == 0:
-            break
-        totals["batches"] += 1
-        totals["subjects_scanned"] += row["subjects"]
-        totals["candidates"] += row["candidates"]
-        totals["deleted"] += row["deleted"]
-        totals["prompts_deleted"] += row["prompts_deleted"]
-        after = row["last_subject"]
-        per_subject = max(row["candidates"] / row["subjects"], 0.05)
-        chunk = int(max(1, min(batch_size / per_subject, chunk * 4, 50_000)))
-        if progress:
-            progress(totals)
-        if pause_s:
-            time.sleep(pause_s)
-    if not dry_run and totals["deleted"]:
-        db.run(lambda conn: conn.execute(Q["prune_compact_rollups"]))
-    totals.update(prune_timeline(db, workflow_id, cutoff, batch_size=batch_size,
-                                 dry_run=dry_run))
-    if not dry_run and (totals["deleted"] or totals["intervals_deleted"]
-                        or totals["samples_deleted"]):
-        db.run(lambda conn: conn.execute(Q["prune_analyze"]))
-    totals["seconds"] = round(time.monotonic() - started, 3)
-    totals["rows_per_s"] = (round(totals["candidates"] / totals["seconds"])
-                            if totals["seconds"] > 0 else None)
-    return totals
-
-
-def _prune_batch(conn: psycopg.Connection[Any], params: dict[str, Any]) -> dict[str, Any]:
-    """One chunk of prune, and the prompts its deleted checkpoints leave unused, in
-    one transaction."""
-    row = dict(conn.execute(Q["prune_batch"], params).fetchone() or {})
-    shas = row.pop("prompts") or []
-    row["prompts_deleted"] = (conn.execute(Q["prune_prompts"], {"shas": shas}).rowcount
-                              if shas else 0)
-    return row

@@ -1,0 +1,103 @@
+"""The one registry of actor kinds: what a kind is, which lane runs it, how its
+target is checked and how a wave of it is computed.
+
+The lanes, `validate` and the definitions ask this table; none of them switches
+on a kind's name. The built-in kinds are ``model`` (declared here: the model
+lane runs it, with its model, template and sampling), and ``sql`` and
+``script`` (registered by :mod:`interpreter.cheap_kinds`, which holds how they
+run). A new kind is one module that calls :func:`register`, and one migration
+that adds its name to the ``interp.actors.kind`` CHECK (docs/architecture.md,
+"Where to add things").
+
+A kind of the cheap lane computes a wave in one of two ways:
+
+- ``run_inline(conn, wave, target)``: inside the wave's transaction (claim,
+  compute and commit in one), reading what it needs itself (a SQL actor);
+- ``run_wave(actor, step, subjects)``: over the claimed subjects and their rows,
+  either inside that transaction (when ``inline(params)`` says so) or on a
+  leased wave that holds no connection while it runs (a script).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from .actor_api import StepResult, Subject
+from .errors import DefinitionError
+
+#: The lanes a kind may run on.
+MODEL_LANE = "model"
+CHEAP_LANE = "cheap"
+
+# (conn, the waves.InlineWave, the actor's target) -> one result per subject.
+InlineRun = Callable[[psycopg.Connection[Any], Any, str], list[StepResult]]
+# (the definitions.ActorDef, the definitions.StepDef, the subjects) -> one result each.
+WaveRun = Callable[[Any, Any, list[Subject]], list[StepResult]]
+
+
+def no_problems(actor: str, target: str) -> list[str]:
+    return []
+
+
+def never_inline(params: Mapping[str, Any]) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class ActorKind:
+    """One kind of actor. `check(actor, target)` lists what is wrong with an actor's
+    target (each a sentence `validate` prefixes with the step); `inline(params)` says whether a
+    `run_wave` kind computes inside the wave's transaction for these merged params."""
+
+    name: str
+    lane: str = CHEAP_LANE
+    check: Callable[[str, str], list[str]] = no_problems
+    inline: Callable[[Mapping[str, Any]], bool] = never_inline
+    run_inline: InlineRun | None = None
+    run_wave: WaveRun | None = None
+
+    def __post_init__(self) -> None:
+        if self.lane not in (MODEL_LANE, CHEAP_LANE):
+            raise ValueError(f"actor kind {self.name!r}: unknown lane {self.lane!r}")
+        if self.lane == CHEAP_LANE and (self.run_inline is None) == (self.run_wave is None):
+            raise ValueError(f"actor kind {self.name!r}: give run_inline or run_wave")
+
+    def runs_inline(self, params: Mapping[str, Any]) -> bool:
+        """A wave of it is claimed, computed and committed in one transaction."""
+        return self.run_inline is not None or self.inline(params)
+
+
+KINDS: dict[str, ActorKind] = {"model": ActorKind("model", lane=MODEL_LANE)}
+
+
+def register(kind: ActorKind) -> ActorKind:
+    """Adds (or replaces) a kind; returns it."""
+    KINDS[kind.name] = kind
+    return kind
+
+
+def unregister(name: str) -> None:
+    """Removes a kind (tests that register their own)."""
+    KINDS.pop(name, None)
+
+
+def kind_of(name: str) -> ActorKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise DefinitionError(f"unknown actor kind {name!r} (known: "
+                              f"{', '.join(sorted(KINDS))})") from None
+
+
+def is_model_kind(name: str) -> bool:
+    """The model lane runs it (False for a kind not registered)."""
+    kind = KINDS.get(name)
+    return kind is not None and kind.lane == MODEL_LANE
+
+
+__all__ = ["CHEAP_LANE", "KINDS", "MODEL_LANE", "ActorKind", "InlineRun", "WaveRun",
+           "is_model_kind", "kind_of", "register", "unregister"]
