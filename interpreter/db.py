@@ -48,6 +48,7 @@ DEFAULT_DB_TIMEOUT_S = 60.0
 # The longest one request waits for a pooled connection before the worker looks
 # at the server itself (a fresh connection, outside the pool).
 POOL_WAIT_S = 2.0
+POOL_CLOSE_S = 1.0
 # While the server does not answer, the worker tries a fresh connection after
 # 0.1 s, then doubling up to this: it is back within about this long of the
 # server answering again.
@@ -132,7 +133,10 @@ class Database:
         self.pool.open(wait=True, timeout=30)
 
     def close(self) -> None:
-        self.pool.close()
+        # After an outage the pool's workers may be inside a connect attempt; the
+        # process is leaving, and --db-timeout is the limit the user set: wait for
+        # them a second, not psycopg_pool's default five.
+        self.pool.close(timeout=POOL_CLOSE_S)
 
     def probe(self, *, first: bool = False) -> Exception | None:
         """Whether the server answers a fresh connection (outside the pool): None if
