@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,14 @@ def check_invariants(conn: psycopg.Connection[Any], wf: int,
                                         AND t2.outcome = ok.outcome))))""",
         {"wf": wf}).fetchall()
     return {k: v for k, v in out.items() if v}
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """Ends a server or worker a test started: SIGTERM, then SIGKILL after `timeout`."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

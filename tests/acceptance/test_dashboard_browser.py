@@ -21,6 +21,7 @@ import pytest
 
 from interpreter.ops.figures import round_half_up
 from interpreter.ops.status import format_duration
+from tests.helpers import stop_process
 from tests.integration.test_monitor import SCRIPT_NAME, WF, make_workflow
 
 pytestmark = pytest.mark.browser
@@ -71,12 +72,7 @@ def serve_dashboard(cli, workflow_id: int):
         wait_for_http(url + "api/workflows", proc)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from tests.acceptance.test_dashboard_browser import (
     free_port,
     wait_for_http,
 )
-from tests.helpers import REPO_ROOT, add_items, make_workflow
+from tests.helpers import REPO_ROOT, add_items, make_workflow, stop_process
 from tests.integration.test_model_workflow import SCHEMA, model_rows
 
 SCREENSHOT = REPO_ROOT / "docs" / "ops-timeline.png"
@@ -203,12 +203,7 @@ def page_shows_the_timeline(cli, lane: dict, data: dict) -> None:
             finally:
                 browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def test_prune_removes_old_intervals_and_samples(db, conn, cli):

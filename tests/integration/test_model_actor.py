@@ -21,6 +21,7 @@ from interpreter.llm.backend import GenerationRequest, ModelLoadError
 from interpreter.llm.files import file_sha256, locate
 from interpreter.llm.pool import ModelPool
 from interpreter.model_actor import derive_seed, run_model_wave
+from tests.helpers import stop_process
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -492,12 +493,7 @@ def test_remote_backend_against_llama_cpp_server(smollm2, tmp_path):
             assert r.audit["model"] == "remote" and r.audit["completion_tokens"] > 0
             assert r.audit["prompt_tokens"] > 20
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
     # The server is gone: a new pool cannot reach it.
     with ModelPool(GB) as pool:

@@ -27,7 +27,7 @@ import pytest
 from interpreter.definitions import ModelDef
 from interpreter.llm.backend import GenerationError, GenerationRequest, ModelLoadError
 from interpreter.llm.remote import RemoteBackend, ServerAccess, redact_source, remote_endpoints
-from tests.helpers import add_items, make_workflow
+from tests.helpers import add_items, make_workflow, stop_process
 
 KEY = "sk-test-0123456789abcdef-NOT-A-REAL-KEY"
 ENV = "INTERP_TEST_SERVER_KEY"
@@ -380,12 +380,7 @@ def test_a_real_llama_server_with_a_key(smollm2, conn, cli, monkeypatch, tmp_pat
         assert {where: KEY in text for where, text in seen.items()} == \
             {where: False for where in seen}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

@@ -34,6 +34,7 @@ from interpreter.llm.remote import (
     remote_endpoints,
 )
 from interpreter.model_actor import run_model_wave
+from tests.helpers import stop_process
 
 SAMPLING = {"temperature": 0.0}
 
@@ -476,13 +477,7 @@ def test_two_real_servers_share_the_work_and_one_can_die(smollm2, tmp_path):
         assert not {s["url"]: s for s in backend.describe()["servers"]}[first]["up"]
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
         log.close()
 
 
