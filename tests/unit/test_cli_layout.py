@@ -47,3 +47,39 @@ def test_run_defaults_are_the_engines():
             "model_memory_mb"} <= shared
     for name in shared - {"limit", "until_idle", "worker_id"}:
         assert options[name] == getattr(defaults, name), name
+
+
+def test_a_new_command_is_one_click_command_and_one_registration(capsys):
+    """docs/architecture.md, "Where to add things: a new CLI command": a click command
+    whose help ends with an Example:, added to the group. The one place that turns
+    errors into exit codes (cli.main) then serves it: its InterpError is one line."""
+    from interpreter.cli import main
+    from interpreter.errors import InterpError
+
+    @click.command("hello")
+    @click.argument("name")
+    def hello(name: str) -> None:
+        """Greets NAME; refuses an empty one.
+
+        Example:
+
+            interp hello world
+        """
+        if not name:
+            raise InterpError("a name cannot be empty")
+        click.echo(f"hello {name}")
+
+    cli.add_command(hello)
+    try:
+        main(["hello", "world"])
+        assert capsys.readouterr().out == "hello world\n"
+        try:
+            main(["hello", ""])
+        except SystemExit as exc:
+            assert exc.code == 1
+        else:
+            raise AssertionError("an InterpError must exit non-zero")
+        assert capsys.readouterr().err == "error: a name cannot be empty\n"
+        assert "Example:" in (cli.commands["hello"].help or "")
+    finally:
+        del cli.commands["hello"]
