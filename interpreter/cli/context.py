@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:  # psycopg is imported on first use, not by `interp --help`
+    from ..db import Database
 
 
 class Context:
@@ -17,14 +20,14 @@ class Context:
     def __init__(self, dsn: str | None = None, verbose: bool = False):
         self.dsn_option = dsn
         self.verbose = verbose
-        self._db: Any = None
+        self._db: Database | None = None
 
     def configure(self, dsn: str | None, verbose: bool) -> None:
         self.dsn_option = dsn
         self.verbose = verbose
 
     @property
-    def db(self) -> Any:
+    def db(self) -> Database:
         if self._db is None:
             from ..config import choose_database
             from ..db import Database

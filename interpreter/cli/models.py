@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from tabulate import tabulate
@@ -12,8 +12,11 @@ from ..admin import read_models, record_model_file
 from ..definitions import ModelDef
 from .context import emit_json
 
+if TYPE_CHECKING:
+    from ..db import Database
 
-def _read_models(db: Any, names: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+
+def _read_models(db: Database, names: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     rows = db.run(lambda conn: read_models(conn, names))
     missing = sorted(set(names) - {r["name"] for r in rows})
     if missing:
@@ -22,7 +25,7 @@ def _read_models(db: Any, names: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     return rows
 
 
-def _record_file(db: Any, name: str, report: dict[str, Any]) -> None:
+def _record_file(db: Database, name: str, report: dict[str, Any]) -> None:
     db.run(lambda conn: record_model_file(conn, name, report["sha256"], report["size_bytes"]))
 
 
