@@ -3,13 +3,9 @@ process's own work does not."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
-import pytest
-
-from interpreter.llm.cpu_share import MIN_WINDOW_S, IdleCpus, threads_for
+from interpreter.llm.cpu_share import MIN_WINDOW_S, IdleCpus, Reading, threads_for
 
 
 def spin(seconds: float) -> None:
@@ -31,27 +27,48 @@ def test_no_answer_before_a_window_has_passed():
     assert watch.idle() is None
 
 
+class ScriptedIdleCpus(IdleCpus):
+    """IdleCpus over readings the test writes: the machine's busy CPU seconds and this
+    process's own, at given times (the arithmetic, without the machine's other load)."""
+
+    def __init__(self, cpus: int, readings: list[Reading]):
+        self.readings = list(readings)
+        super().__init__(cpus)
+
+    def read(self) -> Reading:
+        return self.readings.pop(0)
+
+
 def test_another_process_busy_counts_and_our_own_work_does_not():
-    # IdleCpus reads the whole machine: with other people's jobs on its two CPUs there
-    # is no free CPU to tell apart, and the check would pass or fail with their load
-    # (issue 22, item 8). It runs when the machine is quiet enough to measure.
-    quiet = IdleCpus(2)
-    time.sleep(MIN_WINDOW_S + 0.1)
-    free = quiet.idle()
-    if free is None or free < 1.6:
-        pytest.skip(f"the machine is busy ({free} of 2 CPUs free): no room to measure")
+    watch = ScriptedIdleCpus(2, [
+        Reading(at=0.0, busy=100.0, own=10.0),
+        # 1 s: the machine was busy 1 CPU-second, all of it this process's own.
+        Reading(at=1.0, busy=101.0, own=11.0),
+        # 1 s more: busy 2 CPU-seconds, of which ours 1: another process took one CPU.
+        Reading(at=2.0, busy=103.0, own=12.0),
+        # 1 s more: both CPUs taken by others, none by us.
+        Reading(at=3.0, busy=105.0, own=12.0),
+    ])
+    assert watch.idle() == 2.0        # our own spinning leaves both CPUs to a prompt
+    assert watch.idle() == 1.0        # the other process took one
+    assert watch.idle() == 0.0
+    assert threads_for(0.0, cpus=2) == 1
+
+
+def test_a_reading_within_the_window_keeps_the_last_answer():
+    watch = ScriptedIdleCpus(2, [
+        Reading(at=0.0, busy=0.0, own=0.0),
+        Reading(at=1.0, busy=1.0, own=0.0),
+        Reading(at=1.0 + MIN_WINDOW_S / 2, busy=1.5, own=0.0),
+    ])
+    assert watch.idle() == 1.0
+    assert watch.idle() == 1.0        # too soon to measure again: the last answer stands
+
+
+def test_the_machine_is_read_for_real():
+    """The readings come from the machine: its busy time and this process's own grow."""
     watch = IdleCpus(2)
-    spin(MIN_WINDOW_S + 0.3)                 # this process on one CPU
-    own_busy = watch.idle()
-    child = subprocess.Popen([sys.executable, "-c",
-                              "import time\nend = time.monotonic() + 1.2\n"
-                              "while time.monotonic() < end: pass"])
-    try:
-        time.sleep(MIN_WINDOW_S + 0.4)       # another process on one CPU
-        other_busy = watch.idle()
-    finally:
-        child.wait()
-    assert own_busy is not None and other_busy is not None
-    assert 0.0 <= other_busy <= 2.0 and 0.0 <= own_busy <= 2.0
-    # Our own spinning left (nearly) both CPUs to a prompt; the other process took one.
-    assert own_busy - other_busy > 0.5, (own_busy, other_busy)
+    first = watch.read()
+    spin(0.2)
+    second = watch.read()
+    assert second.at > first.at and second.own > first.own and second.busy >= first.busy
