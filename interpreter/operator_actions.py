@@ -119,6 +119,8 @@ def parse_statuses(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """--status values, each one or several comma-separated; 'waiting' is 'ready'."""
     out: list[str] = []
     for value in values:
+        if not value.strip(", "):
+            raise InterpError(f"--status {value!r} names no status")
         for part in value.split(","):
             s = part.strip().lower()
             if not s:
@@ -129,6 +131,29 @@ def parse_statuses(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
             if s not in out:
                 out.append(s)
     return tuple(out)
+
+
+def parse_subjects(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """--subject values, each one id or several comma-separated. A --subject that
+    names no id ('' from an empty shell variable) is refused: it would otherwise
+    leave the selection empty, which for retry means every dead letter."""
+    out: list[str] = []
+    for value in values:
+        ids = [s.strip() for s in value.split(",") if s.strip()]
+        if not ids:
+            raise InterpError(f"--subject {value!r} names no subject")
+        out += ids
+    return tuple(out)
+
+
+def given_text(option: str, value: str | None) -> str | None:
+    """An option's text as given, None when not given; an empty one is refused (an
+    empty --where or --error-like would select nothing less than everything)."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise InterpError(f"{option} is empty: give it a value, or leave it out")
+    return value
 
 
 def error_pattern(text: str) -> str:
@@ -270,7 +295,7 @@ def _workflow(conn: psycopg.Connection[Any], workflow_id: int) -> dict[str, Any]
 
 
 def _key_type(conn: psycopg.Connection[Any], wf: dict[str, Any]) -> str:
-    row = conn.execute(Q["key_type"], {"table": wf["subject_table"],
+    row = conn.execute(Q["operator_key_type"], {"table": wf["subject_table"],
                                        "key": wf["subject_key"]}).fetchone()
     if not row or not row["key_type"]:
         raise InterpError(f"workflow {wf['workflow_id']}: subject table {wf['subject_table']} "
