@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from .db import Database, json_row, one
+from .db import Database, is_connection_problem, json_row, one
 from .errors import DatabaseUnreachable, InterpError, NotFound, first_line
 from .queries import Q
 
@@ -189,7 +189,8 @@ def act(db: Database, verb: str, workflow_id: int, selection: Selection, *,
     ids = db.run(lambda c: _canonical_ids(c, workflow_id, key_type, selection.subjects))
     if selection.where:
         found = _where_ids(db, wf, selection.where, where_timeout_s)
-        ids = found if ids is None else [i for i in ids if i in set(found)]
+        accepted = set(found)
+        ids = found if ids is None else [i for i in ids if i in accepted]
     params: dict[str, Any] = {
         "workflow_id": workflow_id, "ids": ids, "step": selection.step,
         "statuses": list(selection.statuses) or None,
@@ -220,6 +221,11 @@ def act(db: Database, verb: str, workflow_id: int, selection: Selection, *,
     try:
         row = db.run(lambda c: one(c.execute(statement, params)), retry=False)
     except DatabaseUnreachable as exc:
+        cause = exc.__cause__
+        if cause is not None and not is_connection_problem(cause):
+            # The server answered with an error (a lock or statement timeout, a
+            # deadlock): it rolled the statement back, record and all.
+            raise InterpError(f"{verb} failed, nothing changed: {first_line(cause)}") from exc
         raise DatabaseUnreachable(
             f"the connection was lost during the {verb}; whether it committed, "
             f"interp.operator_actions says ({exc})") from exc

@@ -467,6 +467,26 @@ def test_an_empty_selection_value_is_refused(cli, conn):
     assert checksum(conn) == before
 
 
+def test_a_statement_the_server_refused_says_nothing_changed(cli, conn, dsn):
+    """A lock timeout (the server answered, and rolled back) is not a lost connection:
+    the one line says nothing changed, not 'whether it committed, look'."""
+    pipeline(conn, sleep_s=0)
+    admit_all(conn)
+    params = conninfo_to_dict(dsn)
+    params["options"] = "-c lock_timeout=200"
+    impatient = type(cli)(make_conninfo(**params))
+    before = checksum(conn)
+    with psycopg.connect(dsn) as locker:
+        locker.execute("LOCK TABLE interp.operator_actions IN EXCLUSIVE MODE")
+        proc = impatient("cancel", "--workflow", str(WF), "--subject", "1", "--reason", "x",
+                         check=False)
+        locker.rollback()
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "cancel failed, nothing changed" in lines[0] and "lock timeout" in lines[0], lines
+    assert checksum(conn) == before
+
+
 def test_an_action_killed_midway_changes_nothing(cli, conn, dsn):
     """SIGKILL the operator's own process after its statement moved every subject but
     before it committed: the rewind and its record go together, so nothing changed.
