@@ -45,6 +45,7 @@ from .definitions import ModelDef, StepDef, Workflow, load_workflow
 from .errors import DefinitionError, NotFound
 from .llm.pool import ModelPool
 from .model_actor import run_model_wave
+from .param_rules import sampling_problems
 from .queries import Q
 from .templates import template_problems
 from .wave_rules import check_result, dump_output, normalise_result
@@ -153,6 +154,9 @@ def plan_experiment(conn: psycopg.Connection[Any], spec: ExperimentSpec) -> Plan
     if spec.template or spec.template_body is not None:
         _check_template(conn, wf, step, body)
     wf, step = _with_model(conn, wf, step, spec.model)
+    problems = sampling_problems("--sampling", spec.sampling)
+    if problems:
+        raise DefinitionError("; ".join(problems))
     if spec.sampling:
         sampling = {**((step.params or {}).get("sampling") or {}), **spec.sampling}
         step = replace(step, params={**(step.params or {}), "sampling": sampling})

@@ -273,6 +273,7 @@ def test_refused_before_anything_runs(cli, dsn, tmp_path):
         (["--template-file", str(syntax)], "syntax error at line 1"),
         (["--template-file", str(unknown)], "unknown variable 'titel'"),
         (["--model", "ghost"], "model file /nonexistent/g.gguf does not exist"),
+        (["--sampling", '{"temperature": "hot"}'], "temperature must be a number"),
     ]
     for args, message in cases:
         proc = cli("experiment", "run", "--workflow", "3001", "--step", "12", *args,
