@@ -14,8 +14,10 @@ recorded for the same subjects.
 Priority against production (ADR 0006): the experiment is its own process. It
 lowers its CPU priority (``os.nice``) before any model thread exists, so every
 thread of it inherits the lower priority, loads its model with fewer threads
-than production's default, and, with ``wait_for_production``, waits between its
-small waves while a running production run is generating with the same model.
+than production's default, and, with ``wait_for_production``, waits before its
+model load and between its small waves while a running production run is
+generating with the same model. The model is loaded before the experiment is
+recorded: one that cannot load is refused, like a template validate refuses.
 """
 
 from __future__ import annotations
@@ -288,6 +290,8 @@ def run_experiment(db: Database, spec: ExperimentSpec, *, n_threads: int | None 
     pool = pool or ModelPool(MODEL_MEMORY_MB * 1024 * 1024, n_threads=n_threads)
     # Loaded before the experiment is recorded: a model that cannot load (no file, a
     # bad server) is one line and no experiment, not an experiment of errors.
+    if wait_for_production:
+        wait_while_production_generates(db, plan.model)
     pool.acquire(plan.model)
     experiment_id = db.run(lambda c: one(c.execute(Q["experiment_start"], {
         "workflow_id": spec.workflow_id, "step": spec.step, "changes": Jsonb(plan.changes),
