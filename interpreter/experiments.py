@@ -14,8 +14,10 @@ recorded for the same subjects.
 Priority against production (ADR 0006): the experiment is its own process. It
 lowers its CPU priority (``os.nice``) before any model thread exists, so every
 thread of it inherits the lower priority, loads its model with fewer threads
-than production's default, and, with ``wait_for_production``, waits between its
-small waves while a running production run is generating with the same model.
+than production's default, and, with ``wait_for_production``, waits before its
+model load and between its small waves while a running production run is
+generating with the same model. The model is loaded before the experiment is
+recorded: one that cannot load is refused, like a template validate refuses.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ from .definitions import ModelDef, StepDef, Workflow, load_workflow
 from .errors import DefinitionError, NotFound
 from .llm.pool import ModelPool
 from .model_actor import run_model_wave
+from .param_rules import sampling_problems
 from .queries import Q
+from .templates import template_problems
 from .wave_rules import check_result, dump_output, normalise_result
 
 log = logging.getLogger(__name__)
@@ -149,7 +153,12 @@ def plan_experiment(conn: psycopg.Connection[Any], spec: ExperimentSpec) -> Plan
                               "--sampling (to replay production as it is, name its own template, "
                               "e.g. --template NAME@VERSION)")
     wf, step, body = _with_template(conn, wf, step, spec)
+    if spec.template or spec.template_body is not None:
+        _check_template(conn, wf, step, body)
     wf, step = _with_model(conn, wf, step, spec.model)
+    problems = sampling_problems("--sampling", spec.sampling)
+    if problems:
+        raise DefinitionError("; ".join(problems))
     if spec.sampling:
         sampling = {**((step.params or {}).get("sampling") or {}), **spec.sampling}
         step = replace(step, params={**(step.params or {}), "sampling": sampling})
@@ -160,6 +169,21 @@ def plan_experiment(conn: psycopg.Connection[Any], spec: ExperimentSpec) -> Plan
     plan = Plan(wf, step, model, body, changes)
     plan.inputs = select_inputs(conn, wf, step.number, spec)
     return plan
+
+
+def _check_template(conn: psycopg.Connection[Any], wf: Workflow, step: StepDef,
+                    body: str) -> None:
+    """Refuses a tried template that `interp workflow validate` would refuse at the step
+    (a syntax error, an unknown name, a field no earlier step's schema has): it would
+    fail every subject. Any other step's output counts as available here."""
+    columns = {r["attname"] for r in conn.execute(Q["validate_subject_columns"],
+                                                  {"table": wf.subject_table})}
+    available = {n: s.output_schema for n, s in wf.steps.items() if n != step.number}
+    problems = template_problems(body, columns, available)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DefinitionError(f"step {step.number}: the template tried ({step.template}): "
+                              f"{problems[0]}{more}; nothing was run")
 
 
 def _with_template(conn: psycopg.Connection[Any], wf: Workflow, step: StepDef,
@@ -262,13 +286,18 @@ def run_experiment(db: Database, spec: ExperimentSpec, *, n_threads: int | None 
     The experiment's header row is written first (status running) and ended as
     finished, failed or stopped (Ctrl-C), so an experiment that died says so."""
     plan = db.run(lambda c: plan_experiment(c, spec))
+    # n_threads None: production's own rule (models.choose_threads).
+    pool = pool or ModelPool(MODEL_MEMORY_MB * 1024 * 1024, n_threads=n_threads)
+    # Loaded before the experiment is recorded: a model that cannot load (no file, a
+    # bad server) is one line and no experiment, not an experiment of errors.
+    if wait_for_production:
+        wait_while_production_generates(db, plan.model)
+    pool.acquire(plan.model)
     experiment_id = db.run(lambda c: one(c.execute(Q["experiment_start"], {
         "workflow_id": spec.workflow_id, "step": spec.step, "changes": Jsonb(plan.changes),
         "template_body": plan.template_body, "seed": spec.seed, "requested": len(plan.inputs),
         "os_user": _os_user(), "host": socket.gethostname(), "pid": os.getpid()}))
     )["experiment_id"]
-    # n_threads None: production's own rule (models.choose_threads).
-    pool = pool or ModelPool(MODEL_MEMORY_MB * 1024 * 1024, n_threads=n_threads)
     status, error = "finished", None
     done = 0
     try:

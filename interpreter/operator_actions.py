@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from .db import Database, json_row, one
+from .db import Database, is_connection_problem, json_row, one
 from .errors import DatabaseUnreachable, InterpError, NotFound, first_line
 from .queries import Q
 
@@ -119,6 +119,8 @@ def parse_statuses(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """--status values, each one or several comma-separated; 'waiting' is 'ready'."""
     out: list[str] = []
     for value in values:
+        if not value.strip(", "):
+            raise InterpError(f"--status {value!r} names no status")
         for part in value.split(","):
             s = part.strip().lower()
             if not s:
@@ -129,6 +131,29 @@ def parse_statuses(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
             if s not in out:
                 out.append(s)
     return tuple(out)
+
+
+def parse_subjects(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """--subject values, each one id or several comma-separated. A --subject that
+    names no id ('' from an empty shell variable) is refused: it would otherwise
+    leave the selection empty, which for retry means every dead letter."""
+    out: list[str] = []
+    for value in values:
+        ids = [s.strip() for s in value.split(",") if s.strip()]
+        if not ids:
+            raise InterpError(f"--subject {value!r} names no subject")
+        out += ids
+    return tuple(out)
+
+
+def given_text(option: str, value: str | None) -> str | None:
+    """An option's text as given, None when not given; an empty one is refused (an
+    empty --where or --error-like would select nothing less than everything)."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise InterpError(f"{option} is empty: give it a value, or leave it out")
+    return value
 
 
 def error_pattern(text: str) -> str:
@@ -164,7 +189,8 @@ def act(db: Database, verb: str, workflow_id: int, selection: Selection, *,
     ids = db.run(lambda c: _canonical_ids(c, workflow_id, key_type, selection.subjects))
     if selection.where:
         found = _where_ids(db, wf, selection.where, where_timeout_s)
-        ids = found if ids is None else [i for i in ids if i in set(found)]
+        accepted = set(found)
+        ids = found if ids is None else [i for i in ids if i in accepted]
     params: dict[str, Any] = {
         "workflow_id": workflow_id, "ids": ids, "step": selection.step,
         "statuses": list(selection.statuses) or None,
@@ -195,6 +221,11 @@ def act(db: Database, verb: str, workflow_id: int, selection: Selection, *,
     try:
         row = db.run(lambda c: one(c.execute(statement, params)), retry=False)
     except DatabaseUnreachable as exc:
+        cause = exc.__cause__
+        if cause is not None and not is_connection_problem(cause):
+            # The server answered with an error (a lock or statement timeout, a
+            # deadlock): it rolled the statement back, record and all.
+            raise InterpError(f"{verb} failed, nothing changed: {first_line(cause)}") from exc
         raise DatabaseUnreachable(
             f"the connection was lost during the {verb}; whether it committed, "
             f"interp.operator_actions says ({exc})") from exc
@@ -270,7 +301,7 @@ def _workflow(conn: psycopg.Connection[Any], workflow_id: int) -> dict[str, Any]
 
 
 def _key_type(conn: psycopg.Connection[Any], wf: dict[str, Any]) -> str:
-    row = conn.execute(Q["key_type"], {"table": wf["subject_table"],
+    row = conn.execute(Q["operator_key_type"], {"table": wf["subject_table"],
                                        "key": wf["subject_key"]}).fetchone()
     if not row or not row["key_type"]:
         raise InterpError(f"workflow {wf['workflow_id']}: subject table {wf['subject_table']} "

@@ -49,7 +49,8 @@ def _sampling(text: str | None) -> dict[str, Any] | None:
 @click.option("--workflow", "workflow_id", type=int, required=True, help="Workflow id.")
 @click.option("--step", type=int, required=True, help="The model step to try (execution_order).")
 @click.option("--template", help="A template version to try: NAME@VERSION (or NAME: its newest).")
-@click.option("--template-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--template-file", type=click.Path(exists=True, dir_okay=False, allow_dash=True,
+                                        path_type=Path),
               help="A template's source to try, from a file ('-': stdin).")
 @click.option("--model", help="A model of interp.models to run the step with instead.")
 @click.option("--sampling", "sampling_json", help="Sampling settings over the step's, as JSON.")

@@ -52,17 +52,19 @@ def _run(obj: Any, verb: str, kw: dict[str, Any], to_step: int | None = None) ->
         Selection,
         act,
         describe,
+        given_text,
         parse_outcome_at,
         parse_statuses,
+        parse_subjects,
     )
 
-    subjects = tuple(s.strip() for value in kw["subjects"] for s in value.split(",")
-                     if s.strip())
+    outcome_at = given_text("--outcome-at", kw["outcome_at"])
     selection = Selection(
-        subjects=subjects, step=kw["step"],
-        outcome_at=parse_outcome_at(kw["outcome_at"]) if kw["outcome_at"] else None,
-        error_like=kw["error_like"] or None, statuses=parse_statuses(kw["statuses"]),
-        where=kw["where"] or None, everything=kw["everything"])
+        subjects=parse_subjects(kw["subjects"]), step=kw["step"],
+        outcome_at=parse_outcome_at(outcome_at) if outcome_at else None,
+        error_like=given_text("--error-like", kw["error_like"]),
+        statuses=parse_statuses(kw["statuses"]),
+        where=given_text("--where", kw["where"]), everything=kw["everything"])
     result = act(obj.db, verb, kw["workflow_id"], selection, reason=kw["reason"],
                  to_step=to_step, dry_run=kw["dry_run"], sample=kw["sample"],
                  where_timeout_s=kw["where_timeout"])

@@ -246,6 +246,8 @@ def run_line(snap: Snapshot) -> str:
     t = snap.totals
     where = (f" · {t['done']}/{t['subjects']} subjects done, {t['active']} active, "
              f"{t['dead']} dead" if t else "")
+    if t and t.get("cancelled"):
+        where += f", {t['cancelled']} cancelled"   # by an operator (interp cancel)
     eta = "" if snap.final else f" · ETA {format_duration(t['eta_s']) if t else '?'}"
     return (f"Run {snap.run_id or '-'} {snap.status} · {elapsed_text(snap.elapsed_s)} · "
             f"{snap.waves} waves ({rate}) · {snap.checkpoints} checkpoints · "

@@ -99,8 +99,9 @@ SELECT r.subject_id, r.visit,
        c.gen_ms AS prod_gen_ms,
        extract(epoch FROM c.finished_at - c.started_at) * 1000 AS prod_ms,
        c.model AS prod_model,
-       r.output IS NOT DISTINCT FROM c.output AS identical,
-       r.prompt_sha256 IS NOT DISTINCT FROM c.prompt_sha256 AS same_prompt
+       -- unknown (no output, no prompt hash on either side) is not the same
+       coalesce(r.output = c.output, false) AS identical,
+       coalesce(r.prompt_sha256 = c.prompt_sha256, false) AS same_prompt
   FROM interp.experiment_results r
   LEFT JOIN interp.checkpoints c ON c.checkpoint_id = r.checkpoint_id
  WHERE r.experiment_id = %(experiment_id)s

@@ -13,10 +13,19 @@ SELECT EXISTS (SELECT 1 FROM interp.steps
        EXISTS (SELECT 1 FROM interp.subject_state
                 WHERE workflow_id = %(workflow_id)s AND step = %(step)s) AS occupied
 
+-- name: operator_key_type
+-- The subject key's type without its modifier (varchar, not varchar(5)): a
+-- cast to the type with its length would cut a longer id down to another
+-- subject's id instead of refusing it.
+SELECT format_type(a.atttypid, NULL) AS key_type
+  FROM pg_attribute a
+ WHERE a.attrelid = to_regclass(%(table)s) AND a.attname = %(key)s AND NOT a.attisdropped
+
 -- name: operator_canonical_ids
 -- The ids as the engine stores them: each given id cast to the subject key's
--- type and back to text (so 007 is 7 for an integer key, and an upper-case
--- uuid is the stored lower-case one); an id that is no value of the type fails.
+-- type (without its modifier: operator_key_type) and back to text (so 007 is
+-- 7 for an integer key, and an upper-case uuid is the stored lower-case one);
+-- an id that is no value of the type fails.
 SELECT i.given, (i.given::{key_type})::text AS subject_id
   FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS i(given, n)
  ORDER BY i.n

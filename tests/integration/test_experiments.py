@@ -254,6 +254,58 @@ def test_experiment_refusals(cli, dsn):
     assert proc.returncode != 0 and "does not exist" in proc.stderr
 
 
+def test_refused_before_anything_runs(cli, dsn, tmp_path):
+    """A tried template that cannot work at the step (a syntax error, an unknown name)
+    and a model that cannot load are one line, exit 1, and no experiment: not an
+    experiment that 'finished' with every subject an ERROR. `--template-file -`
+    reads the template from stdin."""
+    cli("seed", "load", "seeds/")
+    _q(dsn, "INSERT INTO public.postings (posting_id, title, description) "
+            "VALUES (1, 'Cook', 'Knife skills')")
+    _q(dsn, "INSERT INTO interp.checkpoints (workflow_id, subject_id, step, visit, attempt, ok, "
+            "outcome, output, started_at, finished_at) VALUES (3001, '1', 12, 3, 1, true, "
+            "'DONE', '{\"skills\": [\"x\"]}', now(), now())")
+    _q(dsn, "INSERT INTO interp.models (name, source) VALUES ('ghost', '/nonexistent/g.gguf')")
+    syntax, unknown = tmp_path / "syntax.j2", tmp_path / "unknown.j2"
+    syntax.write_text("Skills of {% if %}")
+    unknown.write_text("Skills of {{ titel }}")
+    cases = [
+        (["--template-file", str(syntax)], "syntax error at line 1"),
+        (["--template-file", str(unknown)], "unknown variable 'titel'"),
+        (["--model", "ghost"], "model file /nonexistent/g.gguf does not exist"),
+        (["--sampling", '{"temperature": "hot"}'], "temperature must be a number"),
+    ]
+    for args, message in cases:
+        proc = cli("experiment", "run", "--workflow", "3001", "--step", "12", *args,
+                   check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and message in lines[0], \
+            (args, proc.stderr)
+    proc = cli("experiment", "run", "--workflow", "3001", "--step", "12", "--template-file",
+               "-", "--model", "ghost", input="Skills of {% if %}", check=False)
+    assert proc.returncode == 1 and "syntax error" in proc.stderr, proc.stderr
+    assert _q(dsn, "SELECT count(*) AS n FROM interp.experiments")[0]["n"] == 0
+
+
+def test_unknown_is_not_the_same(dsn, conn):
+    """No prompt hash and no output on either side is not 'same prompt' nor 'identical'."""
+    from interpreter.experiments import compare
+
+    conn.execute("INSERT INTO interp.workflows (workflow_id, name, subject_table, subject_key) "
+                 "VALUES (79, 'w', 'public.postings', 'posting_id')")
+    cp = conn.execute("INSERT INTO interp.checkpoints (workflow_id, subject_id, step, visit, "
+                      "attempt, ok, outcome, output, started_at, finished_at) VALUES "
+                      "(79, '1', 1, 0, 1, true, 'DONE', NULL, now(), now()) "
+                      "RETURNING checkpoint_id").fetchone()["checkpoint_id"]
+    eid = conn.execute("INSERT INTO interp.experiments (workflow_id, step) VALUES (79, 1) "
+                       "RETURNING experiment_id").fetchone()["experiment_id"]
+    conn.execute("INSERT INTO interp.experiment_results (experiment_id, subject_id, "
+                 "checkpoint_id, visit, ok, outcome, started_at, finished_at) VALUES "
+                 "(%s, '1', %s, 0, false, 'ERROR', now(), now())", (eid, cp))
+    report = compare(conn, eid)
+    assert (report["subjects"], report["same_prompt"], report["identical"]) == (1, 0, 0)
+
+
 def test_inputs_are_those_the_step_saw(dsn, conn):
     """out[...] is each step's latest output committed before the checkpoint (a loop's
     too), step.visit the pass through the step; an error's missing output is skipped."""

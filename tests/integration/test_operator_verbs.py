@@ -429,6 +429,64 @@ def test_subject_ids_are_bound_as_the_key_type_stores_them(cli, conn):
     assert proc.returncode == 1 and "uuid" in proc.stderr
 
 
+def test_a_long_id_is_refused_not_cut_to_a_shorter_subject(cli, conn):
+    """A varchar(5) key: 'abcdefgh' cast to varchar(5) is 'abcde', another subject.
+    The id is refused (no such subject), and 'abcde' is left alone."""
+    conn.execute("CREATE TABLE public.codes (code varchar(5) PRIMARY KEY)")
+    conn.execute("INSERT INTO public.codes VALUES ('abcde'), ('o''k')")
+    conn.execute("INSERT INTO interp.workflows (workflow_id, name, subject_table, subject_key) "
+                 "VALUES (96, 'codes', 'public.codes', 'code')")
+    conn.execute("INSERT INTO interp.actors (name, kind, target) VALUES ('noop_96', 'sql', "
+                 "'SELECT 1 WHERE false')")
+    conn.execute("INSERT INTO interp.steps (workflow_id, execution_order, name, kind, actor) "
+                 "VALUES (96, 1, 'noop', 'actor', 'noop_96')")
+    conn.execute("INSERT INTO interp.entry_points (workflow_id, name, admit_sql, first_step) "
+                 "VALUES (96, 'all', 'SELECT code AS subject_id FROM public.codes', 1)")
+    conn.execute("INSERT INTO interp.subject_state (workflow_id, subject_id, entry_point, step) "
+                 "SELECT 96, code::text, 'all', 1 FROM public.codes")
+    proc = cli("cancel", "--workflow", "96", "--subject", "abcdefgh", "--reason", "x",
+               check=False)
+    assert proc.returncode == 1 and "no subject abcdefgh" in proc.stderr, proc.stderr
+    assert conn.execute("SELECT count(*) AS n FROM interp.subject_state WHERE workflow_id = 96 "
+                        "AND status = 'cancelled'").fetchone()["n"] == 0
+    out = json.loads(cli("cancel", "--workflow", "96", "--subject", "o'k", "--reason", "x",
+                         "--json").stdout)
+    assert out["changed"] == 1 and out["sample"] == ["o'k"]
+
+
+def test_an_empty_selection_value_is_refused(cli, conn):
+    """`retry --subject ''` (an empty shell variable) is refused, not taken as no
+    selection (every dead letter)."""
+    pipeline(conn, sleep_s=0)
+    cli("run", "--workflow", str(WF), "--until-idle", "--quiet")
+    before = checksum(conn)
+    for args in (("--subject", ""), ("--where", ""), ("--error-like", " "), ("--status", ",")):
+        proc = cli("retry", "--workflow", str(WF), *args, "--reason", "x", check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1, (args, proc.stderr)
+    assert checksum(conn) == before
+
+
+def test_a_statement_the_server_refused_says_nothing_changed(cli, conn, dsn):
+    """A lock timeout (the server answered, and rolled back) is not a lost connection:
+    the one line says nothing changed, not 'whether it committed, look'."""
+    pipeline(conn, sleep_s=0)
+    admit_all(conn)
+    params = conninfo_to_dict(dsn)
+    params["options"] = "-c lock_timeout=200"
+    impatient = type(cli)(make_conninfo(**params))
+    before = checksum(conn)
+    with psycopg.connect(dsn) as locker:
+        locker.execute("LOCK TABLE interp.operator_actions IN EXCLUSIVE MODE")
+        proc = impatient("cancel", "--workflow", str(WF), "--subject", "1", "--reason", "x",
+                         check=False)
+        locker.rollback()
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "cancel failed, nothing changed" in lines[0] and "lock timeout" in lines[0], lines
+    assert checksum(conn) == before
+
+
 def test_an_action_killed_midway_changes_nothing(cli, conn, dsn):
     """SIGKILL the operator's own process after its statement moved every subject but
     before it committed: the rewind and its record go together, so nothing changed.

@@ -113,3 +113,14 @@ def test_native_log_pieces_are_joined_into_lines():
                   "a\nb\n", "partial"):
         joiner.feed(piece)
     assert lines == ["llama_kv_cache_iswa: using full-size SWA cache", "..", "a", "b"]
+
+
+def test_the_run_line_counts_cancelled_subjects_apart():
+    """done + active + dead + cancelled = subjects: a cancelled subject is not lost."""
+    from interpreter.ops.progress import run_line
+
+    snap = snapshot()
+    assert run_line(snap).endswith("3/25 subjects done, 20 active, 0 dead · ETA 2m00s")
+    snap.totals = {"done": 3, "subjects": 25, "active": 18, "dead": 0, "cancelled": 2,
+                   "eta_s": 120}
+    assert "3/25 subjects done, 18 active, 0 dead, 2 cancelled · ETA" in run_line(snap)

@@ -10,8 +10,10 @@ from interpreter.operator_actions import (
     Selection,
     describe,
     error_pattern,
+    given_text,
     parse_outcome_at,
     parse_statuses,
+    parse_subjects,
 )
 
 
@@ -27,6 +29,23 @@ def test_statuses_are_checked_and_waiting_is_ready():
     assert parse_statuses(["dead,cancelled", "waiting", "dead"]) == ("dead", "cancelled", "ready")
     with pytest.raises(InterpError, match="'running'"):
         parse_statuses(["running"])
+
+
+def test_an_empty_selection_option_is_refused_not_ignored():
+    """`--subject "$IDS"` with IDS empty must not become no selection: for retry that
+    is every dead letter of the workflow."""
+    assert parse_subjects(["1, 2", "3"]) == ("1", "2", "3")
+    for bad in ("", " ", ",", " , "):
+        with pytest.raises(InterpError, match="names no subject"):
+            parse_subjects(["1", bad])
+    for bad in ("", ",", " "):
+        with pytest.raises(InterpError, match="names no status"):
+            parse_statuses([bad])
+    assert given_text("--where", None) is None
+    assert given_text("--where", "t.id = 1") == "t.id = 1"
+    for bad in ("", "   "):
+        with pytest.raises(InterpError, match="--where is empty"):
+            given_text("--where", bad)
 
 
 def test_error_like_without_a_percent_matches_anywhere():
