@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InternalError
-from .backend import GenerationRequest
+from .backend import EngineError, GenerationRequest
 from .drafting import LOOKUP_ANSWERS_KEPT, LOOKUP_MAX, DraftGain, LookupDrafter, lookup_tokens
 from .token_sampling import SamplerBuffers, TokenSampler
 
@@ -238,7 +238,7 @@ class LlamaDecoder:
         batch.n_tokens = len(tokens)
         rc = self.lc.llama_decode(self.llama.ctx, batch)
         if rc != 0:
-            raise RuntimeError(f"llama_decode returned {rc} for a draft of {len(tokens)} tokens")
+            raise EngineError(f"llama_decode returned {rc} for a draft of {len(tokens)} tokens")
 
     def _keep(self, base: int, kept: list[int]) -> None:
         """The KV cells end with kept (decoded at base..): the rest of the draft's go,

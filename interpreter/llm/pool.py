@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..definitions import ModelDef
+from ..errors import InvalidValue
 from .backend import Backend, Generation, GenerationRequest, ModelLoadError, OpenSettings
 from .files import estimate_bytes, names_server, source_scheme
 from .llama_backend import open_local, parallel_of
@@ -57,7 +58,7 @@ def register_backend_kind(scheme: str, open: Callable[[ModelDef, OpenSettings], 
     scheme = scheme.lower()
     if not scheme or "://" in scheme or not scheme.replace("+", "").replace("-", "")\
             .replace(".", "").isalnum():
-        raise ValueError(f"bad backend scheme {scheme!r}: expected a URL scheme like 'vllm'")
+        raise InvalidValue(f"bad backend scheme {scheme!r}: expected a URL scheme like 'vllm'")
     KINDS[scheme] = BackendKind(name or scheme, open, slots)
 
 
