@@ -10,6 +10,7 @@ from tabulate import tabulate
 
 from ..admin import read_models, record_model_file
 from ..definitions import ModelDef
+from ..errors import NotFound
 from .context import emit_json
 
 if TYPE_CHECKING:
@@ -20,8 +21,8 @@ def _read_models(db: Database, names: tuple[str, ...] = ()) -> list[dict[str, An
     rows = db.run(lambda conn: read_models(conn, names))
     missing = sorted(set(names) - {r["name"] for r in rows})
     if missing:
-        raise click.ClickException(f"no such model in interp.models: {', '.join(missing)} "
-                                   f"(see `interp models list`)")
+        raise NotFound(f"no such model in interp.models: {', '.join(missing)} "
+                       f"(see `interp models list`)")
     return rows
 
 
