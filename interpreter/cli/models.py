@@ -99,9 +99,10 @@ def models_list(obj: Any, as_json: bool) -> None:
 
 
 def off_main_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Runs fn on a worker thread and waits. On a busy machine llama.cpp generated
-    5-8x slower on the main thread than on any other (measured by bench_models.py);
-    the run loop's model lane is a thread of its own, so `models check` is too."""
+    """Runs fn on a worker thread and waits. On a busy machine llama.cpp generates
+    much slower on the main thread than on any other (docs/benchmarks.md, "Model
+    overhead and switches"); the run loop's model lane is a thread of its own, so
+    `models check` is too."""
     import concurrent.futures as cf
 
     with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="models-check") as pool:

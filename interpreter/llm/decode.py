@@ -23,8 +23,9 @@ from .drafting import LOOKUP_ANSWERS_KEPT, LOOKUP_MAX, DraftGain, LookupDrafter,
 from .token_sampling import SamplerBuffers, TokenSampler
 
 # Prompt tokens decoded per llama_decode call between stop checks: on a CPU this
-# bounds the wait for a stop to about a second of prompt processing, and chunks of
-# 16 to 512 tokens ran at the same speed; a GPU wants bigger chunks.
+# bounds the wait for a stop to about a second of prompt processing, and a smaller
+# chunk costs no speed there (docs/benchmarks.md, Figures behind the model
+# runtime's constants); a GPU wants bigger chunks.
 PROMPT_CHUNK_CPU = 64
 PROMPT_CHUNK_GPU = 512
 
