@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLE = 10
 DEFAULT_WAVE = 4                 # subjects per experiment wave (results written per wave)
-DEFAULT_NICE = 10                # added to the process's niceness
 OUTPUT_LIMIT = 1_000_000         # bytes of one output's JSON
 WAIT_WITHIN_S = 5.0              # production generated within this many seconds: busy
 WAIT_POLL_S = 1.0

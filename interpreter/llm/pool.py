@@ -158,9 +158,6 @@ class ModelPool:
                 return key
         return None
 
-    def is_loaded(self, name: str) -> bool:
-        return self._key_of(name) is not None
-
     def evict(self, name: str, reason: str = "explicit") -> None:
         """Closes a resident model, named by row name or load key."""
         key = self._key_of(name)
