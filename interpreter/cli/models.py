@@ -11,6 +11,7 @@ from tabulate import tabulate
 from ..admin import read_models, record_model_file
 from ..definitions import ModelDef
 from ..errors import NotFound
+from ..ops.figures import tokens_per_s
 from .context import emit_json
 
 if TYPE_CHECKING:
@@ -141,8 +142,7 @@ def check_model(model: ModelDef, *, max_tokens: int = 16, n_threads: int | None 
         backend.close()
     report.update(ok=True, prompt_tokens=gen.prompt_tokens,
                   completion_tokens=gen.completion_tokens, gen_ms=round(gen.gen_ms, 1),
-                  tokens_per_s=round(gen.completion_tokens / (gen.gen_ms / 1000), 1)
-                  if gen.gen_ms > 0 else None,
+                  tokens_per_s=tokens_per_s(gen.completion_tokens, gen.gen_ms / 1000),
                   sample=gen.text[:80])
     return report
 

@@ -47,8 +47,8 @@ def parse_age(text: str) -> dt.timedelta:
 
 def tokens_per_s(tokens: float, seconds: float | None, digits: int | None = 1) -> float | None:
     """Tokens over seconds, rounded to `digits` (None: not rounded); None when no
-    time passed. The one rate `interp run`'s view, `interp status`'s series and the
-    Prometheus gauge show."""
+    time passed. The one rate `interp run`'s view, `interp status`'s series, the
+    Prometheus gauge and `interp models check` show."""
     if not seconds or seconds <= 0:
         return None
     rate = float(tokens) / float(seconds)
