@@ -1,5 +1,5 @@
 """Experiments: try a template, a model or sampling settings on subjects that
-already passed a model step, without touching production (issue 21; ADR 0006).
+already passed a model step, without touching production (docs/adr/0006-experiments.md).
 
 An experiment picks subjects with a successful checkpoint at the step, rebuilds
 the inputs that checkpoint's wave saw (the subject's row, and each earlier

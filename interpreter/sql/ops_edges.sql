@@ -1,5 +1,5 @@
--- The edges of the ops views that a new user met (issue 22, item 6): which
--- workflow the dashboard opens on, which run its model-lane panel shows.
+-- The edges of the ops views: which workflow the dashboard opens on, which run
+-- its model-lane panel shows.
 
 -- name: dashboard_latest_workflow
 -- The workflow with the latest activity: its newest checkpoint (from the
