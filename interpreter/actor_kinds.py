@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 
 from .actor_api import StepResult, Subject
-from .errors import DefinitionError
+from .errors import DefinitionError, InvalidValue
 
 #: The lanes a kind may run on.
 MODEL_LANE = "model"
@@ -62,9 +62,9 @@ class ActorKind:
 
     def __post_init__(self) -> None:
         if self.lane not in (MODEL_LANE, CHEAP_LANE):
-            raise ValueError(f"actor kind {self.name!r}: unknown lane {self.lane!r}")
+            raise InvalidValue(f"actor kind {self.name!r}: unknown lane {self.lane!r}")
         if self.lane == CHEAP_LANE and (self.run_inline is None) == (self.run_wave is None):
-            raise ValueError(f"actor kind {self.name!r}: give run_inline or run_wave")
+            raise InvalidValue(f"actor kind {self.name!r}: give run_inline or run_wave")
 
     def runs_inline(self, params: Mapping[str, Any]) -> bool:
         """A wave of it is claimed, computed and committed in one transaction."""

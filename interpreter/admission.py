@@ -2,9 +2,9 @@
 admitting statements every `--admit-every` seconds (default: `--poll`),
 whatever the lanes are doing.
 
-Admission used to happen only when neither lane had anything to claim, so rows
-inserted during a backlog waited for the whole backlog, and a new urgent row
-could not overtake it. Here it is a thread of its own, beside the heartbeat:
+Admission does not wait for the lanes to run out of work: rows inserted during
+a backlog are admitted at the next tick, and a new urgent row can overtake the
+backlog. It is a thread of its own, beside the heartbeat:
 
 - it never delays a lane: it holds a pooled connection only for the length of
   one admission transaction, never across a wave or a generation;

@@ -2,7 +2,7 @@
 every worker sees it.
 
 Each worker keeps the states it last read (refreshed a few times a second by
-the run control) and decides from that copy whether a step may claim; only a
+the run lifecycle) and decides from that copy whether a step may claim; only a
 half-open probe, which exactly one worker may send, asks the database. Wave
 commits report their results here, inside the commit's transaction, so a
 breaker opens or closes together with the checkpoints that made it.

@@ -292,7 +292,7 @@ def one(cursor: psycopg.Cursor[Any]) -> dict[str, Any]:
     """The single row a query must return (INSERT ... RETURNING, an aggregate)."""
     row = cursor.fetchone()
     if row is None:
-        raise RuntimeError("the query returned no row")
+        raise InternalError("the query returned no row")
     return row
 
 

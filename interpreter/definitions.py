@@ -1,4 +1,5 @@
-"""Workflow definitions: loaded from the interp tables into plain objects, and validated."""
+"""Workflow definitions: loaded from the interp tables into plain objects (`validate`
+checks them), and the run's one pause check (`workflow_control`)."""
 
 from __future__ import annotations
 

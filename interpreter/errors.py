@@ -8,7 +8,10 @@ Every exception interp raises derives from :class:`InterpException`:
   prints their message as one line and exits with it.
 - :class:`InternalError` and its subclasses are signals inside the engine (a
   wave to redo, a statement that timed out): a lane catches them and turns them
-  into checkpoints or a retry; they are not meant to reach a user.
+  into checkpoints or a retry; they are not meant to reach a user. Where a
+  builtin error is expected of a function (a caller's bad value, json's
+  TypeError), it raises a tree class that also derives from that builtin
+  (:class:`InvalidValue`, :class:`NotJsonValue`), never the bare builtin.
 """
 
 from __future__ import annotations
@@ -60,6 +63,17 @@ def listen_error(exc: OSError, host: str, port: int, *, flag: str, doing: str) -
 
 class InternalError(InterpException):
     """A signal inside the engine, caught by the lane that runs the wave."""
+
+
+class InvalidValue(InternalError, ValueError):
+    """A function was given a value it does not take: a caller's mistake (a bad
+    registration, a malformed registry file, an API request without its
+    parameter). Also a ValueError, for callers that catch one."""
+
+
+class NotJsonValue(InternalError, TypeError):
+    """A value JSON cannot hold (json.dumps's `default` raises it). Also a
+    TypeError, as json's protocol expects."""
 
 
 class TransientWaveError(InternalError):

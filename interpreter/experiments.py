@@ -1,5 +1,5 @@
 """Experiments: try a template, a model or sampling settings on subjects that
-already passed a model step, without touching production (issue 21; ADR 0006).
+already passed a model step, without touching production (docs/adr/0006-experiments.md).
 
 An experiment picks subjects with a successful checkpoint at the step, rebuilds
 the inputs that checkpoint's wave saw (the subject's row, and each earlier
@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLE = 10
 DEFAULT_WAVE = 4                 # subjects per experiment wave (results written per wave)
-DEFAULT_NICE = 10                # added to the process's niceness
 OUTPUT_LIMIT = 1_000_000         # bytes of one output's JSON
 WAIT_WITHIN_S = 5.0              # production generated within this many seconds: busy
 WAIT_POLL_S = 1.0

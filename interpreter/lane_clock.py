@@ -19,6 +19,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .errors import InvalidValue
+
 CAUSES = ("generating", "loading", "switching", "waiting_claim", "breaker", "limited",
           "waiting_commit", "idle", "paused")
 # An interval shorter than this is not kept as its own row: the next cause takes
@@ -86,7 +88,7 @@ class LaneClock:
         if not self.enabled:
             return
         if cause not in CAUSES:
-            raise ValueError(f"unknown lane cause {cause!r}")
+            raise InvalidValue(f"unknown lane cause {cause!r}")
         with self._lock:
             if self._finished:
                 return

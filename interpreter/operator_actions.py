@@ -21,7 +21,7 @@ from __future__ import annotations
 import getpass
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -97,13 +97,6 @@ class Selection:
         if self.everything or not out:
             out["all"] = True
         return out
-
-
-@dataclass
-class Prepared:
-    """A checked selection, ready to bind."""
-
-    params: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_outcome_at(text: str) -> tuple[int, str]:

@@ -18,6 +18,8 @@ import re
 from functools import cache
 from importlib import resources
 
+from .errors import InvalidValue
+
 _HEAD = re.compile(r"^--\s*(name|fragment):\s*([a-z0-9_]+)\s*$")
 _INCLUDE = re.compile(r"^--\s*include:\s*([a-z0-9_]+)\s*$")
 
@@ -30,7 +32,7 @@ def parse_registry(text: str) -> dict[str, str]:
         if m:
             current = (m.group(1), m.group(2))
             if any(name == current[1] for _, name in blocks):
-                raise ValueError(f"query {current[1]!r} defined twice")
+                raise InvalidValue(f"query {current[1]!r} defined twice")
             blocks[current] = []
         elif current is not None:
             blocks[current].append(line)
@@ -44,7 +46,7 @@ def parse_registry(text: str) -> dict[str, str]:
         if not m:
             return line
         if m.group(1) not in fragments:
-            raise ValueError(f"include of unknown fragment {m.group(1)!r}")
+            raise InvalidValue(f"include of unknown fragment {m.group(1)!r}")
         return fragments[m.group(1)]
 
     return {name: "\n".join(expand(line) for line in lines).strip()
@@ -74,7 +76,7 @@ def registry() -> dict[str, str]:
         # Fragments are local to their file; query names are global.
         for query, text in parse_registry((folder / name).read_text(encoding="utf-8")).items():
             if query in merged:
-                raise ValueError(f"query {query!r} defined twice (again in sql/{name})")
+                raise InvalidValue(f"query {query!r} defined twice (again in sql/{name})")
             merged[query] = text
     return merged
 

@@ -1,7 +1,7 @@
 """What every room of a run shares: its options, its identity, its current
 definition, its stop signal and its tally.
 
-The run loop's parts (wave store, breaker, run control, the two lanes) each
+The run loop's parts (wave store, breaker, run lifecycle, the two lanes) each
 hold the same RunContext rather than a reference to the Runner, so none of
 them depends on the class that composes them.
 """

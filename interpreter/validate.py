@@ -7,9 +7,7 @@ refused with a clear error instead of failing subjects one by one. Warnings
 
 from __future__ import annotations
 
-import os
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 from jsonschema import Draft202012Validator
@@ -18,16 +16,12 @@ from psycopg import sql
 
 from .actor_kinds import KINDS, is_model_kind, kind_of
 from .cheap_kinds import SCRIPT, SQL
-from .definitions import Workflow
+from .definitions import ModelDef, Workflow
 from .errors import first_line
-from .llm.backend import ModelLoadError
-from .llm.remote import Endpoint, is_remote, key_env_problem, remote_endpoints
+from .llm.pool import backend_kind
 from .param_rules import ACTOR_RULES, MODEL_STEP_RULES, STEP_RULES, problems, sampling_problems
 from .queries import Q
 from .templates import RESERVED, template_problems
-
-LOOPBACK = ("localhost", "127.0.0.1", "::1")
-
 
 BUILT_IN_KINDS = (SQL, SCRIPT)  # registered by cheap_kinds, checked through actor_kinds
 
@@ -53,47 +47,18 @@ def validation_warnings(conn: psycopg.Connection[Any], wf: Workflow) -> list[str
 
 
 def environment_problems(wf: Workflow) -> list[str]:
-    """What this process's environment lacks for the workflow's models: a server
-    key's environment variable (named, never its value), a CA bundle file. They
-    refuse `interp run` here; `interp workflow validate` shows them as warnings,
-    since it may run where the workers' secrets are not."""
-    out: list[str] = []
-    for name in _used_models(wf):
-        model = wf.models[name]
-        if not is_remote(model.source):
-            continue
-        problem = key_env_problem(model)
-        if problem:
-            out.append(problem)
-        if model.ca_bundle and not os.path.isfile(model.ca_bundle):
-            out.append(f"model {name!r}: its ca_bundle {model.ca_bundle} is not a file here")
-    return out
+    """What this process's environment lacks for the workflow's models (a server
+    key's environment variable, named, never its value; a CA bundle file), as
+    each model's backend kind says. They refuse `interp run` here; `interp
+    workflow validate` shows them as warnings, since it may run where the
+    workers' secrets are not."""
+    return [problem for model in _used_model_rows(wf)
+            for problem in backend_kind(model).environment(model)]
 
 
 def _key_warnings(wf: Workflow) -> list[str]:
-    out: list[str] = []
-    for name in _used_models(wf):
-        model = wf.models[name]
-        if not is_remote(model.source):
-            if model.api_key_env or model.ca_bundle:
-                out.append(f"model {name!r}: api_key_env and ca_bundle apply to http(s) "
-                           f"servers only; its source is a local model")
-            continue
-        if not model.api_key_env:
-            continue
-        for endpoint in _endpoints_or_none(model.source):
-            host = urlsplit(endpoint.url).hostname or ""
-            if endpoint.url.startswith("http://") and host not in LOOPBACK:
-                out.append(f"model {name!r}: its key travels unencrypted to {endpoint.url} "
-                           f"(http://); use https://")
-    return out
-
-
-def _endpoints_or_none(source: str) -> list[Endpoint]:
-    try:
-        return remote_endpoints(source)
-    except ModelLoadError:
-        return []       # a problem of _model_sources
+    return [warning for model in _used_model_rows(wf)
+            for warning in backend_kind(model).warnings(model)]
 
 
 def _used_models(wf: Workflow) -> list[str]:
@@ -101,6 +66,10 @@ def _used_models(wf: Workflow) -> list[str]:
     return sorted({actor.target for step in wf.steps.values()
                    if (actor := wf.actors.get(step.actor or "")) is not None
                    and is_model_kind(actor.kind) and actor.target in wf.models})
+
+
+def _used_model_rows(wf: Workflow) -> list[ModelDef]:
+    return [wf.models[name] for name in _used_models(wf)]
 
 
 def _shadowed_columns(conn: psycopg.Connection[Any], wf: Workflow) -> list[str]:
@@ -198,21 +167,11 @@ def _params(wf: Workflow) -> list[str]:
 
 
 def _model_sources(wf: Workflow) -> list[str]:
-    """A model served remotely must name its servers well (http(s) URLs, each at most
-    once, `#parallel=N` with N >= 1): a run would fail its every wave otherwise.
-    Checked once per model the workflow's steps use; no server is contacted. A URL
-    that carries a secret (user:password, a query) is refused: the key belongs in
-    an environment variable that api_key_env names."""
-    out: list[str] = []
-    for name in _used_models(wf):
-        source = wf.models[name].source
-        if not is_remote(source):
-            continue
-        try:
-            remote_endpoints(source)
-        except ModelLoadError as exc:
-            out.append(f"model {name!r}: {first_line(exc)}")
-    return out
+    """What each used model's backend kind finds wrong with its row (a remote row
+    whose servers are badly named, or whose URL carries a secret): a run would fail
+    its every wave otherwise. Checked once per model; no server is contacted."""
+    return [problem for model in _used_model_rows(wf)
+            for problem in backend_kind(model).problems(model)]
 
 
 def _schemas(wf: Workflow) -> list[str]:

@@ -38,6 +38,7 @@ import jsonschema
 
 from .actor_api import StepResult, is_outcome
 from .definitions import StepDef, Workflow
+from .errors import InvalidValue, NotJsonValue
 
 DEFAULT_MAX_OUTPUT_BYTES = 2 * 1024 * 1024
 DEFAULT_MAX_VISITS = 1000
@@ -84,13 +85,13 @@ def json_value(value: Any) -> Any:
     (json.dumps calls this for any value it cannot write itself)."""
     if isinstance(value, Decimal):
         if not value.is_finite():
-            raise ValueError(f"numeric {value} is not a JSON number")
+            raise InvalidValue(f"numeric {value} is not a JSON number")
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     if isinstance(value, UUID):
         return str(value)
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    raise NotJsonValue(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def without_lone_surrogates(text: str) -> str:

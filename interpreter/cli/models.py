@@ -10,6 +10,8 @@ from tabulate import tabulate
 
 from ..admin import read_models, record_model_file
 from ..definitions import ModelDef
+from ..errors import NotFound
+from ..ops.figures import tokens_per_s
 from .context import emit_json
 
 if TYPE_CHECKING:
@@ -20,8 +22,8 @@ def _read_models(db: Database, names: tuple[str, ...] = ()) -> list[dict[str, An
     rows = db.run(lambda conn: read_models(conn, names))
     missing = sorted(set(names) - {r["name"] for r in rows})
     if missing:
-        raise click.ClickException(f"no such model in interp.models: {', '.join(missing)} "
-                                   f"(see `interp models list`)")
+        raise NotFound(f"no such model in interp.models: {', '.join(missing)} "
+                       f"(see `interp models list`)")
     return rows
 
 
@@ -98,9 +100,10 @@ def models_list(obj: Any, as_json: bool) -> None:
 
 
 def off_main_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Runs fn on a worker thread and waits. On a busy machine llama.cpp generated
-    5-8x slower on the main thread than on any other (measured by bench_models.py);
-    the run loop's model lane is a thread of its own, so `models check` is too."""
+    """Runs fn on a worker thread and waits. On a busy machine llama.cpp generates
+    much slower on the main thread than on any other (docs/benchmarks.md, "Model
+    overhead and switches"); the run loop's model lane is a thread of its own, so
+    `models check` is too."""
     import concurrent.futures as cf
 
     with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="models-check") as pool:
@@ -139,8 +142,7 @@ def check_model(model: ModelDef, *, max_tokens: int = 16, n_threads: int | None 
         backend.close()
     report.update(ok=True, prompt_tokens=gen.prompt_tokens,
                   completion_tokens=gen.completion_tokens, gen_ms=round(gen.gen_ms, 1),
-                  tokens_per_s=round(gen.completion_tokens / (gen.gen_ms / 1000), 1)
-                  if gen.gen_ms > 0 else None,
+                  tokens_per_s=tokens_per_s(gen.completion_tokens, gen.gen_ms / 1000),
                   sample=gen.text[:80])
     return report
 

@@ -8,7 +8,8 @@
   pick first, the grammar only to check it), `drafting` (prompt-lookup drafts),
   `batched` (continuous batching), `chat_format`, `llama_build` (what the build
   does here), `cpu_share` (free CPUs per prompt), `native_log` (llama.cpp's log);
-- `remote`: OpenAI-compatible servers;
+- `remote`: OpenAI-compatible servers; `remote_checks`: what `validate` checks
+  of their rows (asked through the pool's table);
 - `pool`: the only place that knows the backend kinds (one table keyed by the
   source's scheme, `register_backend_kind`), and the `ModelPool`.
 

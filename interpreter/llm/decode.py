@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InternalError
-from .backend import GenerationRequest
+from .backend import EngineError, GenerationRequest
 from .drafting import LOOKUP_ANSWERS_KEPT, LOOKUP_MAX, DraftGain, LookupDrafter, lookup_tokens
 from .token_sampling import SamplerBuffers, TokenSampler
 
 # Prompt tokens decoded per llama_decode call between stop checks: on a CPU this
-# bounds the wait for a stop to about a second of prompt processing, and chunks of
-# 16 to 512 tokens ran at the same speed; a GPU wants bigger chunks.
+# bounds the wait for a stop to about a second of prompt processing, and a smaller
+# chunk costs no speed there (docs/benchmarks.md, Figures behind the model
+# runtime's constants); a GPU wants bigger chunks.
 PROMPT_CHUNK_CPU = 64
 PROMPT_CHUNK_GPU = 512
 
@@ -238,7 +239,7 @@ class LlamaDecoder:
         batch.n_tokens = len(tokens)
         rc = self.lc.llama_decode(self.llama.ctx, batch)
         if rc != 0:
-            raise RuntimeError(f"llama_decode returned {rc} for a draft of {len(tokens)} tokens")
+            raise EngineError(f"llama_decode returned {rc} for a draft of {len(tokens)} tokens")
 
     def _keep(self, base: int, kept: list[int]) -> None:
         """The KV cells end with kept (decoded at base..): the rest of the draft's go,

@@ -413,6 +413,14 @@ def parallel_of(model: ModelDef) -> int:
     return 1 if model.n_gpu_layers == 0 else DEFAULT_GPU_PARALLEL
 
 
+def local_warnings(model: ModelDef) -> list[str]:
+    """`validate`'s warning for a local row with a server's settings."""
+    if model.api_key_env or model.ca_bundle:
+        return [f"model {model.name!r}: api_key_env and ca_bundle apply to http(s) "
+                f"servers only; its source is a local model"]
+    return []
+
+
 def open_local(model: ModelDef, settings: OpenSettings) -> LlamaBackend:
     """The pool's opener for a local GGUF: with parallel > 1 the batched backend, its
     KV cache checked against the memory budget; else the sequential one."""

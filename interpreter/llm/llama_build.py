@@ -4,8 +4,8 @@ llama.cpp built with ``-march=native`` on a CPU with Intel AMX (Sapphire Rapids 
 later) compiles its AMX matrix kernels, and the weights are then repacked into an
 AMX "extra buffer type" at load. With the default models (SmolLM2 Q4_1, Gemma-3
 Q4_K_M) the first decode then kills the process: SIGSEGV in
-``ggml_backend_amx_mul_mat`` (llama-cpp-python 0.3.36, seen on this project's CI
-machine on 2026-12-02, both models, bare llama-cpp-python too). A segfault cannot
+``ggml_backend_amx_mul_mat`` (llama-cpp-python 0.3.36, both models, bare
+llama-cpp-python too: docs/benchmarks.md, "Traps found on the way"). A segfault cannot
 be caught, so a run would die on its first model wave with no error line.
 
 `open_llama` therefore loads with llama.cpp's extra buffer types off when the build

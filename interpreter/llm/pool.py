@@ -10,10 +10,13 @@ for the model lane's waves). Built in:
   or, with the row's ``parallel`` > 1 (or GPU layers), the batched backend;
 - ``http``, ``https``: OpenAI-compatible servers (`remote`).
 
+A kind may also say what `validate` checks of a row (``problems`` refuse a run,
+``warnings`` are shown, ``environment``: what this process lacks for it).
+
 A new kind (vLLM's or Ollama's own API, ...) is one module implementing
-`backend.Backend` and one `register_backend_kind` call; the pool, the lane and
-the model actor need no change (tests/unit/test_backend_kinds.py registers one
-from outside the wing).
+`backend.Backend` and one `register_backend_kind` call; the pool, the lane,
+the model actor and `validate` need no change (tests/unit/test_backend_kinds.py
+registers one from outside the wing).
 
 Threading: a `ModelPool` and the backends it holds belong to one thread (the
 model lane); see `ModelPool`.
@@ -28,37 +31,55 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..definitions import ModelDef
+from ..errors import InvalidValue
 from .backend import Backend, Generation, GenerationRequest, ModelLoadError, OpenSettings
 from .files import estimate_bytes, names_server, source_scheme
-from .llama_backend import open_local, parallel_of
+from .llama_backend import local_warnings, open_local, parallel_of
 from .remote import open_remote, remote_slots
+from .remote_checks import environment_problems, key_warnings, source_problems
 
 # ---------------------------------------------------------------- backend kinds
+
+
+def no_problems(model: ModelDef) -> list[str]:
+    return []
+
+
+RowCheck = Callable[[ModelDef], list[str]]
 
 
 @dataclass(frozen=True)
 class BackendKind:
     """How to open a backend for a model row, and how many sequences it serves at
     once (from the row alone, without opening it; may raise ModelLoadError when
-    the source does not parse, which counts as 1: its load then says why)."""
+    the source does not parse, which counts as 1: its load then says why).
+    `problems`, `warnings` and `environment` are `validate`'s checks of a row
+    (each a list of one-line sentences naming the model; no server contacted)."""
 
     name: str
     open: Callable[[ModelDef, OpenSettings], Backend]
     slots: Callable[[ModelDef], int]
+    problems: RowCheck = no_problems
+    warnings: RowCheck = no_problems
+    environment: RowCheck = no_problems
 
 
 KINDS: dict[str, BackendKind] = {}
 
 
 def register_backend_kind(scheme: str, open: Callable[[ModelDef, OpenSettings], Backend],
-                          slots: Callable[[ModelDef], int], name: str | None = None) -> None:
+                          slots: Callable[[ModelDef], int], name: str | None = None, *,
+                          problems: RowCheck = no_problems, warnings: RowCheck = no_problems,
+                          environment: RowCheck = no_problems) -> None:
     """Makes sources ``<scheme>://...`` open with `open`, their slots counted by
-    `slots`. A scheme registered again is replaced (the last registration wins)."""
+    `slots`, and checked by `problems`, `warnings` and `environment` (see
+    `BackendKind`). A scheme registered again is replaced (the last registration
+    wins)."""
     scheme = scheme.lower()
     if not scheme or "://" in scheme or not scheme.replace("+", "").replace("-", "")\
             .replace(".", "").isalnum():
-        raise ValueError(f"bad backend scheme {scheme!r}: expected a URL scheme like 'vllm'")
-    KINDS[scheme] = BackendKind(name or scheme, open, slots)
+        raise InvalidValue(f"bad backend scheme {scheme!r}: expected a URL scheme like 'vllm'")
+    KINDS[scheme] = BackendKind(name or scheme, open, slots, problems, warnings, environment)
 
 
 def unregister_backend_kind(scheme: str) -> None:
@@ -66,9 +87,14 @@ def unregister_backend_kind(scheme: str) -> None:
     KINDS.pop(scheme.lower(), None)
 
 
-register_backend_kind("file", open_local, parallel_of, "llama.cpp in process")
-register_backend_kind("http", open_remote, remote_slots, "OpenAI-compatible server")
-register_backend_kind("https", open_remote, remote_slots, "OpenAI-compatible server")
+register_backend_kind("file", open_local, parallel_of, "llama.cpp in process",
+                      warnings=local_warnings)
+register_backend_kind("http", open_remote, remote_slots, "OpenAI-compatible server",
+                      problems=source_problems, warnings=key_warnings,
+                      environment=environment_problems)
+register_backend_kind("https", open_remote, remote_slots, "OpenAI-compatible server",
+                      problems=source_problems, warnings=key_warnings,
+                      environment=environment_problems)
 
 
 def backend_kind(model: ModelDef) -> BackendKind:
@@ -156,9 +182,6 @@ class ModelPool:
             if m.name == name_or_key:
                 return key
         return None
-
-    def is_loaded(self, name: str) -> bool:
-        return self._key_of(name) is not None
 
     def evict(self, name: str, reason: str = "explicit") -> None:
         """Closes a resident model, named by row name or load key."""

@@ -36,6 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidValue
+from .backend import EngineError
+
 # llama_token_data: {int32 id; float logit; float p;}
 TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
 # How many of the most likely tokens the grammar sees, tier by tier, when it rejects
@@ -84,7 +87,7 @@ class TokenSampler:
                                                          b"root")
             if not self.grammar:
                 self.close()
-                raise ValueError("llama.cpp could not parse the grammar for the output schema")
+                raise InvalidValue("llama.cpp could not parse the grammar for the output schema")
         self.buf = buffers if buffers is not None else SamplerBuffers(self.n_vocab)
         self.rejections = 0
         self.full_masks = 0
@@ -140,7 +143,7 @@ class TokenSampler:
         """The chain's pick after the grammar has masked the whole vocabulary."""
         size = self._apply(self.grammar, self._fill_full(logits), self.n_vocab)[0]
         if size == 0:   # pragma: no cover - llama.cpp keeps the array size
-            raise RuntimeError("the grammar allows no token")
+            raise EngineError("the grammar allows no token")
         return self._choose(self.chain, self.buf.full, self.n_vocab)
 
     def _sample_allowed_top(self, logits: np.ndarray, k: int) -> int | None:

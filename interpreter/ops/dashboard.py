@@ -27,7 +27,7 @@ import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..db import Database
-from ..errors import InterpError, NotFound, listen_error
+from ..errors import InterpError, InvalidValue, NotFound, listen_error
 from ..queries import Q
 from .metrics import metrics_registry
 from .status import list_workflows, overview_series, status_data, velocity_series, workflow_row
@@ -62,7 +62,7 @@ class ApiRequest:
             default = self.default_or_latest()
             if default is not None:
                 return int(default)
-            raise ValueError("workflow=ID is required")
+            raise InvalidValue("workflow=ID is required")
         return int(values[0])
 
     def default_or_latest(self) -> int | None:

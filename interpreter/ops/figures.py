@@ -3,7 +3,7 @@ dashboard page and the tests all show.
 
 Python's own rounding (``round``, ``f"{x:.0f}"``) rounds a tie half to even;
 the page's JavaScript (``Number.prototype.toFixed``) rounds it half away from
-zero. A share of 0.025 read "2%" in `interp status` and "3%" on the page. Every
+zero, so a share of 0.025 would read "2%" in `interp status` and "3%" on the page. Every
 figure shared between them goes through :func:`round_half_up` here and through
 ``roundHalfUp`` in interpreter/static/dashboard.js, which do the same: the
 exact value of the double (here ``Decimal(float)``, there ``toFixed``), a tie
@@ -47,8 +47,8 @@ def parse_age(text: str) -> dt.timedelta:
 
 def tokens_per_s(tokens: float, seconds: float | None, digits: int | None = 1) -> float | None:
     """Tokens over seconds, rounded to `digits` (None: not rounded); None when no
-    time passed. The one rate `interp run`'s view, `interp status`'s series and the
-    Prometheus gauge show."""
+    time passed. The one rate `interp run`'s view, `interp status`'s series, the
+    Prometheus gauge and `interp models check` show."""
     if not seconds or seconds <= 0:
         return None
     rate = float(tokens) / float(seconds)

@@ -33,7 +33,7 @@ from prometheus_client.utils import floatToGoString
 from psycopg_pool import PoolTimeout
 
 from ..db import Database, one
-from ..errors import first_line, listen_error
+from ..errors import InvalidValue, first_line, listen_error
 from ..queries import Q
 from .figures import tokens_per_s
 
@@ -178,7 +178,7 @@ class DatabaseCollector(Collector):
 
     def __init__(self, db: Database, *, timeout_s: float = 2.0, window_s: float = 300.0):
         if timeout_s <= 0 or window_s <= 0:
-            raise ValueError("the scrape timeout and the token window must be positive")
+            raise InvalidValue("the scrape timeout and the token window must be positive")
         self.db = db
         self.timeout_s = timeout_s
         self.window_s = window_s

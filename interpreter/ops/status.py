@@ -45,7 +45,7 @@ def list_workflows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
 def status_data(conn: psycopg.Connection[Any], workflow_id: int, stall_window_s: float = 600,
                 velocity_window_s: float = 300,
                 lane_window_s: float = LANE_WINDOW_S) -> dict[str, Any]:
-    """Everything the monitor shows for one workflow, JSON-ready. "lane_time" is the
+    """Everything `interp status` shows for one workflow, JSON-ready. "lane_time" is the
     model lanes' time by cause over the last lane_window_s of their record.
 
     Read in a transaction of its own without JIT, so the time it takes does not

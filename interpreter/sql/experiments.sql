@@ -1,4 +1,4 @@
--- Experiments and pinned template versions (issue 21; interpreter/experiments.py,
+-- Experiments and pinned template versions (interpreter/experiments.py,
 -- docs/adr/0006-experiments.md). An experiment only reads production's tables
 -- (checkpoints, the subject table) and writes interp.experiments and
 -- interp.experiment_results.

@@ -7,7 +7,8 @@
 -- name: metrics_scrape_settings
 -- For this scrape's transaction only: every statement bounded (milliseconds,
 -- as text), and no JIT: the planner's estimates for the wave histogram's few
--- rows cross the JIT threshold, and compiling took 0.7 s for a 1 ms query.
+-- rows cross the JIT threshold, and compiling costs far more than the query
+-- (docs/benchmarks.md, "Status & prune").
 SELECT set_config('statement_timeout', %(ms)s, true), set_config('jit', 'off', true)
 
 -- name: metrics_transitions

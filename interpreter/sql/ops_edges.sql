@@ -1,5 +1,5 @@
--- The edges of the ops views that a new user met (issue 22, item 6): which
--- workflow the dashboard opens on, which run its model-lane panel shows.
+-- The edges of the ops views: which workflow the dashboard opens on, which run
+-- its model-lane panel shows.
 
 -- name: dashboard_latest_workflow
 -- The workflow with the latest activity: its newest checkpoint (from the
@@ -18,10 +18,10 @@ SELECT w.workflow_id
 -- The newest of a workflow's runs whose model lane did work: a model wave, or
 -- lane time spent generating. A rerun that found nothing to do has neither.
 -- Each run is probed through its own index entries (waves_run,
--- lane_intervals_run_time), newest run first: EXISTS ... OR EXISTS was planned
--- as a hashed scan of every wave in the database on each status read (52 ms
--- at 1.5M waves on the 2-core machine at load 1.2, 300-420 ms at load 4-5;
--- 0.3 ms now). A workflow without model steps reads none of them.
+-- lane_intervals_run_time), newest run first: EXISTS ... OR EXISTS is planned
+-- as a hashed scan of every wave in the database on each status read (figures
+-- in docs/benchmarks.md, "Status & prune"). A workflow without model steps
+-- reads none of them.
 SELECT r.run_id
   FROM interp.runs r
  WHERE r.workflow_id = %(workflow_id)s
@@ -38,10 +38,10 @@ SELECT r.run_id
 -- name: status_read_settings
 -- For the status read's transaction only (inside a caller's transaction: until
 -- that one ends): no JIT. interp.step_status costs
--- little to run (13 ms at 200k subjects), but the planner scales its row
--- estimates by the pages of subject_state and checkpoints: after a prune and a
--- busy hour, dead tuples pushed its cost estimate past jit_above_cost, and
--- compiling took 70-1,000 ms more than the query itself (docs/benchmarks.md).
+-- little to run, but the planner scales its row estimates by the pages of
+-- subject_state and checkpoints: after a prune and a busy hour, dead tuples
+-- push its cost estimate past jit_above_cost, and compiling then takes far
+-- longer than the query itself (docs/benchmarks.md, "Status after a prune").
 SELECT set_config('jit', 'off', true)
 
 -- name: prune_analyze

@@ -141,7 +141,7 @@ def test_switch_and_breaker_show_in_status_timeline_and_the_page(db, conn, cli, 
     assert lane["gpu_util_mean"] is None   # no GPU here
     text = cli("status", "--workflow", "61").stdout
     assert "% switching" in text and "% breaker" in text and "\nlane " in text
-    # The status line reads each share by the rule the page uses (interpreter/figures.py).
+    # The status line reads each share by the rule the page uses (interpreter/ops/figures.py).
     for cause, value in lane["share"].items():
         if value >= 0.005:
             assert f"{percent(value)}% {CAUSE_LABELS[cause]}" in text

@@ -25,6 +25,7 @@ from interpreter.llm.pool import (
 from interpreter.model_lane import ModelLane
 from interpreter.model_lane import model_slots as lane_model_slots
 from interpreter.run_context import RunContext, RunOptions
+from interpreter.validate import environment_problems
 from interpreter.wave_rules import Claimed
 from interpreter.wave_store import Wave
 
@@ -198,3 +199,30 @@ def test_a_model_step_runs_through_a_kind_registered_outside_the_wing(echo_kind)
     assert len(backend.requests) == SUBJECTS
     assert 1 < backend.most_running <= 8
     assert all(r.schema == SCHEMA and r.max_tokens == 8 for r in backend.requests)
+
+
+def workflow_using(*models: ModelDef) -> Workflow:
+    actors = {f"ask {m.name}": ActorDef(f"ask {m.name}", "model", m.name) for m in models}
+    steps = {i: StepDef(1, i, f"step {i}", "actor", actor=f"ask {m.name}")
+             for i, m in enumerate(models, 1)}
+    return Workflow(1, "w", "", "public.t", "id", False, 1, steps, {}, [], actors,
+                    {m.name: m for m in models}, {})
+
+
+def test_validate_asks_the_kind_what_a_row_lacks(monkeypatch):
+    """`validate` names no backend kind: what a row lacks in this environment is
+    what its kind's `environment` check says, for a registered kind as for the
+    built-in servers."""
+    register_backend_kind(SCHEME, EchoBackend, echo_slots, "echo API",
+                          environment=lambda m: [f"model {m.name!r}: no echo here"])
+    monkeypatch.delenv("R3_UNSET_KEY", raising=False)
+    try:
+        echo = ModelDef("echo", f"{SCHEME}://x")
+        server = ModelDef("server", "https://a.example", api_key_env="R3_UNSET_KEY")
+        local = ModelDef("local", "/models/x.gguf")
+        problems = environment_problems(workflow_using(echo, server, local))
+    finally:
+        unregister_backend_kind(SCHEME)
+    assert problems[0] == "model 'echo': no echo here"
+    assert len(problems) == 2 and "R3_UNSET_KEY" in problems[1]
+    assert environment_problems(workflow_using(echo)) == []   # unregistered: a local file

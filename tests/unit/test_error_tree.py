@@ -37,3 +37,18 @@ def test_user_facing_errors_carry_an_exit_code_and_internal_ones_do_not():
         else:
             assert issubclass(cls, InternalError) or cls is InterpException, cls
             assert not hasattr(cls, "exit_code"), cls
+
+
+def test_the_package_raises_no_bare_builtin_error():
+    """What the package raises is in the tree too: a builtin error where one is
+    expected (json's TypeError, a caller's ValueError) comes from a tree class that
+    also derives from it (errors.InvalidValue, errors.NotJsonValue)."""
+    import re
+    from pathlib import Path
+
+    builtin = re.compile(r"\braise (ValueError|TypeError|RuntimeError|KeyError|LookupError|"
+                         r"OSError|IOError|Exception)\b")
+    root = Path(__file__).resolve().parents[2] / "interpreter"
+    found = [f"{path.relative_to(root.parent)}:{n}" for path in sorted(root.rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1) if builtin.search(line)]
+    assert not found, "builtin errors raised outside the tree: " + ", ".join(found)
