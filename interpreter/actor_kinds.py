@@ -47,15 +47,39 @@ def never_inline(params: Mapping[str, Any]) -> bool:
     return False
 
 
+def no_step_problems(wf: Any, step: Any, actor: Any) -> list[str]:
+    return []
+
+
+def model_step_problems(wf: Any, step: Any, actor: Any) -> list[str]:
+    """A model step needs its model row and its template (the version it pins, if it
+    pins one): the run would fail every wave of it otherwise."""
+    out: list[str] = []
+    if actor.target not in wf.models:
+        out.append(f"model {actor.target!r} of actor {actor.name!r} does not exist")
+    if not step.template:
+        out.append("a model step needs a template")
+    elif step.template not in wf.templates:
+        out.append(f"template {step.template!r} does not exist")
+    elif wf.template_body(step) is None:
+        out.append(f"template {step.template!r} is pinned to version "
+                   f"{step.template_version}, which does not exist")
+    return out
+
+
 @dataclass(frozen=True)
 class ActorKind:
     """One kind of actor. `check(actor, target)` lists what is wrong with an actor's
-    target (each a sentence `validate` prefixes with the step); `inline(params)` says whether a
+    target, and `check_step(workflow, step, actor)` what is wrong with a step that
+    uses it (what it needs beside the target: a model step's model row and template);
+    each a sentence `validate` prefixes with the step. `inline(params)` says whether a
     `run_wave` kind computes inside the wave's transaction for these merged params."""
 
     name: str
     lane: str = CHEAP_LANE
     check: Callable[[str, str], list[str]] = no_problems
+    # (the definitions.Workflow, its StepDef, the step's ActorDef) -> problems.
+    check_step: Callable[[Any, Any, Any], list[str]] = no_step_problems
     inline: Callable[[Mapping[str, Any]], bool] = never_inline
     run_inline: InlineRun | None = None
     run_wave: WaveRun | None = None
@@ -71,7 +95,8 @@ class ActorKind:
         return self.run_inline is not None or self.inline(params)
 
 
-KINDS: dict[str, ActorKind] = {"model": ActorKind("model", lane=MODEL_LANE)}
+KINDS: dict[str, ActorKind] = {
+    "model": ActorKind("model", lane=MODEL_LANE, check_step=model_step_problems)}
 
 
 def register(kind: ActorKind) -> ActorKind:

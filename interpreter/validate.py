@@ -128,21 +128,11 @@ def _actors(wf: Workflow) -> list[str]:
         if actor.kind not in KINDS:
             out.append(f"step {number} ({step.name}): actor {actor.name!r} has unknown kind "
                        f"{actor.kind!r}")
-        elif is_model_kind(actor.kind):
-            if actor.target not in wf.models:
-                out.append(f"step {number} ({step.name}): model {actor.target!r} of actor "
-                           f"{actor.name!r} does not exist")
-            if not step.template:
-                out.append(f"step {number} ({step.name}): a model step needs a template")
-            elif step.template not in wf.templates:
-                out.append(f"step {number} ({step.name}): template {step.template!r} "
-                           "does not exist")
-            elif wf.template_body(step) is None:
-                out.append(f"step {number} ({step.name}): template {step.template!r} is "
-                           f"pinned to version {step.template_version}, which does not exist")
         else:
+            kind = kind_of(actor.kind)
             out += [f"step {number} ({step.name}): {problem}"
-                    for problem in kind_of(actor.kind).check(actor.name, actor.target)]
+                    for problem in (kind.check(actor.name, actor.target)
+                                    + kind.check_step(wf, step, actor))]
     return out
 
 

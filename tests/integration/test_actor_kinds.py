@@ -9,6 +9,7 @@ runs a workflow with it through the engine, leased and inline.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -90,6 +91,18 @@ def test_validate_asks_the_kind_how_to_check_its_target(db, conn, shout_kind):
     assert not wf.is_model_step(wf.steps[1])
     assert "step 1 (step 1): shout actor 'shouter': target must start with !" in \
         validate_workflow(conn, wf)
+
+
+def test_validate_asks_the_kind_what_a_step_of_it_needs(db, conn, shout_kind):
+    """check_step sees the workflow and the step, not only the actor's target: what a
+    step of the kind needs beside it (the model kind: its model row and template)."""
+    def needs_a_template(wf, step, actor) -> list[str]:
+        return [] if step.template else [f"a {actor.kind} step needs a template"]
+
+    register(dataclasses.replace(shout_kind, check_step=needs_a_template))
+    shout_workflow(conn, 73, "!")
+    assert "step 1 (step 1): a shout step needs a template" in \
+        validate_workflow(conn, load_workflow(conn, 73))
 
 
 def test_an_unregistered_kind_is_a_definition_problem(db, conn, shout_kind):
