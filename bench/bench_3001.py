@@ -107,6 +107,7 @@ def figures(dsn: str, wall_s: float) -> dict[str, Any]:
                count(*) FILTER (WHERE ihl_verdict LIKE '%%(evidence only)') AS ihl_fallback
           FROM public.postings WHERE enabled""")[0]
     reviews = rows(dsn, "SELECT count(*) AS n FROM public.review_queue WHERE workflow_id = 3001")
+    tokens = token_figures(dsn, admitted)
     runs = rows(dsn, "SELECT status FROM interp.runs WHERE workflow_id = 3001 ORDER BY run_id")
     ended = by_status.get("done", 0) + by_status.get("dead", 0)
     return {
@@ -128,7 +129,43 @@ def figures(dsn: str, wall_s: float) -> dict[str, Any]:
         "model_waves": waves["model"],
         "saved": dict(results),
         "reviews_queued": reviews[0]["n"],
+        **tokens,
     }
+
+
+def token_figures(dsn: str, admitted: int) -> dict[str, Any]:
+    """Prompt tokens per admitted posting: in the audit, reused (KV kept from an earlier
+    call or restored from the prefix cache) and decoded (the rest: the work done).
+
+    Where the checkpoints have no `prompt_tokens_reused` column (trees before the
+    prefix cache), the reused figure comes from the file INTERP_BENCH_REUSE_LOG,
+    one JSON line per generate() call with its prompt and reused tokens, when the
+    tree under test writes one; otherwise it is left out."""
+    has_reused = rows(dsn, "SELECT count(*) AS n FROM information_schema.columns "
+                           "WHERE table_schema = 'interp' AND table_name = 'checkpoints' "
+                           "AND column_name = 'prompt_tokens_reused'")[0]["n"]
+    total = rows(dsn, "SELECT coalesce(sum(prompt_tokens), 0) AS prompt, "
+                      "coalesce(sum(completion_tokens), 0) AS completion "
+                      + (", coalesce(sum(prompt_tokens_reused), 0) AS reused, "
+                         "coalesce(sum(forced_tokens), 0) AS forced " if has_reused else "")
+                      + "FROM interp.checkpoints WHERE workflow_id = 3001")[0]
+    reused = total.get("reused")
+    log = os.environ.get("INTERP_BENCH_REUSE_LOG")
+    if reused is None and log and Path(log).exists():
+        calls = [json.loads(line) for line in Path(log).read_text().splitlines() if line]
+        reused = sum(c["reused"] for c in calls)
+    per = max(admitted, 1)
+    out: dict[str, Any] = {
+        "prompt_tokens_per_posting": round(int(total["prompt"]) / per, 1),
+        "completion_tokens_per_posting": round(int(total["completion"]) / per, 1),
+    }
+    if reused is not None:
+        out["prompt_tokens_reused_per_posting"] = round(int(reused) / per, 1)
+        out["prompt_tokens_decoded_per_posting"] = round((int(total["prompt"]) - int(reused))
+                                                         / per, 1)
+    if total.get("forced") is not None:
+        out["forced_tokens_per_posting"] = round(int(total["forced"]) / per, 1)
+    return out
 
 
 def main() -> None:

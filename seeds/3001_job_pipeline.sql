@@ -323,6 +323,116 @@ Give the final score from 1 (open) to 10 (insider) and a verdict: INTERNAL, UNCL
 $t$)
 ON CONFLICT (name, version) DO UPDATE SET body = EXCLUDED.body;
 
+-- Versions 2: the same questions, in the style that the model runtime's prefix
+-- cache rewards (docs/writing-workflows.md, "Templates that reuse the model's
+-- work"): what the steps of a posting share comes first, word for word, and each
+-- step's own question after it. Steps 3-7 and 9 open with the posting block;
+-- steps 4-6 then with the extracted summary; steps 19-21 with the IHL evidence.
+-- A posting's later steps on the same loaded model decode only what follows the
+-- part they share with an earlier step; the rest is restored from the cache.
+-- (Step 12 keeps version 2 of 3001_skills: it shows the posting's own lines,
+-- and on a cache miss a posting block before them would cost more than it saves.)
+INSERT INTO interp.prompt_templates (name, version, body) VALUES
+  ('3001_extract', 2, $t$Job posting
+Title: {{ title }}
+Company: {{ company }}
+Location: {{ location }} ({{ remote_policy }})
+{{ description[:1500] }}
+---
+Extract the facts of this job posting as JSON.
+$t$),
+  ('3001_grade', 2, $t$Job posting
+Title: {{ title }}
+Company: {{ company }}
+Location: {{ location }} ({{ remote_policy }})
+{{ description[:1500] }}
+---
+Summary: {{ out[3] | tojson }}
+---
+Check this summary of the job posting. Is the summary correct? Answer PASS or FAIL and give a short reason.
+$t$),
+  ('3001_second_grade', 2, $t$Job posting
+Title: {{ title }}
+Company: {{ company }}
+Location: {{ location }} ({{ remote_policy }})
+{{ description[:1500] }}
+---
+Summary: {{ out[3] | tojson }}
+---
+You review job summaries. Does this summary describe the job ({{ seniority }}), with its real duties and requirements? Answer PASS or FAIL with a short reason.
+$t$),
+  ('3001_improve', 2, $t$Job posting
+Title: {{ title }}
+Company: {{ company }}
+Location: {{ location }} ({{ remote_policy }})
+{{ description[:1500] }}
+---
+Summary: {{ out[3] | tojson }}
+---
+Improve this job summary. Fix what the reviewers found.
+Reviewer 1: {{ out[4].reason | default('no reason given') }}
+Reviewer 2: {{ out[5].reason | default('no reason given') }}
+
+Write the corrected summary as JSON.
+$t$),
+  ('3001_regrade', 2, $t$Job posting
+Title: {{ title }}
+Company: {{ company }}
+Location: {{ location }} ({{ remote_policy }})
+{{ description[:1500] }}
+---
+Improved summary: {{ out[6] | tojson }}
+---
+Check this improved summary of the job posting. Is the summary correct now? Answer PASS or FAIL and give a short reason.
+$t$),
+  ('3001_format', 2, $t$Job posting
+Title: {{ title }}
+Company: {{ company }}
+Location: {{ location }} ({{ remote_policy }})
+{{ description[:1500] }}
+---
+{% set s = out[6] if out.get(7) else out[3] %}Summary of the job:
+Title: {{ s.title }}
+Company: {{ s.company }}
+Location: {{ s.location }} ({{ s.remote_policy }})
+Level: {{ s.seniority }}
+Duties: {{ s.responsibilities | join('; ') }}
+Requirements: {{ s.requirements | join('; ') }}
+Salary: {{ s.salary_range }}
+---
+Write two sentences that summarise this job for a job board.
+$t$),
+  ('3001_ihl_analyst', 2, $t$Job: {{ title }} at {{ company }}
+Evidence:
+{% for line in out[18].evidence %}- {{ line }}
+{% endfor %}Score from the signals alone: {{ out[18].prior_score }} of 10.
+---
+Internal-hire likelihood (IHL): how likely a job posting was written for a person the company has already chosen.
+Give a score from 1 (open to everyone) to 10 (surely written for an insider) and a one-sentence argument.
+$t$),
+  ('3001_ihl_skeptic', 2, $t$Job: {{ title }} at {{ company }}
+Evidence:
+{% for line in out[18].evidence %}- {{ line }}
+{% endfor %}Score from the signals alone: {{ out[18].prior_score }} of 10.
+---
+Analyst score: {{ out[19].score | default('none') }}. Argument: {{ out[19].argument | default('none') }}
+
+You are a skeptic. The analyst scored how likely this job posting was written for an insider (1 = open, 10 = insider).
+Give your own score from 1 to 10 and the strongest counter-argument.
+$t$),
+  ('3001_ihl_verdict', 2, $t$Job: {{ title }} at {{ company }}
+Evidence:
+{% for line in out[18].evidence %}- {{ line }}
+{% endfor %}Score from the signals alone: {{ out[18].prior_score }} of 10.
+---
+Analyst: score {{ out[19].score | default('none') }}, {{ out[19].argument | default('none') }}
+Skeptic: score {{ out[20].score | default('none') }}, {{ out[20].counter | default('none') }}
+
+You are an HR expert. Decide how likely this job posting was written for an insider.
+Give the final score from 1 (open) to 10 (insider) and a verdict: INTERNAL, UNCLEAR or OPEN.
+$t$)
+ON CONFLICT (name, version) DO UPDATE SET body = EXCLUDED.body;
+
 -- ------------------------------------------------------------------ steps
 -- Replace the steps as a set, so that a step removed here is removed there too.
 DELETE FROM interp.steps WHERE workflow_id = 3001

@@ -71,6 +71,35 @@ def test_export_matches_golden(cli, dsn):
     assert cli("workflow", "export", "3001").stdout == exported
 
 
+def test_model_steps_share_their_heads_word_for_word(cli, conn):
+    """The template style the prefix cache rewards (docs/writing-workflows.md): the
+    model steps of a posting open with the same blocks, word for word, made of subject
+    columns and earlier outputs only, and ask their own question after them."""
+    cli("seed", "load", "seeds/")
+    bodies = {r["execution_order"]: r["body"] for r in conn.execute("""
+        SELECT s.execution_order, t.body FROM interp.steps s
+          JOIN LATERAL (SELECT body FROM interp.prompt_templates t
+                         WHERE t.name = s.template
+                           AND (s.template_version IS NULL OR t.version = s.template_version)
+                         ORDER BY t.version DESC LIMIT 1) t ON true
+         WHERE s.workflow_id = 3001""")}
+    assert set(bodies) == MODEL_STEPS
+
+    def blocks(step: int, n: int) -> str:
+        """The step's first n blocks (each ends with a line '---')."""
+        return "\n---\n".join(bodies[step].split("\n---\n")[:n])
+
+    posting = {blocks(step, 1) for step in (3, 4, 5, 6, 7, 9)}
+    assert len(posting) == 1
+    [head] = posting
+    assert head.startswith("Job posting\n") and "{{ description[:1500] }}" in head
+    assert "out[" not in head and "{%" not in head
+    assert len({blocks(step, 2) for step in (4, 5, 6)}) == 1      # posting, then summary
+    assert "out[3] | tojson" in blocks(4, 2)
+    assert len({blocks(step, 1) for step in (19, 20, 21)}) == 1   # the IHL evidence
+    assert "out[18].evidence" in blocks(19, 1)
+
+
 def test_mermaid_is_drawn_from_rows(cli):
     cli("seed", "load", "seeds/")
     text = cli("workflow", "show", "3001", "--format", "mermaid").stdout

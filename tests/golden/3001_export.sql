@@ -206,18 +206,23 @@ SELECT t.posting_id::text AS subject_id, ''DONE'' AS outcome,
 ', '{}'::jsonb)
 ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, target = EXCLUDED.target, params = EXCLUDED.params;
 INSERT INTO interp.prompt_templates (name, version, body)
-VALUES ('3001_extract', 1, 'Extract the facts of this job posting as JSON.
-
+VALUES ('3001_extract', 2, 'Job posting
 Title: {{ title }}
 Company: {{ company }}
 Location: {{ location }} ({{ remote_policy }})
-Posting:
 {{ description[:1500] }}
+---
+Extract the facts of this job posting as JSON.
 ')
 ON CONFLICT (name, version) DO UPDATE SET body = EXCLUDED.body;
 INSERT INTO interp.prompt_templates (name, version, body)
-VALUES ('3001_format', 1, '{% set s = out[6] if out.get(7) else out[3] %}Write two sentences that summarise this job for a job board.
-
+VALUES ('3001_format', 2, 'Job posting
+Title: {{ title }}
+Company: {{ company }}
+Location: {{ location }} ({{ remote_policy }})
+{{ description[:1500] }}
+---
+{% set s = out[6] if out.get(7) else out[3] %}Summary of the job:
 Title: {{ s.title }}
 Company: {{ s.company }}
 Location: {{ s.location }} ({{ s.remote_policy }})
@@ -225,66 +230,67 @@ Level: {{ s.seniority }}
 Duties: {{ s.responsibilities | join(''; '') }}
 Requirements: {{ s.requirements | join(''; '') }}
 Salary: {{ s.salary_range }}
+---
+Write two sentences that summarise this job for a job board.
 ')
 ON CONFLICT (name, version) DO UPDATE SET body = EXCLUDED.body;
 INSERT INTO interp.prompt_templates (name, version, body)
-VALUES ('3001_grade', 1, 'Check a summary of a job posting.
-
-Posting: {{ title }} at {{ company }}, {{ location }}.
-{{ description[:800] }}
-
-Summary:
-title: {{ out[3].title }}
-company: {{ out[3].company }}
-location: {{ out[3].location }}
-seniority: {{ out[3].seniority }}
-requirements: {{ out[3].requirements | join(''; '') }}
-
-Is the summary correct? Answer PASS or FAIL and give a short reason.
+VALUES ('3001_grade', 2, 'Job posting
+Title: {{ title }}
+Company: {{ company }}
+Location: {{ location }} ({{ remote_policy }})
+{{ description[:1500] }}
+---
+Summary: {{ out[3] | tojson }}
+---
+Check this summary of the job posting. Is the summary correct? Answer PASS or FAIL and give a short reason.
 ')
 ON CONFLICT (name, version) DO UPDATE SET body = EXCLUDED.body;
 INSERT INTO interp.prompt_templates (name, version, body)
-VALUES ('3001_ihl_analyst', 1, 'Internal-hire likelihood (IHL): how likely a job posting was written for a person the company has already chosen.
-
-Job: {{ title }} at {{ company }}
+VALUES ('3001_ihl_analyst', 2, 'Job: {{ title }} at {{ company }}
 Evidence:
 {% for line in out[18].evidence %}- {{ line }}
 {% endfor %}Score from the signals alone: {{ out[18].prior_score }} of 10.
+---
+Internal-hire likelihood (IHL): how likely a job posting was written for a person the company has already chosen.
 Give a score from 1 (open to everyone) to 10 (surely written for an insider) and a one-sentence argument.
 ')
 ON CONFLICT (name, version) DO UPDATE SET body = EXCLUDED.body;
 INSERT INTO interp.prompt_templates (name, version, body)
-VALUES ('3001_ihl_skeptic', 1, 'You are a skeptic. An analyst scored how likely this job posting was written for an insider (1 = open, 10 = insider).
-
-Job: {{ title }} at {{ company }}
+VALUES ('3001_ihl_skeptic', 2, 'Job: {{ title }} at {{ company }}
 Evidence:
 {% for line in out[18].evidence %}- {{ line }}
 {% endfor %}Score from the signals alone: {{ out[18].prior_score }} of 10.
+---
 Analyst score: {{ out[19].score | default(''none'') }}. Argument: {{ out[19].argument | default(''none'') }}
 
+You are a skeptic. The analyst scored how likely this job posting was written for an insider (1 = open, 10 = insider).
 Give your own score from 1 to 10 and the strongest counter-argument.
 ')
 ON CONFLICT (name, version) DO UPDATE SET body = EXCLUDED.body;
 INSERT INTO interp.prompt_templates (name, version, body)
-VALUES ('3001_ihl_verdict', 1, 'You are an HR expert. Decide how likely this job posting was written for an insider.
-
-Job: {{ title }} at {{ company }}
+VALUES ('3001_ihl_verdict', 2, 'Job: {{ title }} at {{ company }}
 Evidence:
 {% for line in out[18].evidence %}- {{ line }}
 {% endfor %}Score from the signals alone: {{ out[18].prior_score }} of 10.
+---
 Analyst: score {{ out[19].score | default(''none'') }}, {{ out[19].argument | default(''none'') }}
 Skeptic: score {{ out[20].score | default(''none'') }}, {{ out[20].counter | default(''none'') }}
 
+You are an HR expert. Decide how likely this job posting was written for an insider.
 Give the final score from 1 (open) to 10 (insider) and a verdict: INTERNAL, UNCLEAR or OPEN.
 ')
 ON CONFLICT (name, version) DO UPDATE SET body = EXCLUDED.body;
 INSERT INTO interp.prompt_templates (name, version, body)
-VALUES ('3001_improve', 1, 'Improve this job summary. Fix what the reviewers found.
-
-Job: {{ title }} at {{ company }}, {{ location }} ({{ remote_policy }})
-{{ description[:1200] }}
-
-Old summary: {{ out[3] | tojson }}
+VALUES ('3001_improve', 2, 'Job posting
+Title: {{ title }}
+Company: {{ company }}
+Location: {{ location }} ({{ remote_policy }})
+{{ description[:1500] }}
+---
+Summary: {{ out[3] | tojson }}
+---
+Improve this job summary. Fix what the reviewers found.
 Reviewer 1: {{ out[4].reason | default(''no reason given'') }}
 Reviewer 2: {{ out[5].reason | default(''no reason given'') }}
 
@@ -292,27 +298,27 @@ Write the corrected summary as JSON.
 ')
 ON CONFLICT (name, version) DO UPDATE SET body = EXCLUDED.body;
 INSERT INTO interp.prompt_templates (name, version, body)
-VALUES ('3001_regrade', 1, 'Check an improved summary of a job posting.
-
-Posting: {{ title }} at {{ company }}, {{ location }}.
-{{ description[:800] }}
-
-Summary: {{ out[6] | tojson }}
-
-Is the summary correct now? Answer PASS or FAIL and give a short reason.
+VALUES ('3001_regrade', 2, 'Job posting
+Title: {{ title }}
+Company: {{ company }}
+Location: {{ location }} ({{ remote_policy }})
+{{ description[:1500] }}
+---
+Improved summary: {{ out[6] | tojson }}
+---
+Check this improved summary of the job posting. Is the summary correct now? Answer PASS or FAIL and give a short reason.
 ')
 ON CONFLICT (name, version) DO UPDATE SET body = EXCLUDED.body;
 INSERT INTO interp.prompt_templates (name, version, body)
-VALUES ('3001_second_grade', 1, 'You review job summaries. Does this summary describe the job below, with its real duties and requirements?
-
-Job: {{ title }} ({{ seniority }}) at {{ company }}
-{{ description[:800] }}
-
-Summary duties: {{ out[3].responsibilities | join(''; '') }}
-Summary requirements: {{ out[3].requirements | join(''; '') }}
-Summary salary: {{ out[3].salary_range }}
-
-Answer PASS or FAIL with a short reason.
+VALUES ('3001_second_grade', 2, 'Job posting
+Title: {{ title }}
+Company: {{ company }}
+Location: {{ location }} ({{ remote_policy }})
+{{ description[:1500] }}
+---
+Summary: {{ out[3] | tojson }}
+---
+You review job summaries. Does this summary describe the job ({{ seniority }}), with its real duties and requirements? Answer PASS or FAIL with a short reason.
 ')
 ON CONFLICT (name, version) DO UPDATE SET body = EXCLUDED.body;
 INSERT INTO interp.prompt_templates (name, version, body)
