@@ -265,7 +265,7 @@ class LlamaBackend:
         if gbnf is None:
             from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-            from .forced import canonical_whitespace
+            from .gbnf import canonical_whitespace
 
             gbnf = canonical_whitespace(json_string_chars(json_schema_to_gbnf(json.dumps(schema))))
             self._grammars[key] = gbnf

@@ -38,7 +38,8 @@ import numpy as np
 
 from ..errors import InvalidValue
 from .backend import EngineError
-from .forced import Grammar, GrammarError, Recognizer, TokenPieces, forced_tokens
+from .forced import Recognizer, TokenPieces, forced_tokens
+from .gbnf import Grammar, GrammarError
 
 # llama_token_data: {int32 id; float logit; float p;}
 TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)

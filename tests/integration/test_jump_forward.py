@@ -62,14 +62,14 @@ def backend(request, smollm2):
 
 @contextmanager
 def decode_calls():
-    """Records the tokens of every llama_decode call (Llama.eval's too)."""
+    """Records every llama_decode call (Llama.eval's too): its tokens and positions."""
     import llama_cpp.llama_cpp as lc
 
-    calls: list[list[int]] = []
+    calls: list[list[tuple[int, int]]] = []
     real = lc.llama_decode
 
     def recorded(ctx, batch):
-        calls.append([int(batch.token[i]) for i in range(batch.n_tokens)])
+        calls.append([(int(batch.token[i]), int(batch.pos[i])) for i in range(batch.n_tokens)])
         return real(ctx, batch)
 
     lc.llama_decode = recorded
@@ -81,8 +81,8 @@ def decode_calls():
 
 def sequential(backend: LlamaBackend, prompt: str, schema: dict | None, *,
                sampling: dict | None = None, max_tokens: int = 96, seed: int = 1):
-    """Generates on the sequential decoder; (Decoded, the decode calls made while
-    generating, i.e. after the prompt)."""
+    """Generates on the sequential decoder; (Decoded, the tokens of each decode call
+    made while generating: those at positions after the prompt)."""
     request = GenerationRequest(prompt, schema=schema, max_tokens=max_tokens, seed=seed,
                                 sampling={"temperature": 0.0, "lookup_tokens": 0,
                                           **(sampling or {})})
@@ -90,23 +90,13 @@ def sequential(backend: LlamaBackend, prompt: str, schema: dict | None, *,
     sampler = TokenSampler(backend.llama, request.sampling, seed,
                            backend.grammar_for(schema) if schema else None,
                            backend.decoder.buffers)
-    decoder = backend.decoder
-    loop = decoder._sample_loop
-    generating: list[list[int]] = []
-
-    def watched(*args, **kwargs):
-        with decode_calls() as calls:
-            try:
-                return loop(*args, **kwargs)
-            finally:
-                generating.extend(calls)
-
-    decoder._sample_loop = watched  # type: ignore[method-assign]
     try:
-        decoded = decoder.generate(tokens, stop, sampler, request)
+        with decode_calls() as calls:
+            decoded = backend.decoder.generate(tokens, stop, sampler, request)
     finally:
-        del decoder._sample_loop
         sampler.close()
+    generating = [[t for t, _ in call] for call in calls
+                  if min(pos for _, pos in call) >= len(tokens)]
     return decoded, generating
 
 
@@ -177,8 +167,6 @@ def test_max_tokens_cuts_inside_a_forced_span(backend):
 
 @pytest.mark.parametrize("which", ["smollm2", "gemma"])
 def test_batch_engine_jumps_forward_too(smollm2, which):
-    import llama_cpp.llama_cpp as lc
-
     b = BatchedLlamaBackend(model(which, n_ctx=512), slots=3)
     try:
         def run(prompt: str, schema: dict) -> object:
@@ -193,18 +181,9 @@ def test_batch_engine_jumps_forward_too(smollm2, which):
 
         # One sequence alone: the engine's calls after its prompt follow the same count
         # as the sequential decoder's.
-        real = lc.llama_decode
-        rows: list[list[int]] = []
-
-        def recorded(ctx, batch):
-            rows.append([int(batch.pos[i]) for i in range(batch.n_tokens)])
-            return real(ctx, batch)
-
-        lc.llama_decode = recorded
-        try:
+        with decode_calls() as calls:
             prompt, alone = run(TEAM_PROMPT, TEAM_SCHEMA)
-        finally:
-            lc.llama_decode = real
+        rows = [[pos for _, pos in call] for call in calls]
         text = b.llama.detokenize(alone.tokens).decode()
         jsonschema.validate(json.loads(text), TEAM_SCHEMA)
         generating = [r for r in rows if min(r) >= len(prompt)]

@@ -12,7 +12,8 @@ import string
 
 import pytest
 
-from interpreter.llm.forced import Grammar, Recognizer, canonical_whitespace
+from interpreter.llm.forced import Recognizer
+from interpreter.llm.gbnf import Grammar, canonical_whitespace
 from interpreter.llm.llama_backend import json_string_chars
 
 llama_grammar = pytest.importorskip("llama_cpp.llama_grammar")
