@@ -84,6 +84,16 @@ def ours(backend: LlamaBackend, messages: list, schema: dict | None, sampling: d
     return seconds, decoded
 
 
+def schema_valid(text: str) -> bool:
+    import jsonschema
+
+    try:
+        jsonschema.validate(json.loads(text), SCHEMA)
+    except (ValueError, jsonschema.ValidationError):
+        return False
+    return True
+
+
 def why_differ(backend: LlamaBackend, a: list[int], b: list[int]) -> str:
     """tokenization: the answers' texts agree up to where they part, but not their
     tokens; numeric: the same tokens up to there (the model saw the same context)."""
@@ -119,7 +129,7 @@ def bench_model(source: str, n: int, max_tokens: int, rounds: int, threads: int)
     step = {**greedy, "jump_forward": False}
     sides = {k: [0.0, 0] for k in ("unconstrained", "jump_forward", "check_then_mask",
                                    "grammar_first")}
-    rejections = full_masks = identical = forced = spans = 0
+    rejections = full_masks = identical = forced = spans = valid = 0
     differ = {"tokenization": 0, "numeric": 0}
     examples = []
     try:
@@ -143,6 +153,7 @@ def bench_model(source: str, n: int, max_tokens: int, rounds: int, threads: int)
                 sides["jump_forward"][0] += s
                 sides["jump_forward"][1] += len(jump.tokens)
                 forced += jump.forced_tokens
+                valid += schema_valid(jump.text)
                 spans += jump.forced_spans
                 s, gen = ours(backend, messages, SCHEMA, step, max_tokens)
                 sides["check_then_mask"][0] += s
@@ -167,7 +178,8 @@ def bench_model(source: str, n: int, max_tokens: int, rounds: int, threads: int)
             "ratio_grammar_first": round((rate["grammar_first"] or 0) / free_rate, 3),
             "identical_outputs": f"{identical}/{n}",
             "jump_forward_differs": f"{sum(differ.values())}/{n}",
-            "jump_forward_differs_by": differ, "differing_examples": examples[:3],
+            "jump_forward_differs_by": differ,
+            "jump_forward_schema_valid": f"{valid}/{calls}", "differing_examples": examples[:3],
             "forced_tokens_per_call": round(forced / calls, 1),
             "forced_spans_per_call": round(spans / calls, 1),
             "grammar_rejections_per_call": round(rejections / calls, 1),
@@ -193,7 +205,7 @@ def main() -> None:
             f"{r['ratio_jump_forward']}, token by token {r['ratio_check_then_mask']}, "
             f"grammar-first {r['ratio_grammar_first']}; identical token by token "
             f"{r['identical_outputs']}; jump-forward differs {r['jump_forward_differs']} "
-            f"{r['jump_forward_differs_by']}")
+            f"{r['jump_forward_differs_by']}; schema-valid {r['jump_forward_schema_valid']}")
         results.append(r)
     print(json.dumps({"bench": "grammar", "threads": args.threads, "prompts": args.prompts,
                       "max_tokens": args.max_tokens, "rounds": args.rounds,

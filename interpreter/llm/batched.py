@@ -18,14 +18,17 @@ shared prompt prefix. One decode-loop thread does all the work on it. Each step:
    its calls wait here behind the running sequences, so the slot a finished
    sequence frees at a wave's tail goes to the next wave's first subject;
 3. one ``llama_batch`` is built: the last sampled token of every generating
-   sequence, then up to one prompt chunk (64 tokens on a CPU, 512 on a GPU) of
+   sequence with the tokens its grammar forced after it (jump-forward,
+   `forced`), then up to one prompt chunk (64 tokens on a CPU, 512 on a GPU) of
    the sequences still reading their prompts, so that a new prompt never holds
    the running sequences up for more than a chunk;
 4. one ``llama_decode``;
 5. every sequence whose logits came out samples its next token with its own
    `TokenSampler` (its sampler chain, seed and grammar, check-then-mask as in
    `token_sampling`) and checks its own stop strings, end-of-generation token,
-   ``max_tokens`` and window. A finished sequence frees its KV cells
+   ``max_tokens`` and window, then takes the tokens its grammar forces next
+   (decoded with that token in the next step; an answer the grammar says is
+   complete ends there). A finished sequence frees its KV cells
    (``llama_memory_seq_rm``) and its slot goes to the next waiting call at once.
 
 Prompt-prefix reuse: the prompts of one step share their head (the chat
@@ -314,9 +317,9 @@ class BatchEngine:
         batch.n_tokens = 0
         entries: list[tuple[SeqRequest, int, int]] = []
         # A sequence's pending tokens (a sampled one and those the grammar forced
-        # after it) go in together, logits for the last; the rows left after the
-        # prompt chunk are shared in order, and pending tokens that do not fit wait
-        # for the next step (then without logits now).
+        # after it) go in together, logits for the last; the rows left beside the
+        # prompt chunk are shared in order, and the pending tokens that do not fit
+        # go in the next step (this step's part then needs no logits).
         rows = self.n_batch - self.chunk
         for request in self._running:
             if request.pending and rows > 0:
@@ -391,12 +394,8 @@ class BatchEngine:
         forces after it (jump-forward); they are decoded together next step."""
         sampler = request.sampler
         assert sampler is not None
-        if not request.tokens:       # an answer may start with forced text: `{"key": `
-            reason = self._force(request)
-            if reason is not None or request.pending:
-                if reason is not None:
-                    self._finish(request, reason)
-                return
+        # The first token too is the model's own pick (how it opens the answer, `{` or
+        # `{"`, is its choice): forced tokens only ever follow a sampled one.
         token = sampler.sample(self.ctx, row)
         if self.lc.llama_vocab_is_eog(self.vocab, token):
             self._finish(request, "stop")

@@ -1,8 +1,9 @@
 """The sequential decode loop: token-by-token generation of one sequence on a
 loaded ``llama_cpp.Llama``, reusing the KV cells of the prompt prefix shared with
 the previous call, sampling each token with a `token_sampling.TokenSampler`
-(the model's pick first, the grammar only to check it), and drafting by prompt
-lookup (`drafting`) when that pays.
+(the model's pick first, the grammar only to check it), drafting by prompt
+lookup (`drafting`) when that pays, and adding the tokens a grammar forces
+without sampling them (jump-forward, `forced`; docs/adr/0007-jump-forward.md).
 
 Not thread-safe: one `LlamaDecoder` per loaded model, used from one thread. The
 batching engine (`batched`) samples with the same `TokenSampler`, one per
@@ -213,13 +214,8 @@ class LlamaDecoder:
         # Drafts are checked in batches of a few tokens: on the generation threads,
         # which ran such small batches faster than the prompt threads (docs/benchmarks.md).
         self.lc.llama_set_n_threads(llama.ctx, self.threads[0], self.threads[0])
-        pending: list[int] = []
-        reason = force(pending)          # an answer may start with forced text: `{"key": `
-        if reason is not None:
-            return tokens, reason
-        if pending:
-            self._decode_span(pending)
-            jumps.spans += 1
+        # The first token is the model's own pick from the prompt's logits, forced or
+        # not: how it opens the answer (`{` or `{"`) is its choice, at no extra call.
         token = sampler.sample(llama.ctx)
         while True:
             reason = interrupted()

@@ -15,6 +15,8 @@ import re
 import threading
 from typing import Any
 
+from ..errors import InternalError
+
 # Element kinds of the flattened grammar (as llama.cpp's LLAMA_GRETYPE_*).
 END, CHR, REF = 0, 1, 2
 # A grammar whose stacks grow past this is not followed (left recursion, or a
@@ -22,8 +24,9 @@ END, CHR, REF = 0, 1, 2
 MAX_NODES = 200_000
 
 
-class GrammarError(ValueError):
-    """The grammar text could not be parsed, or its stacks grow without bound."""
+class GrammarError(InternalError):
+    """The grammar text could not be parsed, or its stacks grow without bound: jumping
+    is then off (llama.cpp's own grammar still constrains the answer)."""
 
 
 # ---------------------------------------------------------------- canonical layout

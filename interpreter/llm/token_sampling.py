@@ -24,6 +24,12 @@ resample first draws among the allowed tokens of the top 64, whose probabilities
 are then normalised over those tokens only (the chain's top_k is 40 by default,
 so the candidates rarely differ).
 
+Jump-forward (`forced`, on unless the sampling's ``jump_forward`` is false): a
+sampler with a grammar also follows it in Python over the accepted tokens, and
+says which tokens the grammar forces next (`forced`), for the decoders to add
+without sampling; each is checked by llama.cpp's grammar (`allows`) and then
+accepted like a sampled one.
+
 Not thread-safe: one `TokenSampler` per generation; the samplers of one model share
 its `SamplerBuffers` and sample one at a time (the sequential decoder, `decode`, and
 the batching engine, `batched`, each sample on one thread).

@@ -102,19 +102,19 @@ def sequential(backend: LlamaBackend, prompt: str, schema: dict | None, *,
 
 def check_spans(decoded, calls: list[list[int]]) -> None:
     """The exact call count of jump-forward on an object schema's answer, lookup off:
-    every call decodes one sampled token and the forced tokens after it, except the
-    first, which decodes the forced opening (`{"key":`) before anything is sampled;
-    the last sampled token is never decoded, because the grammar then ends the
-    answer. So calls = sampled tokens = completion - forced."""
+    every call after the prompt decodes one sampled token and the forced tokens
+    after it, and the last sampled token is never decoded, because the grammar then
+    ends the answer. So calls = sampled tokens - 1 = completion - forced - 1."""
     assert decoded.finish_reason == "stop"
     assert decoded.forced_spans > 0 and decoded.forced_tokens >= decoded.forced_spans
-    assert len(calls) == len(decoded.tokens) - decoded.forced_tokens
-    # The calls decode the answer's tokens in order, each forced span in one call.
+    assert len(calls) == len(decoded.tokens) - decoded.forced_tokens - 1
+    # The calls decode the answer's tokens in order, each forced span with the
+    # sampled token before it.
     flat = [t for call in calls for t in call]
     assert flat == decoded.tokens[:len(flat)]
     assert sum(1 for c in calls if len(c) > 1) == decoded.forced_spans
-    assert len(calls[0]) > 1                         # the opening, forced
-    assert sum(len(c) - 1 for c in calls[1:]) + len(calls[0]) <= decoded.forced_tokens
+    assert len(calls[0]) > 1                 # the model's `{`, then `"key":` forced
+    assert sum(len(c) - 1 for c in calls) <= decoded.forced_tokens
 
 
 def test_jump_forward_answers_are_schema_valid_with_spans_in_one_call_each(backend):
@@ -160,9 +160,11 @@ def test_jump_forward_with_drafting_keeps_answers_valid(backend):
 
 
 def test_max_tokens_cuts_inside_a_forced_span(backend):
-    decoded, _ = sequential(backend, PROMPTS[0], SCHEMA, max_tokens=2)
-    assert decoded.finish_reason == "length" and len(decoded.tokens) == 2
-    assert decoded.forced_tokens == 2 and decoded.forced_spans == 0   # never decoded
+    # The model's `{` (or `{"`), then the forced key's first two tokens: the third
+    # token of the answer ends it, before the span is decoded.
+    decoded, _ = sequential(backend, PROMPTS[0], SCHEMA, max_tokens=3)
+    assert decoded.finish_reason == "length" and len(decoded.tokens) == 3
+    assert decoded.forced_tokens == 2 and decoded.forced_spans == 0
 
 
 @pytest.mark.parametrize("which", ["smollm2", "gemma"])
@@ -188,7 +190,7 @@ def test_batch_engine_jumps_forward_too(smollm2, which):
         jsonschema.validate(json.loads(text), TEAM_SCHEMA)
         generating = [r for r in rows if min(r) >= len(prompt)]
         assert alone.forced_spans > 0 and alone.forced_tokens >= alone.forced_spans
-        assert len(generating) == len(alone.tokens) - alone.forced_tokens
+        assert len(generating) == len(alone.tokens) - alone.forced_tokens - 1
         assert sum(1 for r in generating if len(r) > 1) == alone.forced_spans
 
         # Several at once: each sequence carries its pending tokens into shared steps.
