@@ -110,6 +110,7 @@ SAMPLING_RULES: dict[str, Rule] = {
     "seed": Rule(between(0, 2**32 - 1, whole=True), "a whole number from 0 to 4294967295"),
     "lookup_tokens": Rule(between(0, 16, whole=True), "a whole number from 0 to 16",
                           null_ok=True),
+    "jump_forward": Rule(boolean, "true or false", null_ok=True),
 }
 
 

@@ -18,14 +18,17 @@ shared prompt prefix. One decode-loop thread does all the work on it. Each step:
    its calls wait here behind the running sequences, so the slot a finished
    sequence frees at a wave's tail goes to the next wave's first subject;
 3. one ``llama_batch`` is built: the last sampled token of every generating
-   sequence, then up to one prompt chunk (64 tokens on a CPU, 512 on a GPU) of
+   sequence with the tokens its grammar forced after it (jump-forward,
+   `forced`), then up to one prompt chunk (64 tokens on a CPU, 512 on a GPU) of
    the sequences still reading their prompts, so that a new prompt never holds
    the running sequences up for more than a chunk;
 4. one ``llama_decode``;
 5. every sequence whose logits came out samples its next token with its own
    `TokenSampler` (its sampler chain, seed and grammar, check-then-mask as in
    `token_sampling`) and checks its own stop strings, end-of-generation token,
-   ``max_tokens`` and window. A finished sequence frees its KV cells
+   ``max_tokens`` and window, then takes the tokens its grammar forces next
+   (decoded with that token in the next step; an answer the grammar says is
+   complete ends there). A finished sequence frees its KV cells
    (``llama_memory_seq_rm``) and its slot goes to the next waiting call at once.
 
 Prompt-prefix reuse: the prompts of one step share their head (the chat
@@ -54,7 +57,7 @@ from typing import Any
 
 from ..errors import first_line
 from .backend import EngineError
-from .decode import PROMPT_CHUNK_CPU, PROMPT_CHUNK_GPU, Decoded, ends_with_stop
+from .decode import FORCED_MAX, PROMPT_CHUNK_CPU, PROMPT_CHUNK_GPU, Decoded, ends_with_stop
 from .token_sampling import SamplerBuffers, TokenSampler
 
 # A shared head shorter than this is decoded with each prompt: copying it saves
@@ -94,7 +97,11 @@ class SeqRequest:
     reused: int = 0                  # of those, copied from the shared prefix
     waits_for_prefix: bool = False
     tokens: list[int] = field(default_factory=list)
-    pending: int | None = None       # sampled, not yet decoded
+    pending: list[int] = field(default_factory=list)   # taken, not yet decoded
+    in_flight: int = 0               # of pending, those in the batch being decoded
+    pending_forced: bool = False     # pending holds forced tokens (jump-forward)
+    forced_tokens: int = 0
+    forced_spans: int = 0
     admitted: float = 0.0
     prompt_ms: float = 0.0
     result: Decoded | None = None
@@ -103,7 +110,7 @@ class SeqRequest:
 
     @property
     def position(self) -> int:
-        return self.fed + len(self.tokens) - (1 if self.pending is not None else 0)
+        return self.fed + len(self.tokens) - len(self.pending)
 
     def interrupted(self) -> str | None:
         if self.should_stop is not None and self.should_stop():
@@ -251,8 +258,7 @@ class BatchEngine:
         for request in queued + [r for r in self._running if r.sampler is not None]:
             reason = request.interrupted()
             if reason is not None:
-                if request.pending is not None:   # sampled but never decoded: keep it
-                    request.pending = None
+                request.pending = []   # taken but never decoded: kept in the answer
                 self._finish(request, reason)
 
     def _admit(self) -> None:
@@ -310,15 +316,31 @@ class BatchEngine:
         batch = self.batch
         batch.n_tokens = 0
         entries: list[tuple[SeqRequest, int, int]] = []
+        # A sequence's pending tokens (a sampled one and those the grammar forced
+        # after it) go in together, logits for the last; the rows left beside the
+        # prompt chunk are shared in order, and the pending tokens that do not fit
+        # go in the next step (this step's part then needs no logits).
+        rows = self.n_batch - self.chunk
         for request in self._running:
-            if request.pending is not None:
-                row = self._add(request.pending, request.position, request.seq_id, True)
+            if request.pending and rows > 0:
+                n = min(len(request.pending), rows)
+                rows -= n
+                base = request.position
+                row = -1
+                for i, token in enumerate(request.pending[:n]):
+                    wants = i == len(request.pending) - 1
+                    r = self._add(token, base + i, request.seq_id, wants)
+                    row = r if wants else row
+                request.in_flight = n
+                if request.pending_forced:
+                    request.forced_spans += 1
+                    request.pending_forced = n < len(request.pending)
                 entries.append((request, 0, row))
         budget = self.chunk
         for request in self._running:
             if budget <= 0:
                 break
-            if request.pending is not None or request.waits_for_prefix \
+            if request.pending or request.waits_for_prefix \
                     or request.fed >= len(request.prompt):
                 continue
             take = min(budget, len(request.prompt) - request.fed)
@@ -354,7 +376,10 @@ class BatchEngine:
                 return
             request.prompt_ms = (time.perf_counter() - request.admitted) * 1000
         else:
-            request.pending = None
+            del request.pending[:request.in_flight]
+            request.in_flight = 0
+            if request.pending:              # forced tokens that did not fit this step
+                return
         self._sample(request, row)
 
     def _prefix_ready(self, job: SeqRequest) -> None:
@@ -365,23 +390,53 @@ class BatchEngine:
                 self._copy_prefix(request)
 
     def _sample(self, request: SeqRequest, row: int) -> None:
+        """Samples the sequence's next token, then takes the tokens the grammar
+        forces after it (jump-forward); they are decoded together next step."""
         sampler = request.sampler
         assert sampler is not None
+        # The first token too is the model's own pick (how it opens the answer, `{` or
+        # `{"`, is its choice): forced tokens only ever follow a sampled one.
         token = sampler.sample(self.ctx, row)
         if self.lc.llama_vocab_is_eog(self.vocab, token):
             self._finish(request, "stop")
             return
-        sampler.accept(token)
+        reason = self._take(request, token)
+        if reason is None:
+            request.pending = [token]
+            reason = self._force(request)
+        if reason is not None:
+            self._finish(request, reason)
+
+    def _take(self, request: SeqRequest, token: int) -> str | None:
+        """Accepts a token into the answer; why the answer ends with it, if it does."""
+        assert request.sampler is not None
+        request.sampler.accept(token)
         request.tokens.append(token)
         self.stats.generated += 1
         tail = max((len(s) for s in request.stop), default=0) + 2
         if request.stop and ends_with_stop(self.llama, request.tokens[-tail:], request.stop):
-            self._finish(request, "stop")
-        elif len(request.tokens) >= request.max_tokens \
+            return "stop"
+        if len(request.tokens) >= request.max_tokens \
                 or request.fed + len(request.tokens) + 1 >= self.n_ctx_seq:
-            self._finish(request, "length")
-        else:
-            request.pending = token
+            return "length"
+        return None
+
+    def _force(self, request: SeqRequest) -> str | None:
+        """Takes the tokens the grammar forces now into the answer and pending; why
+        the answer ends, if it does (the grammar admits nothing more: "stop")."""
+        sampler = request.sampler
+        assert sampler is not None
+        room = min(request.max_tokens - len(request.tokens), FORCED_MAX)
+        for token in sampler.forced(room):
+            if not sampler.allows(token):
+                break
+            request.forced_tokens += 1
+            request.pending.append(token)
+            request.pending_forced = True
+            reason = self._take(request, token)
+            if reason is not None:
+                return reason
+        return "stop" if sampler.must_end() else None
 
     def _finish(self, request: SeqRequest, reason: str) -> None:
         self._release(request)
@@ -391,7 +446,8 @@ class BatchEngine:
         request.result = Decoded(
             list(request.tokens), "", reason, len(request.prompt), request.prompt_ms,
             request.reused, sampler.rejections if sampler else 0,
-            sampler.full_masks if sampler else 0)
+            sampler.full_masks if sampler else 0,
+            forced_tokens=request.forced_tokens, forced_spans=request.forced_spans)
         request.done.set()
 
     def _fail(self, request: SeqRequest, error: BaseException) -> None:

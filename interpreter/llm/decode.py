@@ -1,8 +1,9 @@
 """The sequential decode loop: token-by-token generation of one sequence on a
 loaded ``llama_cpp.Llama``, reusing the KV cells of the prompt prefix shared with
 the previous call, sampling each token with a `token_sampling.TokenSampler`
-(the model's pick first, the grammar only to check it), and drafting by prompt
-lookup (`drafting`) when that pays.
+(the model's pick first, the grammar only to check it), drafting by prompt
+lookup (`drafting`) when that pays, and adding the tokens a grammar forces
+without sampling them (jump-forward, `forced`; docs/adr/0007-jump-forward.md).
 
 Not thread-safe: one `LlamaDecoder` per loaded model, used from one thread. The
 batching engine (`batched`) samples with the same `TokenSampler`, one per
@@ -21,6 +22,10 @@ from ..errors import InternalError
 from .backend import EngineError, GenerationRequest
 from .drafting import LOOKUP_ANSWERS_KEPT, LOOKUP_MAX, DraftGain, LookupDrafter, lookup_tokens
 from .token_sampling import SamplerBuffers, TokenSampler
+
+# The most forced tokens added in one decode call (jump-forward, `forced`): a
+# schema's keys and punctuation between two values are far fewer.
+FORCED_MAX = 64
 
 # Prompt tokens decoded per llama_decode call between stop checks: on a CPU this
 # bounds the wait for a stop to about a second of prompt processing, and a smaller
@@ -41,6 +46,16 @@ class Decoded:
     grammar_rejections: int = 0
     full_vocab_masks: int = 0
     wait_ms: float = 0.0       # queued for a sequence slot of the batching engine
+    forced_tokens: int = 0     # tokens added by jump-forward, without sampling
+    forced_spans: int = 0      # decode calls that carried forced tokens
+
+
+@dataclass
+class Jumps:
+    """Jump-forward counts of one generation (see `Decoded`)."""
+
+    tokens: int = 0
+    spans: int = 0
 
 
 class Interrupted(InternalError):
@@ -79,7 +94,7 @@ class LlamaDecoder:
         self.vocab = lc.llama_model_get_vocab(llama.model)
         self.chunk = PROMPT_CHUNK_GPU if gpu else PROMPT_CHUNK_CPU
         self.buffers = SamplerBuffers(int(llama.n_vocab()))
-        self.batch = lc.llama_batch_init(LOOKUP_MAX + 1, 0, 1)
+        self.batch = lc.llama_batch_init(1 + FORCED_MAX + LOOKUP_MAX, 0, 1)
         # Recent answers per grammar (the GBNF text; "" for free text), for drafting,
         # and whether drafting pays for that grammar's answers.
         self.answers: dict[str, deque[list[int]]] = {}
@@ -119,15 +134,17 @@ class LlamaDecoder:
         kept = self.answers.setdefault(sampler.grammar_key, deque(maxlen=LOOKUP_ANSWERS_KEPT))
         drafter = LookupDrafter(kept, prompt, min(lookup, LOOKUP_MAX)) if lookup > 0 else None
         gain = self.gains.setdefault(sampler.grammar_key, DraftGain())
+        jumps = Jumps()
         tokens, reason = self._sample_loop(sampler, max_tokens, stop, interrupted, drafter,
-                                           gain)
+                                           gain, jumps)
         if tokens:
             kept.append(tokens)
         text = self.llama.detokenize(tokens, prev_tokens=list(prompt)).decode("utf-8", "ignore")
         if reason == "stop" and stop:
             text = cut_at_stop(text, stop)
         return Decoded(tokens, text, reason, len(prompt), prompt_ms, reused,
-                       sampler.rejections, sampler.full_masks)
+                       sampler.rejections, sampler.full_masks,
+                       forced_tokens=jumps.tokens, forced_spans=jumps.spans)
 
     def _decode_prompt(self, prompt: list[int], interrupted: Callable[[], str | None]) -> int:
         """Decodes the prompt after the prefix already in the KV cache; the reused length."""
@@ -155,8 +172,12 @@ class LlamaDecoder:
         return keep
 
     def _sample_loop(self, sampler: TokenSampler, max_tokens: int, stop: Sequence[str],
-                     interrupted: Callable[[], str | None],
-                     drafter: LookupDrafter | None, gain: DraftGain) -> tuple[list[int], str]:
+                     interrupted: Callable[[], str | None], drafter: LookupDrafter | None,
+                     gain: DraftGain, jumps: Jumps) -> tuple[list[int], str]:
+        """Samples token by token. Jump-forward: after each taken token, the tokens
+        the grammar forces next (`TokenSampler.forced`) are taken too and decoded
+        in the same llama_decode as that token, with logits for the last row only;
+        when the grammar admits nothing more, the answer ends there ("stop")."""
         llama = self.llama
         tokens: list[int] = []
         tail_tokens = max((len(s) for s in stop), default=0) + 2
@@ -175,9 +196,26 @@ class LlamaDecoder:
                 return "length"
             return None
 
+        def force(pending: list[int]) -> str | None:
+            """Takes the tokens the grammar forces now, after pending (taken, not yet
+            decoded), within max_tokens and the window; why the answer ends, if it does."""
+            room = min(max_tokens - len(tokens), FORCED_MAX,
+                       self.n_ctx - 1 - llama.n_tokens - len(pending))
+            for forced in sampler.forced(room):
+                if not sampler.allows(forced):
+                    break
+                jumps.tokens += 1
+                pending.append(forced)
+                reason = take(forced)
+                if reason is not None:
+                    return reason
+            return "stop" if sampler.must_end() else None
+
         # Drafts are checked in batches of a few tokens: on the generation threads,
         # which ran such small batches faster than the prompt threads (docs/benchmarks.md).
         self.lc.llama_set_n_threads(llama.ctx, self.threads[0], self.threads[0])
+        # The first token is the model's own pick from the prompt's logits, forced or
+        # not: how it opens the answer (`{` or `{"`) is its choice, at no extra call.
         token = sampler.sample(llama.ctx)
         while True:
             reason = interrupted()
@@ -186,60 +224,82 @@ class LlamaDecoder:
             reason = take(token)
             if reason is None and llama.n_tokens + 1 >= self.n_ctx:
                 reason = "length"
+            if reason is None:
+                pending = [token]
+                reason = force(pending)
             if reason is not None:
                 return tokens, reason
-            room = min(max_tokens - len(tokens), self.n_ctx - llama.n_tokens - 2)
+            jumped = len(pending) > 1
+            jumps.spans += jumped
+            room = min(max_tokens - len(tokens), self.n_ctx - llama.n_tokens - len(pending) - 1)
             draft = drafter.propose(room) if drafter is not None else []
             step_started = time.perf_counter()
             if not (draft and gain.wants_draft()):
-                llama.eval([token])
+                self._decode_span(pending)
                 token = sampler.sample(llama.ctx)
-                if drafter is not None:
+                if drafter is not None and not jumped:
                     gain.record_single(time.perf_counter() - step_started)
                 continue
             before = len(tokens)
-            token, reason = self._verify(token, draft, sampler, take)
+            token, reason = self._verify(pending, draft, sampler, take)
             # gained: the kept drafted tokens and the pick after them
             gain.record_verify(time.perf_counter() - step_started, len(tokens) - before + 1)
             if reason is not None:
                 return tokens, reason
 
-    def _verify(self, token: int, draft: list[int], sampler: TokenSampler,
+    def _decode_span(self, pending: list[int]) -> None:
+        """Decodes taken tokens (a sampled one, the forced ones after it) in one call,
+        logits for the last only. One token goes through Llama.eval as before
+        jump-forward, so an answer without forced text decodes exactly as then."""
+        llama = self.llama
+        if len(pending) == 1:
+            llama.eval(pending)
+            return
+        base = llama.n_tokens
+        self._decode_rows(pending, base, len(pending) - 1)
+        end = base + len(pending)
+        llama.input_ids[base:end] = pending
+        llama.n_tokens = end
+
+    def _verify(self, pending: list[int], draft: list[int], sampler: TokenSampler,
                 take: Callable[[int], str | None]) -> tuple[int, str | None]:
-        """Decodes token and the draft in one batch and keeps the drafted tokens the
-        sampler picks itself, in order. Returns the next token to take (the
-        sampler's pick after the kept ones) and None, or the reason the answer
-        ended on a kept drafted token."""
+        """Decodes the pending tokens (the last sampled one and those forced after it)
+        and the draft in one batch and keeps the drafted tokens the sampler picks
+        itself, in order. Returns the next token to take (the sampler's pick after
+        the kept ones) and None, or the reason the answer ended on a kept drafted
+        token."""
         llama = self.llama
         base = llama.n_tokens
-        row_tokens = [token, *draft]
-        self._decode_rows(row_tokens, base)
+        row_tokens = [*pending, *draft]
+        last = len(pending) - 1              # the row whose logits check draft[0]
+        self._decode_rows(row_tokens, base, last)
         self.drafted += len(draft)
-        for j in range(len(row_tokens)):
-            pick = sampler.sample(llama.ctx, j)
+        for j in range(len(draft) + 1):
+            pick = sampler.sample(llama.ctx, last + j)
             if j == len(draft) or pick != draft[j]:
-                self._keep(base, row_tokens[:j + 1])
+                self._keep(base, row_tokens[:last + j + 1])
                 return pick, None
             self.accepted += 1
             reason = take(pick)
             if reason is not None:
-                self._keep(base, row_tokens[:j + 2])
+                self._keep(base, row_tokens[:last + j + 2])
                 return pick, reason
         raise AssertionError("unreachable: the last row always ends the draft")
 
-    def _decode_rows(self, tokens: list[int], base: int) -> None:
-        """One llama_decode of tokens at positions base.., with logits for every row."""
+    def _decode_rows(self, tokens: list[int], base: int, first_logits: int = 0) -> None:
+        """One llama_decode of tokens at positions base.., with logits for the rows
+        from first_logits on."""
         batch = self.batch
         for i, token in enumerate(tokens):
             batch.token[i] = token
             batch.pos[i] = base + i
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = 0
-            batch.logits[i] = 1
+            batch.logits[i] = 1 if i >= first_logits else 0
         batch.n_tokens = len(tokens)
         rc = self.lc.llama_decode(self.llama.ctx, batch)
         if rc != 0:
-            raise EngineError(f"llama_decode returned {rc} for a draft of {len(tokens)} tokens")
+            raise EngineError(f"llama_decode returned {rc} for a batch of {len(tokens)} tokens")
 
     def _keep(self, base: int, kept: list[int]) -> None:
         """The KV cells end with kept (decoded at base..): the rest of the draft's go,

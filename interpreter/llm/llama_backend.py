@@ -257,13 +257,17 @@ class LlamaBackend:
 
     def grammar_for(self, schema: dict[str, Any]) -> str:
         """The GBNF grammar of a JSON schema, cached: llama-cpp-python's converter with
-        its string character rule replaced by llama.cpp's own (`json_string_chars`)."""
+        its string character rule replaced by llama.cpp's own (`json_string_chars`)
+        and one whitespace layout, json.dumps' (`forced.canonical_whitespace`), so
+        that keys and separators are forced text (jump-forward decoding)."""
         key = json.dumps(schema, sort_keys=True)
         gbnf = self._grammars.get(key)
         if gbnf is None:
             from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-            gbnf = json_string_chars(json_schema_to_gbnf(json.dumps(schema)))
+            from .gbnf import canonical_whitespace
+
+            gbnf = canonical_whitespace(json_string_chars(json_schema_to_gbnf(json.dumps(schema))))
             self._grammars[key] = gbnf
         return gbnf
 

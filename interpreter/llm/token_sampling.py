@@ -24,6 +24,12 @@ resample first draws among the allowed tokens of the top 64, whose probabilities
 are then normalised over those tokens only (the chain's top_k is 40 by default,
 so the candidates rarely differ).
 
+Jump-forward (`forced`, on unless the sampling's ``jump_forward`` is false): a
+sampler with a grammar also follows it in Python over the accepted tokens, and
+says which tokens the grammar forces next (`forced`), for the decoders to add
+without sampling; each is checked by llama.cpp's grammar (`allows`) and then
+accepted like a sampled one.
+
 Not thread-safe: one `TokenSampler` per generation; the samplers of one model share
 its `SamplerBuffers` and sample one at a time (the sequential decoder, `decode`, and
 the batching engine, `batched`, each sample on one thread).
@@ -38,6 +44,8 @@ import numpy as np
 
 from ..errors import InvalidValue
 from .backend import EngineError
+from .forced import Recognizer, TokenPieces, forced_tokens
+from .gbnf import Grammar, GrammarError
 
 # llama_token_data: {int32 id; float logit; float p;}
 TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
@@ -66,6 +74,18 @@ class SamplerBuffers:
         self.ids = np.arange(n_vocab, dtype=np.intc)
         self.top = np.zeros(min(max(TOP_TIERS), n_vocab), dtype=TOKEN_DATA)
         self.one = np.zeros(1, dtype=TOKEN_DATA)
+        # For jump-forward decoding (`forced`): the model's token texts, and each
+        # grammar parsed once (None: this recognizer cannot follow it).
+        self.pieces: TokenPieces | None = None
+        self.grammars: dict[str, Grammar | None] = {}
+
+    def grammar(self, gbnf: str) -> Grammar | None:
+        if gbnf not in self.grammars:
+            try:
+                self.grammars[gbnf] = Grammar(gbnf)
+            except (GrammarError, IndexError, ValueError):
+                self.grammars[gbnf] = None
+        return self.grammars[gbnf]
 
 
 class TokenSampler:
@@ -78,6 +98,7 @@ class TokenSampler:
         self.lc = lc
         self.n_vocab = int(llama.n_vocab())
         vocab = lc.llama_model_get_vocab(llama.model)
+        self.vocab = vocab
         self.chain = build_chain(lc, sampling, seed, self.n_vocab)
         self.argmax_only = is_plain_greedy(sampling)
         self.grammar = None
@@ -91,6 +112,18 @@ class TokenSampler:
         self.buf = buffers if buffers is not None else SamplerBuffers(self.n_vocab)
         self.rejections = 0
         self.full_masks = 0
+        # Jump-forward: a recognizer that follows the grammar over the accepted
+        # tokens and says which tokens it forces next (None: no grammar, or off).
+        self.follow: Recognizer | None = None
+        if grammar_gbnf is not None and jump_forward(sampling):
+            grammar = self.buf.grammar(grammar_gbnf)
+            if grammar is not None:
+                try:
+                    self.follow = Recognizer(grammar)
+                except GrammarError:
+                    self.follow = None
+            if self.follow is not None and self.buf.pieces is None:
+                self.buf.pieces = TokenPieces(llama)
 
     def close(self) -> None:
         for name in ("chain", "grammar"):
@@ -125,6 +158,39 @@ class TokenSampler:
         self.lc.llama_sampler_accept(self.chain, token)
         if self.grammar is not None:
             self.lc.llama_sampler_accept(self.grammar, token)
+        if self.follow is not None and self.buf.pieces is not None:
+            self.follow.accept_bytes(self.buf.pieces.piece(token))
+
+    # -------------------------------------------------------------- jump-forward
+
+    def forced(self, limit: int) -> list[int]:
+        """Up to limit tokens the grammar forces next (`forced.forced_tokens`): to be
+        added without sampling, each checked with `allows` and then `accept`ed."""
+        if self.follow is None or self.buf.pieces is None or limit <= 0:
+            return []
+        return forced_tokens(self.buf.pieces, self.follow, limit)
+
+    def allows(self, token: int) -> bool:
+        """Whether llama.cpp's grammar takes this forced token now. It always should;
+        if it does not, this recognizer misread the grammar, and jumping stops for
+        this generation (the grammar alone then decides, as without jumping)."""
+        if self.grammar is None or self._grammar_allows(token):
+            return True
+        if self.follow is not None:
+            self.follow.lost = True
+        return False
+
+    def must_end(self) -> bool:
+        """Whether the grammar admits nothing after the answer so far: it is complete
+        (without jumping the sampler would pick an end-of-generation token next)."""
+        if self.follow is None or not self.follow.must_end():
+            return False
+        # llama.cpp's grammar must agree that the answer may end here.
+        eos = int(self.lc.llama_vocab_eos(self.vocab))
+        if eos >= 0 and self.grammar is not None and not self._grammar_allows(eos):
+            self.follow.lost = True
+            return False
+        return True
 
     def _fill_full(self, logits: np.ndarray) -> np.ndarray:
         full = self.buf.full
@@ -176,6 +242,12 @@ class TokenSampler:
         _, selected = self._apply(chain, buf, size)
         # Read through the array's own pointer: a sampler may point it elsewhere.
         return int(self._last.data[selected].id)
+
+
+def jump_forward(sampling: dict[str, Any]) -> bool:
+    """Whether a local model adds the tokens a grammar forces without sampling them
+    (the sampling's ``jump_forward``; on unless it is false)."""
+    return sampling.get("jump_forward", True) is not False
 
 
 def is_plain_greedy(sampling: dict[str, Any]) -> bool:
