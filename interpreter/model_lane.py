@@ -489,13 +489,21 @@ class ModelLane:
 
     def candidate_steps(self, ready: dict[int, int]) -> list[StepDef]:
         """The model steps with ready work, in the order to try them: the chosen
-        model's first (earliest step first, which keeps subjects flowing to later
-        steps), then the other models' by backlog. Steps whose breaker is cooling
-        are left out."""
+        model's first, then the other models' by backlog; each model's latest
+        step first. Steps whose breaker is cooling are left out.
+
+        Latest first because a subject's later step on a model then follows its
+        earlier one on that model a wave or two later, while the prompt head they
+        share is still in the model's prefix cache (llm.prefix_cache). Earliest
+        first ran the first step of every admitted subject before any second
+        one: with a night's backlog, a subject's second step came thousands of
+        prompts after its first, long after the cache had let its head go
+        (docs/benchmarks.md, "Which step first"). A later step's ready subjects
+        come only from earlier steps, so the earlier ones are not starved."""
         wf = self.ctx.wf
         per_model: dict[str, int] = {}
         steps_of: dict[str, list[StepDef]] = {}
-        for number in sorted(ready):
+        for number in sorted(ready, reverse=True):
             step = wf.steps.get(number)
             if step is None or not wf.is_model_step(step) or not ready[number]:
                 continue

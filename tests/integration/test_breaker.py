@@ -125,8 +125,8 @@ def model_steps(conn, wf):
         conn.execute("INSERT INTO interp.actors (name, kind, target, params) VALUES "
                      "(%s, 'model', 'm85', '{\"breaker_cooldown_s\": 0}')", (name,))
     conn.execute("INSERT INTO interp.prompt_templates (name, body) VALUES ('t85', '{{ title }}')")
-    make_workflow(conn, wf, steps=[{"number": 1, "actor": "held85", "template": "t85"},
-                                   {"number": 2, "actor": "free85", "template": "t85"}],
+    make_workflow(conn, wf, steps=[{"number": 1, "actor": "free85", "template": "t85"},
+                                   {"number": 2, "actor": "held85", "template": "t85"}],
                   transitions=[(1, "*", 2), (2, "*", None)])
 
 
@@ -136,17 +136,17 @@ def test_model_lane_goes_on_past_a_step_waiting_for_another_workers_probe(db, co
     runner.run_id = None
     runner.admit(None)
     conn.execute("UPDATE interp.subject_state SET step = 2 WHERE workflow_id = 85 "
-                 "AND subject_id IN ('4', '5', '6')")
+                 "AND subject_id IN ('1', '2', '3')")
     # Another worker is probing step 1's actor right now (renewed a moment ago).
     conn.execute("INSERT INTO interp.actor_health (actor, state, consecutive_failures, opened_at,"
                  " probe_owner, updated_at) VALUES ('held85', 'half_open', 5, "
                  "now() - interval '1 hour', 'other-worker', now())")
     runner.breaker.refresh()
-    # The lane prefers step 1 (the earliest), which may claim nothing now ...
-    assert runner.model_lane.pick_step(runner.store.ready_steps(cap=100)).number == 1
+    # The lane prefers step 2 (the latest), which may claim nothing now ...
+    assert runner.model_lane.pick_step(runner.store.ready_steps(cap=100)).number == 2
     wave = runner.model_lane.claim_next()
     # ... so it takes the healthy step on the same model instead of idling.
-    assert wave is not None and wave.step.number == 2
+    assert wave is not None and wave.step.number == 1
     assert sorted(s.id for s in wave.subjects) == ["4", "5", "6"]
     assert health(conn, "held85")["probe_owner"] == "other-worker"
 

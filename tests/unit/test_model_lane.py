@@ -229,3 +229,24 @@ def test_a_step_held_by_its_limit_gives_way_and_the_lane_waits_for_the_limit():
     assert lane.no_wave_cause == "limited"
     assert lane.limit_wait == 0.05
     assert lane.idle_wait() == 0.05  # not a poll: as soon as a limit lets a step claim
+
+
+def test_the_loaded_models_latest_step_is_tried_first_then_the_other_models():
+    """Latest first: a subject's later step on a model comes a wave or two after its
+    earlier one, while the head they share is in the model's prefix cache."""
+    a, b = ModelDef("a", "a.gguf"), ModelDef("b", "b.gguf")
+    steps = {n: StepDef(workflow_id=1, number=n, name=f"s{n}", kind="actor", actor=actor,
+                        template="t", params={})
+             for n, actor in ((1, "on_a"), (2, "on_b"), (3, "on_a"), (4, "on_b"))}
+    wf = Workflow(id=1, name="w", description="", subject_table="items", subject_key="id",
+                  paused=False, version=1, steps=steps, transitions={}, entry_points=[],
+                  actors={"on_a": ActorDef("on_a", "model", "a"),
+                          "on_b": ActorDef("on_b", "model", "b")},
+                  models={"a": a, "b": b}, templates={"t": "{{ title }}"})
+    ctx = RunContext(None, wf, RunOptions(), "w1", threading.Event())  # type: ignore[arg-type]
+    lane = ModelLane(ctx, ClaimRecorder(), OpenBreaker())  # type: ignore[arg-type]
+    lane.current_model = lane.model_key(steps[1])          # model a is loaded
+    ready = {1: 50, 2: 10, 3: 8, 4: 5}
+    assert [s.number for s in lane.candidate_steps(ready)] == [3, 1, 4, 2]
+    # a step with no ready work is not a candidate; the order of the rest holds
+    assert [s.number for s in lane.candidate_steps({1: 50, 2: 10, 3: 0, 4: 5})] == [1, 4, 2]
