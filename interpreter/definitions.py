@@ -27,13 +27,15 @@ class ModelDef:
     parallel: int | None = None      # sequences served at once; None: the backend's default
     api_key_env: str | None = None   # a remote server's bearer key: the NAME of an env var
     ca_bundle: str | None = None     # PEM CA file that https:// servers are verified against
+    prefix_cache_mb: int | None = None   # a local model's prefix cache; None: the default, 0: off
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ModelDef:
         """A model from its interp.models row (the one place that maps the columns)."""
         return cls(row["name"], row["source"], row["n_gpu_layers"], row["n_ctx"],
                    row["n_threads"], row["chat_format"], row["sampling"] or {}, row["sha256"],
-                   row.get("parallel"), row.get("api_key_env"), row.get("ca_bundle"))
+                   row.get("parallel"), row.get("api_key_env"), row.get("ca_bundle"),
+                   row.get("prefix_cache_mb"))
 
 
 @dataclass(frozen=True)

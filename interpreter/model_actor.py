@@ -291,6 +291,12 @@ class SubjectRun:
         audit["completion_tokens"] += gen.completion_tokens
         audit["gen_ms"] = round(audit["gen_ms"] + gen.gen_ms, 3)
         audit["finish_reason"] = gen.finish_reason
+        # Summed over the tries that could tell; NULL when none could (a server
+        # that does not report its cache, a backend without forced tokens).
+        for key in ("prompt_tokens_reused", "forced_tokens"):
+            value = getattr(gen, key)
+            if value is not None:
+                audit[key] = (audit[key] or 0) + value
 
 
 def subject_seed(call: ModelCall, subject: Subject) -> int:
@@ -312,6 +318,7 @@ def new_audit(call: ModelCall, seed: int) -> dict[str, Any]:
                      "max_tokens": call.max_tokens},
         "prompt_tokens": 0, "completion_tokens": 0, "gen_ms": 0.0, "tries": 0,
         "batch_width": call.slots,   # the column keeps its name (docs/schema.md)
+        "prompt_tokens_reused": None, "forced_tokens": None,
     }
 
 

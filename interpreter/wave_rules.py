@@ -47,7 +47,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # The audit's integer columns and the range each takes (bigint, int; batch_width
 # has a CHECK of its own).
 _AUDIT_INTS = {"seed": (-2**63, 2**63 - 1), "prompt_tokens": (-2**31, 2**31 - 1),
-               "completion_tokens": (-2**31, 2**31 - 1), "batch_width": (1, 2**31 - 1)}
+               "completion_tokens": (-2**31, 2**31 - 1), "batch_width": (1, 2**31 - 1),
+               "prompt_tokens_reused": (0, 2**31 - 1), "forced_tokens": (0, 2**31 - 1)}
 
 
 @dataclass
@@ -208,7 +209,7 @@ COMMIT_COLUMNS = (
     "ids", "visit", "attempt", "ok", "outcome", "output", "error", "started", "finished",
     "model", "model_sha256", "seed", "sampling", "prompt_tokens", "completion_tokens",
     "gen_ms", "next_step", "status", "attempts", "visit_inc", "delay_s",
-    "prompt_sha256", "prompt", "batch_width")
+    "prompt_sha256", "prompt", "batch_width", "prompt_tokens_reused", "forced_tokens")
 
 
 @dataclass
@@ -278,3 +279,5 @@ def append_row(cols: dict[str, list[Any]], c: Claimed, r: StepResult,
     cols["prompt_sha256"].append(audit.get("prompt_sha256"))
     cols["prompt"].append(audit.get("prompt"))
     cols["batch_width"].append(audit.get("batch_width"))
+    cols["prompt_tokens_reused"].append(audit.get("prompt_tokens_reused"))
+    cols["forced_tokens"].append(audit.get("forced_tokens"))

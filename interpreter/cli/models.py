@@ -86,7 +86,7 @@ def models_list(obj: Any, as_json: bool) -> None:
                     "n_threads": r["n_threads"], "chat_format": r["chat_format"],
                     "sampling": r["sampling"], "sha256": r["sha256"],
                     "size_bytes": r["size_bytes"], "api_key_env": r.get("api_key_env"),
-                    "ca_bundle": r.get("ca_bundle")})
+                    "ca_bundle": r.get("ca_bundle"), "prefix_cache_mb": r.get("prefix_cache_mb")})
     if as_json:
         emit_json(out)
         return
@@ -94,7 +94,8 @@ def models_list(obj: Any, as_json: bool) -> None:
         click.echo("no models in interp.models", err=True)
         return
     table = [{k: (v[:12] if k == "sha256" and v else v) for k, v in row.items()
-              if k not in ("sampling", "n_threads", "chat_format", "size_bytes", "ca_bundle")}
+              if k not in ("sampling", "n_threads", "chat_format", "size_bytes", "ca_bundle",
+                           "prefix_cache_mb")}
              for row in out]
     click.echo(tabulate(table, headers="keys"))
 
@@ -135,6 +136,11 @@ def check_model(model: ModelDef, *, max_tokens: int = 16, n_threads: int | None 
         gen = backend.generate(GenerationRequest(prompt, sampling={"temperature": 0.0},
                                                  seed=0, max_tokens=max_tokens,
                                                  deadline=time.monotonic() + 120))
+        # The prefix cache after the check's prompt (a local model's; its budget
+        # is the row's prefix_cache_mb).
+        cache = backend.describe().get("prefix_cache")
+        if cache is not None:
+            report["prefix_cache"] = cache
     except GenerationError as exc:
         report["error"] = f"generation failed: {exc}"
         return report
@@ -145,6 +151,19 @@ def check_model(model: ModelDef, *, max_tokens: int = 16, n_threads: int | None 
                   tokens_per_s=tokens_per_s(gen.completion_tokens, gen.gen_ms / 1000),
                   sample=gen.text[:80])
     return report
+
+
+def _prefix_cache(report: dict[str, Any]) -> str:
+    """e.g. `1 entries 0.4/256 MiB, 0 hits, 0 reused`; `off` for a budget of 0."""
+    cache = report.get("prefix_cache")
+    if not cache:
+        return ""
+    if not cache["budget_bytes"]:
+        return "off"
+    mib = 1 << 20
+    return (f"{cache['entries']} entries {cache['used_bytes'] / mib:.1f}/"
+            f"{cache['budget_bytes'] / mib:g} MiB, {cache['hits']} hits, "
+            f"{cache['tokens_reused']} reused")
 
 
 def _chosen(value: Any, chosen_by: Any) -> str:
@@ -174,6 +193,10 @@ def models_check(obj: Any, names: tuple[str, ...], max_tokens: int, record: bool
                  as_json: bool) -> None:
     """Load each model (or the NAMES given), generate a few tokens, report load time and tokens/s.
 
+    A local model's prefix cache is shown after the check's prompt: entries,
+    MiB used of the budget (interp.models.prefix_cache_mb), hits and prompt
+    tokens reused.
+
     Exits non-zero when any model fails to load or generate. With --record
     (the default), the first successful check stores each file's sha256 and
     size in interp.models where the row has none; later loads then refuse a
@@ -197,7 +220,8 @@ def models_check(obj: Any, names: tuple[str, ...], max_tokens: int, record: bool
         table = [{"name": r["name"], "ok": r["ok"], "load_ms": r.get("load_ms"),
                   "tokens": r.get("completion_tokens"), "tokens/s": r.get("tokens_per_s"),
                   "chat format": _chosen(r.get("chat_format"), r.get("chat_format_chosen_by")),
-                  "threads": _threads(r), "error": r.get("error", "")} for r in reports]
+                  "threads": _threads(r), "prefix cache": _prefix_cache(r),
+                  "error": r.get("error", "")} for r in reports]
         click.echo(tabulate(table, headers="keys") if table else "no models in interp.models")
     failed = [r["name"] for r in reports if not r["ok"]]
     if failed:

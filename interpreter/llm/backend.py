@@ -88,6 +88,13 @@ class Generation:
     wait_ms: float = 0.0            # before gen_ms: queued for a sequence slot or a server slot
     grammar_rejections: int = 0     # sampled tokens the output schema's grammar refused
     full_vocab_masks: int = 0       # of those, the ones that needed the whole vocabulary
+    # Prompt tokens whose KV cells were reused instead of decoded (the previous
+    # call's, or the prefix cache's); None where the backend cannot tell (a server
+    # that reports no cached tokens).
+    prompt_tokens_reused: int | None = None
+    # Answer tokens the output schema's grammar forced, added without sampling
+    # (jump-forward decoding); None where the backend cannot tell (a server).
+    forced_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,16 @@ class OpenSettings:
     n_threads: int | None = None
     remote_timeout: float = 30.0
     budget_bytes: int | None = None
+
+
+def server_cached_tokens(usage: dict[str, Any]) -> int | None:
+    """The prompt tokens a server says it took from its own prompt cache
+    (``usage.prompt_tokens_details.cached_tokens``, OpenAI's field, which vLLM
+    and llama.cpp's server also send), or None when it does not say."""
+    details = usage.get("prompt_tokens_details")
+    value = details.get("cached_tokens") if isinstance(details, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        else None
 
 
 def as_messages(messages_or_prompt: Messages | str) -> Messages:

@@ -37,8 +37,13 @@ prompt shares at least `MIN_SHARED_PREFIX` tokens with the prefix sequence,
 those KV cells are copied to its sequence (``llama_memory_seq_cp``: with a
 unified cache the cells are shared, not duplicated) and only the rest is
 decoded. When it does not, and it shares a head with another waiting or recent
-prompt, that head is decoded once into the prefix sequence first. `stats`
-counts the prompt tokens decoded and reused.
+prompt, that head is decoded once into the prefix sequence first. Beyond the
+prompts in flight, the model's prefix cache (`prefix_cache`) keeps the state of
+recent prompts: when an entry shares a longer head with a new prompt than the
+prefix sequence does, it is restored into the prompt's own sequence
+(``llama_state_seq_set_data``) and cut back to that head; every prompt's state
+is saved in the cache once it is decoded. `stats` counts the prompt tokens
+decoded and reused.
 
 At temperature 0 a sequence's output can differ from the sequential decoder's:
 the KV values of a prefix copied from another batch, and the order in which a
@@ -58,6 +63,14 @@ from typing import Any
 from ..errors import first_line
 from .backend import EngineError
 from .decode import FORCED_MAX, PROMPT_CHUNK_CPU, PROMPT_CHUNK_GPU, Decoded, ends_with_stop
+from .prefix_cache import (
+    MIN_GAIN,
+    PrefixCache,
+    common_prefix,
+    restore_seq,
+    save_seq,
+    seq_intact,
+)
 from .token_sampling import SamplerBuffers, TokenSampler
 
 # A shared head shorter than this is decoded with each prompt: copying it saves
@@ -94,7 +107,8 @@ class SeqRequest:
     should_stop: Callable[[], bool] | None = None
     seq_id: int = -1
     fed: int = 0                     # prompt tokens already in this sequence's KV cells
-    reused: int = 0                  # of those, copied from the shared prefix
+    reused: int = 0                  # of those, copied from the shared prefix or the cache
+    restored: Any = None             # (prefix-cache entry, head) it started from, if any
     waits_for_prefix: bool = False
     tokens: list[int] = field(default_factory=list)
     pending: list[int] = field(default_factory=list)   # taken, not yet decoded
@@ -126,6 +140,7 @@ class EngineStats:
     prompt_tokens: int = 0           # prompt tokens of the sequences served
     prompt_decoded: int = 0          # prompt tokens decoded (the shared heads once each)
     prompt_reused: int = 0           # prompt tokens copied from the shared prefix
+    prompt_restored: int = 0         # prompt tokens restored from the prefix cache
     generated: int = 0
     max_running: int = 0             # the most sequences in one step
 
@@ -133,11 +148,13 @@ class EngineStats:
 class BatchEngine:
     """One llama.cpp context with up to `slots` sequences, driven by one thread."""
 
-    def __init__(self, llama: Any, *, slots: int, n_ctx_seq: int, gpu: bool):
+    def __init__(self, llama: Any, *, slots: int, n_ctx_seq: int, gpu: bool,
+                 cache: PrefixCache | None = None):
         import llama_cpp.llama_cpp as lc
 
         self.lc = lc
         self.llama = llama
+        self.cache = cache if cache is not None and cache.enabled else None
         self.slots = slots
         self.n_ctx_seq = n_ctx_seq
         self.chunk = PROMPT_CHUNK_GPU if gpu else PROMPT_CHUNK_CPU
@@ -277,9 +294,12 @@ class BatchEngine:
 
     def _share_prefix(self, request: SeqRequest) -> None:
         """Starts the request after the shared prefix when it has enough of it in common,
-        decoding a new shared head first when this prompt and another one share one."""
+        decoding a new shared head first when this prompt and another one share one;
+        or after a prefix-cache entry's head, restored, when that is longer."""
         limit = len(request.prompt) - 1      # the last prompt token is decoded for logits
         shared = common_prefix(request.prompt, self._prefix, limit)
+        if self._restore_cached(request, max(shared, MIN_SHARED_PREFIX) + MIN_GAIN):
+            return
         if shared < MIN_SHARED_PREFIX and self._prefix_job is None:
             with self._lock:
                 others = [r.prompt for r in self._queue]
@@ -295,6 +315,35 @@ class BatchEngine:
             request.waits_for_prefix = True
         else:
             self._copy_prefix(request)
+
+    def _restore_cached(self, request: SeqRequest, at_least: int) -> bool:
+        """Restores the cache entry sharing the longest head with the request's prompt
+        into its sequence, cut back to that head, when the head has at_least tokens;
+        whether it did. (A stop meanwhile ends the request at the next step, as one
+        during a decode does.)"""
+        cache = self.cache
+        if cache is None:
+            return False
+        entry, head = cache.best(request.prompt, len(request.prompt) - 1)
+        if entry is None or head < at_least:
+            return False
+        if not (restore_seq(self.ctx, entry, request.seq_id, head)
+                and seq_intact(self.ctx, self.llama.model, request.seq_id, head)):
+            self.lc.llama_memory_seq_rm(self.memory, request.seq_id, -1, -1)
+            cache.refuse(entry)
+            return False
+        cache.hit(entry, head)
+        request.fed = request.reused = head
+        request.restored = (entry, head)
+        self.stats.prompt_restored += head
+        return True
+
+    def _save_prompt(self, request: SeqRequest) -> None:
+        """Keeps a just-decoded prompt's state in the prefix cache (its sequence holds
+        exactly the prompt's cells now)."""
+        if self.cache is not None:
+            save_seq(self.cache, self.ctx, request.seq_id, request.prompt, request.restored)
+            request.restored = None
 
     def _start_prefix(self, head: list[int]) -> None:
         self.lc.llama_memory_seq_rm(self.memory, self.prefix_seq, -1, -1)
@@ -375,6 +424,7 @@ class BatchEngine:
                 self._prefix_ready(request)
                 return
             request.prompt_ms = (time.perf_counter() - request.admitted) * 1000
+            self._save_prompt(request)
         else:
             del request.pending[:request.in_flight]
             request.in_flight = 0
@@ -473,12 +523,3 @@ class BatchEngine:
             if request.seq_id != self.prefix_seq:
                 self._free.append(request.seq_id)
 
-
-def common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
-    """How many leading tokens a and b share, at most limit."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if n >= limit or x != y:
-            break
-        n += 1
-    return n

@@ -1,9 +1,10 @@
 """The sequential decode loop: token-by-token generation of one sequence on a
 loaded ``llama_cpp.Llama``, reusing the KV cells of the prompt prefix shared with
-the previous call, sampling each token with a `token_sampling.TokenSampler`
-(the model's pick first, the grammar only to check it), drafting by prompt
-lookup (`drafting`) when that pays, and adding the tokens a grammar forces
-without sampling them (jump-forward, `forced`; docs/adr/0007-jump-forward.md).
+the previous call or with a prompt in the model's prefix cache (`prefix_cache`),
+sampling each token with a `token_sampling.TokenSampler` (the model's pick
+first, the grammar only to check it), drafting by prompt lookup (`drafting`)
+when that pays, and adding the tokens a grammar forces without sampling them
+(jump-forward, `forced`; docs/adr/0007-jump-forward.md).
 
 Not thread-safe: one `LlamaDecoder` per loaded model, used from one thread. The
 batching engine (`batched`) samples with the same `TokenSampler`, one per
@@ -21,6 +22,7 @@ from typing import Any
 from ..errors import InternalError
 from .backend import EngineError, GenerationRequest
 from .drafting import LOOKUP_ANSWERS_KEPT, LOOKUP_MAX, DraftGain, LookupDrafter, lookup_tokens
+from .prefix_cache import MIN_GAIN, PrefixCache, common_prefix, restore_seq, save_seq, seq_intact
 from .token_sampling import SamplerBuffers, TokenSampler
 
 # The most forced tokens added in one decode call (jump-forward, `forced`): a
@@ -42,7 +44,8 @@ class Decoded:
     finish_reason: str         # stop | length | timeout | aborted
     prompt_tokens: int
     prompt_ms: float           # time spent decoding the prompt (after the reused prefix)
-    reused_prefix: int         # prompt tokens whose KV cells were kept from the last call
+    reused_prefix: int         # prompt tokens whose KV cells were reused (the last call's
+    #                            or a prefix-cache entry's), not decoded
     grammar_rejections: int = 0
     full_vocab_masks: int = 0
     wait_ms: float = 0.0       # queued for a sequence slot of the batching engine
@@ -63,9 +66,11 @@ class Interrupted(InternalError):
 
 
 class LlamaDecoder:
-    """Generation on one Llama: keeps the KV cells of the longest prompt prefix shared
-    with the previous call (a re-ask repeats the first turns), decodes the rest in
-    chunks, then samples token by token.
+    """Generation on one Llama: starts from the longest prompt prefix whose KV cells
+    it has, those of the previous call (a re-ask repeats the first turns) or a
+    prefix-cache entry's (a subject's earlier step, another prompt with the same
+    head), decodes the rest in chunks, saves the prompt's state in the cache, then
+    samples token by token.
 
     With ``lookup`` > 0 it drafts: when the last tokens occurred before (in the
     prompt, the answer so far, or recent answers under the same grammar;
@@ -81,13 +86,16 @@ class LlamaDecoder:
     """
 
     def __init__(self, llama: Any, *, gpu: bool,
-                 prompt_threads: Callable[[], int] | None = None):
+                 prompt_threads: Callable[[], int] | None = None,
+                 cache: PrefixCache | None = None):
         """prompt_threads: asked before each prompt how many threads to decode it on
-        (the CPUs free now); None keeps the context's n_threads_batch."""
+        (the CPUs free now); None keeps the context's n_threads_batch. cache: the
+        model's prefix cache (None: only the previous call's cells are reused)."""
         import llama_cpp.llama_cpp as lc
 
         self.lc = lc
         self.llama = llama
+        self.cache = cache if cache is not None and cache.enabled else None
         self.prompt_threads = prompt_threads
         self.last_prompt_threads: int | None = None
         self.n_ctx = int(llama.n_ctx())
@@ -147,19 +155,25 @@ class LlamaDecoder:
                        forced_tokens=jumps.tokens, forced_spans=jumps.spans)
 
     def _decode_prompt(self, prompt: list[int], interrupted: Callable[[], str | None]) -> int:
-        """Decodes the prompt after the prefix already in the KV cache; the reused length."""
+        """Decodes the prompt after the longest prefix whose KV cells it can have (the
+        context's own, or a cache entry's restored), saves the prompt's state in the
+        cache; the reused length. A stop before or during a restore raises
+        Interrupted, as one during a chunk does."""
         llama = self.llama
-        cached = [int(t) for t in llama.input_ids[: llama.n_tokens]]
-        keep = 0
-        for a, b in zip(cached, prompt, strict=False):
-            if a != b:
-                break
-            keep += 1
-        keep = min(keep, len(prompt) - 1)   # the last prompt token is decoded for its logits
+        limit = len(prompt) - 1   # the last prompt token is decoded for its logits
+        keep = common_prefix(llama.input_ids[: llama.n_tokens].tolist(), prompt, limit)
+        entry, cached = self.cache.best(prompt, limit) if self.cache else (None, 0)
         memory = self.lc.llama_get_memory(llama.ctx)
-        if keep <= 0 or not self.lc.llama_memory_seq_rm(memory, -1, keep, -1):
+        restored = None
+        if entry is not None and cached >= keep + MIN_GAIN:
+            keep = self._restore(entry, cached, interrupted)
+            restored = (entry, keep) if keep else None
+        elif keep > 0 and not (self.lc.llama_memory_seq_rm(memory, -1, keep, -1)
+                               and seq_intact(llama.ctx, llama.model, 0, keep)):
             keep = 0
+        if keep <= 0:
             llama.reset()
+            self.lc.llama_memory_seq_rm(memory, -1, -1, -1)
         llama.n_tokens = keep
         batch_threads = self.prompt_threads() if self.prompt_threads else self.threads[1]
         self.last_prompt_threads = batch_threads
@@ -169,6 +183,32 @@ class LlamaDecoder:
             if reason is not None:
                 raise Interrupted(reason)
             llama.eval(prompt[i:i + self.chunk])
+        if self.cache is not None:
+            save_seq(self.cache, llama.ctx, 0, prompt, restored)
+        return keep
+
+    def _restore(self, entry: Any, keep: int, interrupted: Callable[[], str | None]) -> int:
+        """Loads a cache entry's first keep tokens into the context; the tokens kept
+        (0 when llama.cpp refused it or its sliding windows were cut). The context's
+        record of its cells (input_ids, n_tokens) follows even when a stop then
+        raises Interrupted, so the next call starts from what is really there."""
+        llama, cache = self.llama, self.cache
+        assert cache is not None
+        reason = interrupted()
+        if reason is not None:
+            raise Interrupted(reason)
+        llama.n_tokens = 0           # the cells are being replaced: trust none of them
+        if restore_seq(llama.ctx, entry, 0, keep) \
+                and seq_intact(llama.ctx, llama.model, 0, keep):
+            llama.input_ids[:keep] = entry.tokens[:keep]
+            llama.n_tokens = keep
+            cache.hit(entry, keep)
+        else:
+            cache.refuse(entry)
+            keep = 0
+        reason = interrupted()
+        if reason is not None:
+            raise Interrupted(reason)
         return keep
 
     def _sample_loop(self, sampler: TokenSampler, max_tokens: int, stop: Sequence[str],

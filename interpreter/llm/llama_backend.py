@@ -35,6 +35,7 @@ from .backend import (
 from .chat_format import ChatFormat, ChatFormatError, Messages, choose_format
 from .cpu_share import IdleCpus, threads_for
 from .files import check_sha256, resolve
+from .prefix_cache import PrefixCache, budget_bytes_of
 
 # Sequences a GPU model serves at once when its row has no `parallel`.
 DEFAULT_GPU_PARALLEL = 8
@@ -137,6 +138,9 @@ class LlamaBackend:
 
     Generation runs token by token through `decode.LlamaDecoder`: the grammar
     of an output schema only checks the sampled token (see that module).
+    Prompts start from the longest head found in the model's prefix cache
+    (`prefix_cache`, the row's prefix_cache_mb), which is freed when the
+    backend closes (a pool eviction, a model switch that evicts it).
     """
 
     slots = 1
@@ -153,6 +157,7 @@ class LlamaBackend:
         self.sha256 = check_sha256(model, path)
         self.n_ctx = model.n_ctx
         self._grammars: dict[str, str] = {}
+        self.prefix_cache = PrefixCache(budget_bytes_of(model.prefix_cache_mb))
         prepare_llama_import()
         try:
             from .decode import LlamaDecoder
@@ -168,7 +173,11 @@ class LlamaBackend:
                                     n_ctx=own_context or model.n_ctx,
                                     n_threads=self.threads.n_threads,
                                     n_threads_batch=self.threads.n_threads_batch,
-                                    verbose=False, seed=0)
+                                    # Sliding-window layers (Gemma 3) keep every cell:
+                                    # a prefix cut back to a shorter head needs the
+                                    # cells before it (llama.cpp's default; said here
+                                    # because the prefix reuse depends on it).
+                                    swa_full=True, verbose=False, seed=0)
         except Exception as exc:  # noqa: BLE001 - ValueError (corrupt), MemoryError, RuntimeError
             raise ModelLoadError(f"model {model.name!r} failed to load from {path}: "
                                  f"{first_line(exc)}") from exc
@@ -179,8 +188,10 @@ class LlamaBackend:
             raise ModelLoadError(str(exc)) from exc
         self._bos = self.llama.tokenize(b"", add_bos=True, special=True)
         self.idle_cpus = IdleCpus(usable_cpus()) if self.threads.measured_per_prompt else None
+        # A subclass that decodes in a context of its own keeps the cache there.
         self.decoder = LlamaDecoder(self.llama, gpu=model.n_gpu_layers != 0,
-                                    prompt_threads=self.prompt_threads)
+                                    prompt_threads=self.prompt_threads,
+                                    cache=self.prefix_cache if own_context is None else None)
         self.load_ms = (time.perf_counter() - started) * 1000
 
     def _choose_chat_format(self) -> ChatFormat:
@@ -236,6 +247,7 @@ class LlamaBackend:
                 "threads_chosen_by": self.threads.chosen_by, "parallel": self.slots,
                 "extra_buffers": self.extra_buffers.on,
                 "extra_buffers_chosen_by": self.extra_buffers.chosen_by,
+                "prefix_cache": self.prefix_cache.stats(),
                 **omp_wait_policy()}
 
     def count_prompt(self, messages: Messages) -> int:
@@ -296,7 +308,9 @@ class LlamaBackend:
                           gen_ms=(time.perf_counter() - started) * 1000 - decoded.wait_ms,
                           prompt_ms=decoded.prompt_ms, wait_ms=decoded.wait_ms,
                           grammar_rejections=decoded.grammar_rejections,
-                          full_vocab_masks=decoded.full_vocab_masks)
+                          full_vocab_masks=decoded.full_vocab_masks,
+                          prompt_tokens_reused=decoded.reused_prefix,
+                          forced_tokens=decoded.forced_tokens)
 
     def sampler_buffers(self) -> Any:
         """The candidate buffers the samplers share (one set per loaded model)."""
@@ -311,6 +325,9 @@ class LlamaBackend:
         return decoded.text, decoded
 
     def close(self) -> None:
+        cache = getattr(self, "prefix_cache", None)
+        if cache is not None:
+            cache.clear()
         decoder = getattr(self, "decoder", None)
         if decoder is not None:
             decoder.close()
@@ -344,7 +361,7 @@ class BatchedLlamaBackend(LlamaBackend):
             self.kv_bytes = (slots + 1) * model.n_ctx * per_token
             check_fits(model, slots, self.size_bytes, per_token, budget_bytes)
             self.engine = BatchEngine(self.llama, slots=slots, n_ctx_seq=model.n_ctx,
-                                      gpu=model.n_gpu_layers != 0)
+                                      gpu=model.n_gpu_layers != 0, cache=self.prefix_cache)
         except EngineError as exc:
             self.close()
             raise ModelLoadError(f"model {model.name!r}: {exc}") from exc

@@ -122,10 +122,12 @@ def open_backend(model: ModelDef, settings: OpenSettings | None = None) -> Backe
 
 def load_key(model: ModelDef) -> str:
     """What identifies a loaded model: the file (or server) and the settings it was
-    loaded with. Sampling and the row's name do not change what is loaded."""
+    loaded with (a local model's prefix cache budget among them). Sampling and the
+    row's name do not change what is loaded."""
     return f"{model.source}|{model.n_ctx}|{model.n_gpu_layers}|{model.n_threads}|" \
            f"{model.chat_format}|{model.parallel}" + \
-           (f"|{model.api_key_env}|{model.ca_bundle}" if names_server(model.source) else "")
+           (f"|{model.api_key_env}|{model.ca_bundle}" if names_server(model.source)
+            else f"|{model.prefix_cache_mb}")
 
 
 class ModelPool:

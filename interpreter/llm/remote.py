@@ -37,6 +37,7 @@ from .backend import (
     PromptTooLong,
     ServerDown,
     ServerTimedOut,
+    server_cached_tokens,
 )
 from .chat_format import Messages
 from .files import names_server
@@ -291,7 +292,7 @@ def _completion(resp: dict[str, Any], url: str, gen_ms: float) -> Generation:
                           finish_reason=choice.get("finish_reason") or "stop",
                           prompt_tokens=int(usage.get("prompt_tokens", 0)),
                           completion_tokens=int(usage.get("completion_tokens", 0)),
-                          gen_ms=gen_ms)
+                          gen_ms=gen_ms, prompt_tokens_reused=server_cached_tokens(usage))
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         raise ServerDown(f"{url}: not an OpenAI chat completion: "
                          f"{type(exc).__name__}: {first_line(exc)}") from exc

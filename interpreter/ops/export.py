@@ -39,7 +39,7 @@ def export_workflow(conn: psycopg.Connection[Any], wf: Workflow) -> str:
     out += [statement(Q["export_model"], name=m.name, source=m.source, n_gpu_layers=m.n_gpu_layers,
                       n_ctx=m.n_ctx, n_threads=m.n_threads, chat_format=m.chat_format,
                       sampling=m.sampling, parallel=m.parallel, api_key_env=m.api_key_env,
-                      ca_bundle=m.ca_bundle)
+                      ca_bundle=m.ca_bundle, prefix_cache_mb=m.prefix_cache_mb)
             for m in sorted(wf.models.values(), key=lambda m: m.name)]
     out += [statement(Q["export_actor"], name=a.name, kind=a.kind, target=a.target, params=a.params)
             for a in sorted(wf.actors.values(), key=lambda a: a.name)]

@@ -64,7 +64,11 @@ def render_trace(data: dict[str, Any]) -> str:
         if c["model"]:
             model = (f"{c['model']} seed={c['seed']} tokens={c['prompt_tokens']}/"
                      f"{c['completion_tokens']} gen={c['gen_ms']}ms"
-                     + (f" batch={c['batch_width']}" if c.get("batch_width") else ""))
+                     + (f" batch={c['batch_width']}" if c.get("batch_width") else "")
+                     # prompt tokens whose KV was reused, not decoded (NULL: unknown)
+                     + (f" reused={c['prompt_tokens_reused']}"
+                        if c.get("prompt_tokens_reused") is not None else "")
+                     + (f" forced={c['forced_tokens']}" if c.get("forced_tokens") else ""))
         rows.append([c["finished_at"], c["step"], c["step_name"], c["visit"], c["attempt"],
                      c["outcome"], c["duration_ms"], (c["error"] or "")[:80], model])
     lines.append(tabulate(rows, headers=["finished", "step", "name", "visit", "attempt",

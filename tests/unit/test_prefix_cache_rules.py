@@ -1,0 +1,112 @@
+"""The prefix cache's own rules, without a model: the longest shared head, the
+budget, LRU eviction, and entries that extend one another. (The real states of
+SmolLM2 and Gemma: tests/integration/test_prefix_cache.py.)"""
+
+from __future__ import annotations
+
+import random
+
+from interpreter.llm.prefix_cache import MIB, PrefixCache, budget_bytes_of, common_prefix
+
+
+def fill_with(byte: int):
+    def fill(buffer, size: int) -> int:
+        for i in range(size):
+            buffer[i] = byte
+        return size
+    return fill
+
+
+def store(cache: PrefixCache, tokens: list[int], size: int) -> bool:
+    return cache.store(tokens, size, fill_with(len(tokens) % 256))
+
+
+def test_common_prefix_agrees_with_a_plain_scan():
+    rng = random.Random(7)
+    for _ in range(500):
+        n = rng.randrange(0, 70)
+        a = [rng.randrange(3) for _ in range(n)]
+        b = a[:rng.randrange(0, n + 1)] + [rng.randrange(3) for _ in range(rng.randrange(5))]
+        limit = rng.choice([None, rng.randrange(0, 80)])
+        plain = 0
+        for x, y in zip(a, b, strict=False):
+            if x != y or (limit is not None and plain >= limit):
+                break
+            plain += 1
+        assert common_prefix(a, b, limit) == plain
+
+
+def test_the_best_entry_shares_the_longest_head_within_the_limit():
+    cache = PrefixCache(1000)
+    store(cache, [1, 2, 3, 4, 5], 10)
+    store(cache, [1, 2, 9], 10)
+    entry, n = cache.best([1, 2, 3, 4, 7], limit=4)
+    assert entry is not None and entry.tokens == [1, 2, 3, 4, 5] and n == 4
+    entry, n = cache.best([1, 2, 3, 4, 5, 6], limit=3)
+    assert n == 3
+    assert cache.best([8, 1, 2], limit=2) == (None, 0)
+
+
+def test_the_cache_never_exceeds_its_budget_and_evicts_the_least_recently_used():
+    cache = PrefixCache(100)
+    rng = random.Random(3)
+    order: list[list[int]] = []
+    for i in range(200):
+        tokens = [i, *(rng.randrange(50) for _ in range(rng.randrange(1, 6)))]
+        size = rng.randrange(1, 60)
+        assert store(cache, tokens, size)
+        order.append(tokens)
+        assert cache.used <= cache.budget
+        assert cache.used == sum(e.nbytes for e in cache.entries())
+        kept = [e.tokens for e in cache.entries()]
+        # What is kept is the newest stores, in order: the oldest went first.
+        assert kept == order[len(order) - len(kept):]
+    assert cache.evictions == 200 - len(cache)
+
+
+def test_a_hit_makes_an_entry_the_most_recent():
+    cache = PrefixCache(30)
+    store(cache, [1, 1], 10)
+    store(cache, [2, 2], 10)
+    store(cache, [3, 3], 10)
+    entry, n = cache.best([1, 1, 5], limit=2)
+    assert entry is not None
+    cache.hit(entry, n)
+    store(cache, [4, 4], 10)         # evicts [2, 2], not the entry just used
+    assert [e.tokens for e in cache.entries()] == [[3, 3], [1, 1], [4, 4]]
+    assert cache.stats()["hits"] == 1 and cache.stats()["tokens_reused"] == 2
+
+
+def test_an_entry_bigger_than_the_budget_is_not_stored_and_evicts_nothing():
+    cache = PrefixCache(50)
+    store(cache, [1], 40)
+    assert not store(cache, [2], 51)
+    assert [e.tokens for e in cache.entries()] == [[1]] and cache.stats()["too_big"] == 1
+
+
+def test_a_prompt_that_extends_an_entry_replaces_it_and_one_it_extends_is_not_stored():
+    cache = PrefixCache(100)
+    store(cache, [1, 2, 3], 10)
+    assert store(cache, [1, 2, 3, 4, 5], 20)
+    assert [e.tokens for e in cache.entries()] == [[1, 2, 3, 4, 5]] and cache.used == 20
+    assert not store(cache, [1, 2, 3], 10)        # the longer entry serves it
+    assert not store(cache, [1, 2, 3, 4, 5], 20)  # the same prompt again
+    assert len(cache) == 1 and cache.used == 20
+
+
+def test_a_budget_of_zero_turns_the_cache_off_and_null_is_the_default():
+    assert not PrefixCache(budget_bytes_of(0)).enabled
+    assert not store(PrefixCache(0), [1, 2], 1)
+    assert budget_bytes_of(None) == 256 * MIB and budget_bytes_of(64) == 64 * MIB
+
+
+def test_a_refused_entry_is_dropped_and_clear_frees_everything():
+    cache = PrefixCache(100)
+    store(cache, [1, 2], 10)
+    store(cache, [3, 4], 10)
+    entry, _ = cache.best([1, 2, 0], limit=2)
+    assert entry is not None
+    cache.refuse(entry)
+    assert [e.tokens for e in cache.entries()] == [[3, 4]] and cache.used == 10
+    cache.clear()
+    assert len(cache) == 0 and cache.used == 0
