@@ -295,19 +295,22 @@ class BatchEngine:
     def _share_prefix(self, request: SeqRequest) -> None:
         """Starts the request after the shared prefix when it has enough of it in common,
         decoding a new shared head first when this prompt and another one share one;
-        or after a prefix-cache entry's head, restored, when that is longer."""
+        or after a prefix-cache entry's head, restored, when that is longer by
+        MIN_GAIN tokens (copying the shared prefix's cells costs nothing; a restore
+        copies the entry)."""
         limit = len(request.prompt) - 1      # the last prompt token is decoded for logits
         shared = common_prefix(request.prompt, self._prefix, limit)
-        if self._restore_cached(request, max(shared, MIN_SHARED_PREFIX) + MIN_GAIN):
-            return
+        head = 0
         if shared < MIN_SHARED_PREFIX and self._prefix_job is None:
             with self._lock:
                 others = [r.prompt for r in self._queue]
             head = max((common_prefix(request.prompt, p, limit) for p in [self._recent, *others]),
                        default=0)
-            if head >= MIN_SHARED_PREFIX:
-                self._start_prefix(request.prompt[:head])
-                shared = head
+        if self._restore_cached(request, max(shared, head, MIN_SHARED_PREFIX) + MIN_GAIN):
+            return
+        if head >= MIN_SHARED_PREFIX:
+            self._start_prefix(request.prompt[:head])
+            shared = head
         if shared < MIN_SHARED_PREFIX:
             return
         request.reused = shared

@@ -140,6 +140,12 @@ class ModelPool:
     ``on_event`` as a dict (event, model, from_model, duration_ms, detail), for
     the run loop to write to ``interp.model_events``.
 
+    Evicting a model closes its backend, and with it the backend's prefix cache
+    (`prefix_cache`): a model loaded again starts with an empty cache, while a
+    switch between two resident models keeps both caches. The caches' memory
+    (each row's prefix_cache_mb) is not counted in the budget, which counts the
+    weights (and a batched model's KV cache).
+
     A model bigger than the whole budget is still loaded, alone. A pool is not
     thread-safe: its calls must never overlap. The model lane's generation
     threads share one, and start a wave beside another only once that one has

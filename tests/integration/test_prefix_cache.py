@@ -17,6 +17,7 @@ from interpreter.llm.backend import GenerationRequest
 from interpreter.llm.llama_backend import BatchedLlamaBackend, LlamaBackend
 from interpreter.llm.prefix_cache import MIB, MIN_GAIN, common_prefix
 from interpreter.model_actor import chat_messages
+from interpreter.ops.trace import render_trace, trace_data
 from tests.helpers import add_items, check_invariants, make_workflow
 from tests.integration.test_model_actor import SMOL_SOURCE, THREADS
 
@@ -314,6 +315,26 @@ def test_a_wave_mixing_cached_and_uncached_subjects_records_what_each_reused(db,
             # an even subject's posting is new at step 2: only the chat head is reused
             assert r["prompt_tokens_reused"] == chat_head
     assert rows[0]["prompt_tokens_reused"] == 0    # the run's first prompt
+    odd = next(r for r in rows if r["step"] == 2 and int(r["subject_id"]) % 2)
+    trace = render_trace(trace_data(conn, 60, odd["subject_id"]))
+    assert f"reused={odd['prompt_tokens_reused']}" in trace
+
+
+def test_models_check_shows_the_prefix_cache(cli, conn, smollm2):
+    conn.execute("INSERT INTO interp.models (name, source, n_ctx, n_threads, prefix_cache_mb) "
+                 "VALUES ('smol', %s, 512, %s, 64), ('smol_off', %s, 512, %s, 0)",
+                 (str(smollm2), THREADS, str(smollm2), THREADS))
+    (on, off) = json.loads(cli("models", "check", "smol", "smol_off", "--json",
+                               "--max-tokens", "2").stdout)
+    cache = on["prefix_cache"]
+    assert cache["budget_bytes"] == 64 * MIB and cache["entries"] == 1
+    assert 0 < cache["used_bytes"] <= 64 * MIB and cache["hits"] == 0
+    assert off["prefix_cache"]["budget_bytes"] == 0 and off["prefix_cache"]["entries"] == 0
+    table = cli("models", "check", "smol", "smol_off", "--max-tokens", "2").stdout
+    header, _, first, second = table.splitlines()
+    assert "prefix cache" in header
+    assert "1 entries" in first and "/64 MiB, 0 hits, 0 reused" in first
+    assert second.split()[-1] == "off"
 
 
 def tokens_of(backend: LlamaBackend, body: str) -> list[int]:

@@ -1,6 +1,7 @@
 """The prefix cache's own rules, without a model: the longest shared head, the
 budget, LRU eviction, and entries that extend one another. (The real states of
-SmolLM2 and Gemma: tests/integration/test_prefix_cache.py.)"""
+SmolLM2 and Gemma: tests/integration/test_prefix_cache.py.) And the audit of
+what was reused and forced, summed over a subject's tries."""
 
 from __future__ import annotations
 
@@ -110,3 +111,88 @@ def test_a_refused_entry_is_dropped_and_clear_frees_everything():
     assert [e.tokens for e in cache.entries()] == [[3, 4]] and cache.used == 10
     cache.clear()
     assert len(cache) == 0 and cache.used == 0
+
+
+# ---------------------------------------------------------------- the audit
+
+class ReaskingBackend:
+    """Answers every subject's first try with text that is not JSON (re-asked), then
+    with JSON: each try reports `reused` prompt tokens and `forced` answer tokens."""
+
+    slots, sha256, size_bytes, n_ctx, load_ms = 1, None, 0, 512, 0.0
+
+    def __init__(self, model, settings):
+        self.name = model.name
+        self.tries: dict[str, int] = {}
+        scheme_args = dict(p.split("=") for p in model.source.split("#")[1].split(","))
+        self.reused = [None if v == "none" else int(v) for v in scheme_args["reused"].split("/")]
+        self.forced = [None if v == "none" else int(v) for v in scheme_args["forced"].split("/")]
+
+    def generate(self, request):
+        from interpreter.llm.backend import Generation
+
+        subject = request.chat()[0]["content"]
+        n = self.tries.get(subject, 0)
+        self.tries[subject] = n + 1
+        text = "not json" if n == 0 else '{"id": "x"}'
+        return Generation(text, "stop", 40, 5, 1.0, prompt_tokens_reused=self.reused[n],
+                          forced_tokens=self.forced[n])
+
+    def count_prompt(self, messages):
+        return None
+
+    def truncate_middle(self, text, max_tokens, marker="\n[...]\n"):
+        return text
+
+    def describe(self):
+        return {}
+
+    def close(self):
+        pass
+
+
+def audit_of(source: str) -> dict:
+    from interpreter.actor_api import Subject
+    from interpreter.definitions import ActorDef, ModelDef, StepDef, Workflow
+    from interpreter.llm.pool import ModelPool, register_backend_kind, unregister_backend_kind
+    from interpreter.model_actor import run_model_wave
+
+    register_backend_kind("reask", ReaskingBackend, lambda m: 1)
+    try:
+        model = ModelDef("m", source)
+        step = StepDef(workflow_id=1, number=1, name="s", kind="actor", actor="a", template="t",
+                       output_schema={"type": "object"})
+        wf = Workflow(id=1, name="w", description="", subject_table="items", subject_key="id",
+                      paused=False, version=1, steps={1: step}, transitions={},
+                      entry_points=[], actors={"a": ActorDef("a", "model", "m")},
+                      models={"m": model}, templates={"t": "{{ id }}"})
+        with ModelPool(1 << 30) as pool:
+            (result,) = run_model_wave(pool, wf, step, [Subject("s1", {"id": "s1"}, {})])
+    finally:
+        unregister_backend_kind("reask")
+    assert result.ok and result.audit["tries"] == 2
+    return result.audit
+
+
+def test_the_audit_sums_reused_and_forced_tokens_over_the_tries():
+    audit = audit_of("reask://x#reused=30/45,forced=4/6")
+    assert (audit["prompt_tokens_reused"], audit["forced_tokens"]) == (75, 10)
+    assert audit["prompt_tokens"] == 80
+
+
+def test_a_backend_that_cannot_tell_leaves_the_audit_null():
+    audit = audit_of("reask://x#reused=none/none,forced=none/none")
+    assert audit["prompt_tokens_reused"] is None and audit["forced_tokens"] is None
+    audit = audit_of("reask://x#reused=none/12,forced=none/0")
+    assert (audit["prompt_tokens_reused"], audit["forced_tokens"]) == (12, 0)
+
+
+def test_a_servers_cached_tokens_are_its_reused_tokens():
+    from interpreter.llm.backend import server_cached_tokens
+
+    assert server_cached_tokens({"prompt_tokens": 90,
+                                 "prompt_tokens_details": {"cached_tokens": 64}}) == 64
+    assert server_cached_tokens({"prompt_tokens": 90}) is None
+    assert server_cached_tokens({"prompt_tokens_details": None}) is None
+    assert server_cached_tokens({"prompt_tokens_details": {"cached_tokens": True}}) is None
+    assert server_cached_tokens({"prompt_tokens_details": {"cached_tokens": -1}}) is None

@@ -189,6 +189,17 @@ def test_model_audit_is_carried_into_the_columns():
     assert row["batch_width"] == 4
 
 
+def test_reused_and_forced_tokens_are_carried_and_checked_for_their_column():
+    s1 = step(1)
+    wf = workflow(s1, transitions={1: {"DONE": None}})
+    row = commit_one(wf, s1, ok(model="m", prompt_tokens=90, prompt_tokens_reused=70,
+                                forced_tokens=12))
+    assert (row["prompt_tokens_reused"], row["forced_tokens"]) == (70, 12)
+    row = commit_one(wf, s1, ok(model="m", prompt_tokens_reused=-1, forced_tokens=2**31))
+    assert (row["prompt_tokens_reused"], row["forced_tokens"]) == (None, None)
+    assert commit_one(wf, s1, ok())["prompt_tokens_reused"] is None
+
+
 def test_a_result_without_a_model_audit_has_no_batch_width():
     s1 = step(1)
     wf = workflow(s1, transitions={1: {"DONE": None}})
