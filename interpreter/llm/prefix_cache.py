@@ -23,9 +23,9 @@ of entries, and two token lists are compared by slices in C (`common_prefix`).
 
 Sliding-window layers (Gemma 3): llama.cpp saves only the cells that the window
 still sees from the end of the sequence, so an entry longer than the window,
-cut back to a shorter head, lacks the cells that head needs. `seq_intact` says
-whether the cells in the context cover what the next token sees; the decoder
-decodes from scratch when they do not.
+cut back to a shorter head, lacks the cells that head needs. Such prompts are
+not stored, and `seq_intact` says whether the cells in the context cover what
+the next token sees; the decoder decodes from scratch when they do not.
 
 Thread-safety: one cache per loaded model, used by that model's one decoding
 thread (the sequential decoder's caller, or the batching engine's loop); the
@@ -102,6 +102,7 @@ class PrefixCache:
         self.stores = 0
         self.evictions = 0
         self.too_big = 0           # states larger than the whole budget, not stored
+        self.too_long = 0          # prompts longer than a sliding window, not stored
         self.refused = 0           # restores llama.cpp refused, or cut sliding windows
 
     @property
@@ -135,6 +136,11 @@ class PrefixCache:
                 if e is entry:
                     self._entries.move_to_end(key)
                     break
+
+    def skip_long(self) -> None:
+        """Counts a prompt not stored because it outgrew a sliding window."""
+        with self._lock:
+            self.too_long += 1
 
     def refuse(self, entry: Entry) -> None:
         """An entry whose restore failed: dropped, so it is not tried again."""
@@ -203,7 +209,7 @@ class PrefixCache:
                     "budget_bytes": self.budget, "hits": self.hits,
                     "tokens_reused": self.tokens_reused, "stores": self.stores,
                     "evictions": self.evictions, "too_big": self.too_big,
-                    "refused": self.refused}
+                    "too_long": self.too_long, "refused": self.refused}
 
 
 # ---------------------------------------------------------------- llama.cpp's side
@@ -215,6 +221,12 @@ def save_seq(cache: PrefixCache, ctx: Any, seq_id: int, tokens: Sequence[int],
     import llama_cpp.llama_cpp as lc
 
     if not cache.enabled:
+        return False
+    n_swa = int(lc.llama_model_n_swa(lc.llama_get_model(ctx)))
+    if 0 < n_swa < len(tokens):
+        # Its saved sliding-window cells would start after position 0: no shorter
+        # head could be restored from it (`seq_intact`), so it would only take room.
+        cache.skip_long()
         return False
     size = int(lc.llama_state_seq_get_size(ctx, seq_id))
 

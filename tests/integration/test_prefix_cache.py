@@ -134,6 +134,28 @@ def test_a_restored_head_gives_the_logits_of_a_fresh_decode(which, monkeypatch):
         fresh.close()
 
 
+def test_gemmas_prompts_longer_than_its_sliding_window_are_not_stored():
+    """Gemma-3-270M's sliding window is 512 tokens, and llama.cpp saves only the
+    cells it still sees: a 554-token prompt's state could not be cut back to a
+    shorter head, so it is not stored; the next prompt decodes from the context's
+    own cells (all kept: swa_full) and answers as a fresh context does."""
+    first = POSTING * 8 + "\n\nSummarise this posting in one line."
+    second = POSTING * 8 + "\n\nList the skills this posting asks for."
+    backend = LlamaBackend(model_def("gemma", n_ctx=2048))
+    fresh = LlamaBackend(model_def("gemma", n_ctx=2048, prefix_cache_mb=0))
+    try:
+        assert len(tokens(backend, first)) > 512
+        ask(backend, first)
+        assert backend.prefix_cache.stats()["too_long"] == 1 and len(backend.prefix_cache) == 0
+        gen = ask(backend, second, max_tokens=6)
+        assert gen.prompt_tokens_reused == common_prefix(tokens(backend, first),
+                                                         tokens(backend, second))
+        assert gen.text == ask(fresh, second, max_tokens=6).text
+    finally:
+        backend.close()
+        fresh.close()
+
+
 def test_the_cache_never_exceeds_its_budget_and_evicts_the_oldest(smollm2):
     """Prompts of 20-150 tokens through a 2 MiB budget (about 90 tokens of SmolLM2):
     after every call the bytes held stay within it, and the entries kept are the
