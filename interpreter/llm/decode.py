@@ -101,6 +101,7 @@ class LlamaDecoder:
         self.n_ctx = int(llama.n_ctx())
         self.vocab = lc.llama_model_get_vocab(llama.model)
         self.chunk = PROMPT_CHUNK_GPU if gpu else PROMPT_CHUNK_CPU
+        self.n_swa = int(lc.llama_model_n_swa(llama.model))   # 0: no sliding window
         self.buffers = SamplerBuffers(int(llama.n_vocab()))
         self.batch = lc.llama_batch_init(1 + FORCED_MAX + LOOKUP_MAX, 0, 1)
         # Recent answers per grammar (the GBNF text; "" for free text), for drafting,
@@ -178,11 +179,18 @@ class LlamaDecoder:
         batch_threads = self.prompt_threads() if self.prompt_threads else self.threads[1]
         self.last_prompt_threads = batch_threads
         self.lc.llama_set_n_threads(llama.ctx, self.threads[0], batch_threads)
-        for i in range(keep, len(prompt), self.chunk):
+        # A prompt longer than a sliding window (Gemma 3) cannot be stored whole
+        # (prefix_cache.save_seq); its head up to the window's length can, saved when
+        # the decode gets there, and serves the prompts that share a shorter head.
+        window = self.n_swa if self.cache is not None and keep < self.n_swa < len(prompt) \
+            else None
+        for i, end in chunk_bounds(keep, len(prompt), self.chunk, window):
             reason = interrupted()
             if reason is not None:
                 raise Interrupted(reason)
-            llama.eval(prompt[i:i + self.chunk])
+            llama.eval(prompt[i:end])
+            if end == window and self.cache is not None:
+                save_seq(self.cache, llama.ctx, 0, prompt[:end], restored)
         if self.cache is not None:
             save_seq(self.cache, llama.ctx, 0, prompt, restored)
         return keep
@@ -349,6 +357,20 @@ class LlamaDecoder:
         self.lc.llama_memory_seq_rm(self.lc.llama_get_memory(llama.ctx), -1, end, -1)
         llama.input_ids[base:end] = kept
         llama.n_tokens = end
+
+
+def chunk_bounds(start: int, end: int, chunk: int,
+                 cut: int | None = None) -> list[tuple[int, int]]:
+    """The (from, to) of each prompt chunk from start to end, one ending at cut too."""
+    bounds = []
+    i = start
+    while i < end:
+        j = min(i + chunk, end)
+        if cut is not None and i < cut < j:
+            j = cut
+        bounds.append((i, j))
+        i = j
+    return bounds
 
 
 def ends_with_stop(llama: Any, recent: list[int], stop: Sequence[str]) -> bool:

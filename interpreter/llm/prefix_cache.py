@@ -24,8 +24,10 @@ of entries, and two token lists are compared by slices in C (`common_prefix`).
 Sliding-window layers (Gemma 3): llama.cpp saves only the cells that the window
 still sees from the end of the sequence, so an entry longer than the window,
 cut back to a shorter head, lacks the cells that head needs. Such prompts are
-not stored, and `seq_intact` says whether the cells in the context cover what
-the next token sees; the decoder decodes from scratch when they do not.
+not stored whole (the sequential decoder stores their first window's length of
+tokens instead, saved on the way), and `seq_intact` says whether the cells in
+the context cover what the next token sees; the decoder decodes from scratch
+when they do not.
 
 Thread-safety: one cache per loaded model, used by that model's one decoding
 thread (the sequential decoder's caller, or the batching engine's loop); the

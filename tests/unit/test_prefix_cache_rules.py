@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+from interpreter.llm.decode import chunk_bounds
 from interpreter.llm.prefix_cache import MIB, PrefixCache, budget_bytes_of, common_prefix
 
 
@@ -35,6 +36,13 @@ def test_common_prefix_agrees_with_a_plain_scan():
                 break
             plain += 1
         assert common_prefix(a, b, limit) == plain
+
+
+def test_prompt_chunks_end_at_a_sliding_window_when_asked():
+    assert chunk_bounds(0, 150, 64) == [(0, 64), (64, 128), (128, 150)]
+    assert chunk_bounds(10, 150, 64, cut=100) == [(10, 74), (74, 100), (100, 150)]
+    assert chunk_bounds(0, 128, 64, cut=64) == [(0, 64), (64, 128)]
+    assert chunk_bounds(5, 5, 64, cut=3) == []
 
 
 def test_the_best_entry_shares_the_longest_head_within_the_limit():
