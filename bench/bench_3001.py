@@ -19,6 +19,7 @@ One JSON object goes to stdout. The scratch database is dropped unless --keep.
     .venv/bin/python bench/bench_3001.py --count 20
     .venv/bin/python bench/bench_3001.py --count 20 --all-smollm2   # every role on SmolLM2
     .venv/bin/python bench/bench_3001.py --count 20 --parallel 4    # continuous batching, N = 4
+    .venv/bin/python bench/bench_3001.py --count 20 --prefix-cache-mb 16   # a small prefix cache
 """
 
 from __future__ import annotations
@@ -177,6 +178,10 @@ def main() -> None:
                     help="map every role to SmolLM2 (what the acceptance test does)")
     ap.add_argument("--parallel", type=int, default=None,
                     help="set interp.models.parallel for the four roles (continuous batching)")
+    ap.add_argument("--prefix-cache-mb", type=int, default=None,
+                    help="set interp.models.prefix_cache_mb for the four roles")
+    ap.add_argument("--model-batch-size", type=int, default=None,
+                    help="interp run --model-batch-size")
     ap.add_argument("--keep", action="store_true", help="keep the scratch database")
     ap.add_argument("--timeout", type=float, default=None, help="give up after this many s")
     args = ap.parse_args()
@@ -200,12 +205,18 @@ def main() -> None:
             with psycopg.connect(dsn, autocommit=True) as c:
                 c.execute("UPDATE interp.models SET parallel = %s WHERE name IN "
                           "('gemma3', 'gemma2', 'qwen2.5', 'phi3')", (args.parallel,))
+        if args.prefix_cache_mb is not None:
+            with psycopg.connect(dsn, autocommit=True) as c:
+                c.execute("UPDATE interp.models SET prefix_cache_mb = %s WHERE name IN "
+                          "('gemma3', 'gemma2', 'qwen2.5', 'phi3')", (args.prefix_cache_mb,))
         interp(dsn, "seed", "postings", "--count", str(args.count), "--seed", str(args.seed))
         models = rows(dsn, "SELECT name, source, n_gpu_layers, n_ctx, parallel FROM interp.models "
                            "WHERE name IN ('gemma3', 'gemma2', 'qwen2.5', 'phi3') ORDER BY name")
         run_args = ["run", "--workflow", "3001", "--until-idle"]
         if args.batch_size:
             run_args += ["--batch-size", str(args.batch_size)]
+        if args.model_batch_size:
+            run_args += ["--model-batch-size", str(args.model_batch_size)]
         t0 = time.monotonic()
         interp(dsn, *run_args, timeout=args.timeout)
         wall = time.monotonic() - t0
