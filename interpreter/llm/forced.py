@@ -105,8 +105,14 @@ class Recognizer:
     def allows_after(self, stacks: frozenset[int], byte: int) -> bool:
         """Whether, from stacks, the grammar allows a character starting with this
         byte (a multi-byte character's lead byte: yes when any non-ASCII one is)."""
-        if byte < 0x80:
-            return bool(self._step(stacks, chr(byte)))
+        try:
+            if byte < 0x80:
+                return bool(self._step(stacks, chr(byte)))
+        except GrammarError:
+            # The grammar's shared stack tables are full (`gbnf.MAX_NODES`): stop
+            # following it; "allowed" keeps the seam's tokens to the sampler.
+            self.lost = True
+            return True
         g = self.g
         for s in stacks:
             if s == 0:
@@ -209,4 +215,6 @@ def forced_tokens(pieces: TokenPieces, recognizer: Recognizer, limit: int) -> li
     text, after = recognizer.forced()
     if not text:
         return []
-    return seam_tokens(pieces, recognizer, text, after)[:limit]
+    tokens = seam_tokens(pieces, recognizer, text, after)[:limit]
+    # Lost on the way (the grammar's tables filled up): the grammar alone decides.
+    return [] if recognizer.lost else tokens

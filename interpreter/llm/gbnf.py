@@ -232,7 +232,15 @@ class Grammar:
 
     def __init__(self, text: str, root: str = "root"):
         parser = _Parser(text)
-        parser.parse()
+        try:
+            parser.parse()
+        except RecursionError as exc:
+            # Groups nest as deep as a schema's bounds: the converter writes
+            # maxLength 3000 as 3000 nested optional groups, deeper than Python's
+            # stack, while llama.cpp's own parser reads it.
+            raise GrammarError("the grammar nests too deep to follow") from exc
+        except (IndexError, ValueError) as exc:
+            raise GrammarError(f"the grammar could not be parsed: {exc}") from exc
         if root not in parser.names:
             raise GrammarError(f"no rule {root!r}")
         self.kind: list[int] = []

@@ -245,3 +245,35 @@ def test_llama_cpp_parses_the_canonical_grammars():
 
     for schema in SCHEMAS.values():
         assert LlamaGrammar.from_string(grammar_of(schema), verbose=False)
+
+
+# ---------------------------------------------------------------- hostile grammars
+
+def test_a_grammar_nested_deeper_than_python_turns_jumping_off():
+    # The converter writes maxLength 3000 as 3000 nested groups; llama.cpp reads
+    # them, the recognizer's parser recursed past Python's stack (RecursionError
+    # out of TokenSampler, so the step failed). Now jumping is off for it.
+    from interpreter.llm.gbnf import GrammarError
+    from interpreter.llm.token_sampling import SamplerBuffers
+
+    text = grammar_of({"type": "object", "required": ["s"],
+                       "properties": {"s": {"type": "string", "maxLength": 3000}}})
+    with pytest.raises(GrammarError):
+        Grammar(text)
+    assert SamplerBuffers(8).grammar(text) is None
+
+
+def test_full_stack_tables_stop_the_seam_check_instead_of_raising():
+    # A grammar's stack tables are shared by every generation of the model and
+    # capped (gbnf.MAX_NODES); once full, a recognizer stepping somewhere new is
+    # lost. The seam check (allows_after) raised GrammarError out of the decode.
+    grammar = Grammar(grammar_of({"type": "array", "maxItems": 400,
+                                  "items": {"type": "string", "maxLength": 400}}))
+    text = "[" + ", ".join(['"' + "z" * 300 + '"'] * 300)
+    first = Recognizer(grammar)
+    at = next(i for i, ch in enumerate(text) if first.accept_text(ch) or first.lost)
+    second = Recognizer(grammar)
+    second.accept_text(text[:at])
+    assert not second.lost
+    assert second.allows_after(second.stacks, ord(text[at])) is True
+    assert second.lost
