@@ -21,7 +21,8 @@ def make_awkward_workflow(conn) -> None:
     conn.execute("INSERT INTO interp.workflows (workflow_id, name, description, subject_table, "
                  "subject_key) VALUES (%s, %s, %s, 'public.items', 'id')", (WF, NAME, AWKWARD))
     conn.execute("INSERT INTO interp.models (name, source, n_gpu_layers, n_ctx, n_threads, "
-                 "chat_format, sampling) VALUES ('awk_model', %s, -1, 4096, NULL, 'chatml', %s)",
+                 "chat_format, sampling, prefix_cache_mb) "
+                 "VALUES ('awk_model', %s, -1, 4096, NULL, 'chatml', %s, 0)",
                  ("C:\\models\\it's.gguf", json.dumps({"temperature": 0.5, "stop": ["\n", "\\"]})))
     conn.execute("INSERT INTO interp.actors (name, kind, target, params) VALUES "
                  "('awk_model_actor', 'model', 'awk_model', %s), "
@@ -76,5 +77,7 @@ def test_export_of_awkward_values_loads_back_to_the_same_definition(cli, conn, t
     assert dataclasses.replace(after, version=before.version) == before
     assert after.name == NAME and after.description == AWKWARD
     assert after.models["awk_model"].n_gpu_layers == -1
+    # 0 (the prefix cache off) is not NULL (the default budget).
+    assert after.models["awk_model"].prefix_cache_mb == 0
     assert conn.execute("SELECT to_regclass('public.canary') AS t").fetchone()["t"] is not None
     assert cli("workflow", "export", str(WF)).stdout == exported
