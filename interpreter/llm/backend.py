@@ -111,11 +111,18 @@ class OpenSettings:
 def server_cached_tokens(usage: dict[str, Any]) -> int | None:
     """The prompt tokens a server says it took from its own prompt cache
     (``usage.prompt_tokens_details.cached_tokens``, OpenAI's field, which vLLM
-    and llama.cpp's server also send), or None when it does not say."""
+    and llama.cpp's server also send), or None when it does not say, or says more
+    than the prompt's tokens (the audit's prompt_tokens - prompt_tokens_reused are
+    the tokens decoded, never negative)."""
     details = usage.get("prompt_tokens_details")
     value = details.get("cached_tokens") if isinstance(details, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
-        else None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return None
+    try:
+        prompt = int(usage.get("prompt_tokens", 0))
+    except (TypeError, ValueError):
+        return None
+    return value if value <= prompt else None
 
 
 def as_messages(messages_or_prompt: Messages | str) -> Messages:

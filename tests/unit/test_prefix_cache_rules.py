@@ -204,3 +204,16 @@ def test_a_servers_cached_tokens_are_its_reused_tokens():
     assert server_cached_tokens({"prompt_tokens_details": None}) is None
     assert server_cached_tokens({"prompt_tokens_details": {"cached_tokens": True}}) is None
     assert server_cached_tokens({"prompt_tokens_details": {"cached_tokens": -1}}) is None
+
+
+def test_a_servers_cached_tokens_beyond_its_prompt_are_not_recorded():
+    # prompt_tokens - prompt_tokens_reused is what was decoded (docs/schema.md): a
+    # server that says it cached more than the prompt (or sends no prompt_tokens,
+    # recorded as 0) would make that negative.
+    from interpreter.llm.backend import server_cached_tokens
+
+    assert server_cached_tokens({"prompt_tokens": 90,
+                                 "prompt_tokens_details": {"cached_tokens": 90}}) == 90
+    assert server_cached_tokens({"prompt_tokens": 90,
+                                 "prompt_tokens_details": {"cached_tokens": 91}}) is None
+    assert server_cached_tokens({"prompt_tokens_details": {"cached_tokens": 64}}) is None
