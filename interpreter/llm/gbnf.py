@@ -236,7 +236,7 @@ class Grammar:
             parser.parse()
         except RecursionError as exc:
             # Groups nest as deep as a schema's bounds: the converter writes
-            # maxLength 3000 as 3000 nested optional groups, deeper than Python's
+            # maxLength 800 as 800 nested optional groups, deeper than Python's
             # stack, while llama.cpp's own parser reads it.
             raise GrammarError("the grammar nests too deep to follow") from exc
         except (IndexError, ValueError) as exc:

@@ -207,3 +207,21 @@ def test_batch_engine_jumps_forward_too(smollm2, which):
         assert b.engine.stats.max_running >= 2
     finally:
         b.close()
+
+
+def test_a_grammar_too_deep_to_follow_leaves_the_answer_to_llama_cpps_grammar(smollm2):
+    # maxLength 800 is 800 nested groups in the converter's grammar: llama.cpp
+    # reads it, the recognizer's parser recursed past Python's stack and the
+    # RecursionError came out of generate(). Now jumping is off for it.
+    deep = {"type": "object", "additionalProperties": False, "required": ["title"],
+            "properties": {"title": {"type": "string", "maxLength": 800}}}
+    b = LlamaBackend(model("smollm2"))
+    try:
+        gen = b.generate(GenerationRequest(PROMPTS[0], schema=deep, max_tokens=48, seed=1,
+                                           sampling={"temperature": 0.0}))
+    finally:
+        b.close()
+    assert gen.forced_tokens == 0
+    assert gen.text.startswith('{"title": "')
+    if gen.finish_reason == "stop":
+        jsonschema.validate(json.loads(gen.text), deep)

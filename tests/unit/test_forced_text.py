@@ -250,14 +250,14 @@ def test_llama_cpp_parses_the_canonical_grammars():
 # ---------------------------------------------------------------- hostile grammars
 
 def test_a_grammar_nested_deeper_than_python_turns_jumping_off():
-    # The converter writes maxLength 3000 as 3000 nested groups; llama.cpp reads
+    # The converter writes maxLength 800 as 800 nested groups; llama.cpp reads
     # them, the recognizer's parser recursed past Python's stack (RecursionError
     # out of TokenSampler, so the step failed). Now jumping is off for it.
     from interpreter.llm.gbnf import GrammarError
     from interpreter.llm.token_sampling import SamplerBuffers
 
     text = grammar_of({"type": "object", "required": ["s"],
-                       "properties": {"s": {"type": "string", "maxLength": 3000}}})
+                       "properties": {"s": {"type": "string", "maxLength": 800}}})
     with pytest.raises(GrammarError):
         Grammar(text)
     assert SamplerBuffers(8).grammar(text) is None
