@@ -279,6 +279,12 @@ class Grammar:
         # recognizer) on their own threads while its loop steps others.
         self.lock = threading.Lock()
 
+    @property
+    def full(self) -> bool:
+        """Whether its stack tables reached MAX_NODES: a recognizer stepping
+        anywhere new is then lost."""
+        return len(self.nodes) >= MAX_NODES
+
     def matches(self, pos: int, cp: int) -> bool:
         ranges, negated = self.arg[pos]
         hit = any(lo <= cp <= hi for lo, hi in ranges)

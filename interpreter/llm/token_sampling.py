@@ -80,6 +80,14 @@ class SamplerBuffers:
         self.grammars: dict[str, Grammar | None] = {}
 
     def grammar(self, gbnf: str) -> Grammar | None:
+        known = self.grammars.get(gbnf)
+        if known is not None and known.full:
+            # Its stack tables filled up over many generations (long answers of
+            # bounded arrays of bounded strings): start afresh, so that jumping is
+            # off only for the generation that filled them, not for the rest of
+            # the model's life. Recognizers still running keep the old tables.
+            # (pop: callers of the batch engine get here on their own threads.)
+            self.grammars.pop(gbnf, None)
         if gbnf not in self.grammars:
             try:
                 self.grammars[gbnf] = Grammar(gbnf)

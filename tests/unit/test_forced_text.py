@@ -277,3 +277,26 @@ def test_full_stack_tables_stop_the_seam_check_instead_of_raising():
     assert not second.lost
     assert second.allows_after(second.stacks, ord(text[at])) is True
     assert second.lost
+
+
+def test_a_model_starts_a_grammar_afresh_once_its_stack_tables_are_full():
+    # The tables are shared by every generation of the model; once full, every
+    # later generation that went somewhere new was lost, for the model's life.
+    from interpreter.llm.gbnf import MAX_NODES
+    from interpreter.llm.token_sampling import SamplerBuffers
+
+    text = grammar_of({"type": "array", "maxItems": 400,
+                       "items": {"type": "string", "maxLength": 400}})
+    buffers = SamplerBuffers(8)
+    full = buffers.grammar(text)
+    assert full is not None
+    answer = "[" + ", ".join(['"' + "z" * 300 + '"'] * 300)
+    first = Recognizer(full)
+    first.accept_text(answer)
+    assert first.lost and len(full.nodes) >= MAX_NODES
+    fresh = buffers.grammar(text)
+    assert fresh is not None and fresh is not full and len(fresh.nodes) < MAX_NODES
+    again = Recognizer(fresh)
+    again.accept_text(answer[:5000])
+    assert not again.lost
+    assert buffers.grammar(text) is fresh
