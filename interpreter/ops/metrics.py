@@ -136,6 +136,14 @@ def model_tokens(conn: Conn, collector: DatabaseCollector) -> list[Metric]:
     prompt = GaugeMetricFamily(
         "interp_model_prompt_tokens",
         f"Prompt tokens read by model steps in the last {window:g} s.", labels=names)
+    reused = GaugeMetricFamily(
+        "interp_model_prompt_tokens_reused",
+        f"Of the prompt tokens, those whose KV state was reused (the previous call's, or "
+        f"the prefix cache's) in the last {window:g} s.", labels=names)
+    forced = GaugeMetricFamily(
+        "interp_model_forced_tokens",
+        f"Completion tokens the output schema's grammar forced (jump-forward, not sampled) "
+        f"in the last {window:g} s.", labels=names)
     speed = GaugeMetricFamily(
         "interp_model_tokens_per_second",
         f"Completion tokens per second, averaged over the last {window:g} s.", labels=names)
@@ -143,8 +151,10 @@ def model_tokens(conn: Conn, collector: DatabaseCollector) -> list[Metric]:
         key = _labels(r["workflow_id"], r["step"], r["model"])
         generated.add_metric(key, r["completion_tokens"])
         prompt.add_metric(key, r["prompt_tokens"])
+        reused.add_metric(key, r["prompt_tokens_reused"])
+        forced.add_metric(key, r["forced_tokens"])
         speed.add_metric(key, tokens_per_s(r["completion_tokens"], window, digits=None) or 0.0)
-    return [generated, prompt, speed]
+    return [generated, prompt, reused, forced, speed]
 
 
 def lane_time(conn: Conn, _: DatabaseCollector) -> list[Metric]:

@@ -95,7 +95,9 @@ SELECT coalesce(h.actor, a.name) AS actor, coalesce(h.state, 'closed') AS state,
 -- not the table.
 SELECT s.workflow_id, s.execution_order AS step, coalesce(c.model, '') AS model,
        coalesce(sum(c.completion_tokens), 0)::bigint AS completion_tokens,
-       coalesce(sum(c.prompt_tokens), 0)::bigint AS prompt_tokens
+       coalesce(sum(c.prompt_tokens), 0)::bigint AS prompt_tokens,
+       coalesce(sum(c.prompt_tokens_reused), 0)::bigint AS prompt_tokens_reused,
+       coalesce(sum(c.forced_tokens), 0)::bigint AS forced_tokens
   FROM interp.steps s
   JOIN interp.actors a ON a.name = s.actor AND a.kind = 'model'
   JOIN interp.checkpoints c

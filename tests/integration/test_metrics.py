@@ -192,13 +192,14 @@ def add_model_step_checkpoints(conn) -> None:
                  "VALUES (77, 1, 'Summarise', 'actor', 'summarise')")
     conn.execute(
         "INSERT INTO interp.checkpoints (workflow_id, subject_id, step, visit, attempt, ok, "
-        "outcome, started_at, finished_at, model, prompt_tokens, completion_tokens) VALUES "
+        "outcome, started_at, finished_at, model, prompt_tokens, completion_tokens, "
+        "prompt_tokens_reused, forced_tokens) VALUES "
         "(77, 'a', 1, 1, 1, true, 'DONE', now() - interval '12 s', now() - interval '10 s', "
-        " 'tiny', 100, 40),"
+        " 'tiny', 100, 40, 70, 12),"
         "(77, 'b', 1, 1, 1, true, 'DONE', now() - interval '6 s', now() - interval '5 s', "
-        " 'tiny', 80, 20),"
+        " 'tiny', 80, 20, NULL, NULL),"
         "(77, 'c', 1, 1, 1, true, 'DONE', now() - interval '61 min', now() - interval '1 hour', "
-        " 'tiny', 999, 999)")
+        " 'tiny', 999, 999, 999, 999)")
 
 
 def test_model_tokens_are_counted_over_the_window(db, conn):
@@ -208,6 +209,8 @@ def test_model_tokens_are_counted_over_the_window(db, conn):
     k = key(workflow=77, step=1, model="tiny")
     assert got["interp_model_generated_tokens"] == {k: 60}
     assert got["interp_model_prompt_tokens"] == {k: 180}
+    assert got["interp_model_prompt_tokens_reused"] == {k: 70}   # NULL: not known, not counted
+    assert got["interp_model_forced_tokens"] == {k: 12}
     assert got["interp_model_tokens_per_second"] == {k: 1.0}
     assert "in the last 60 s" in text
     transitions = got["interp_transitions_total"]
@@ -305,12 +308,15 @@ def test_model_lane_figures_match_a_real_model_run(db, conn, smollm2):
     Runner(db, 60, RunOptions(until_idle=True, poll_s=0.05, model_batch_size=4)).run()
 
     got = families(_exposition(metrics_registry(db)))
-    tokens = conn.execute("SELECT model, sum(completion_tokens) AS c, sum(prompt_tokens) AS p "
+    tokens = conn.execute("SELECT model, sum(completion_tokens) AS c, sum(prompt_tokens) AS p, "
+                          "sum(prompt_tokens_reused) AS r, sum(forced_tokens) AS f "
                           "FROM interp.checkpoints WHERE workflow_id = 60 GROUP BY 1").fetchall()
     assert len(tokens) == 1 and tokens[0]["c"] > 0
     k = key(workflow=60, step=1, model=tokens[0]["model"])
     assert got["interp_model_generated_tokens"] == {k: tokens[0]["c"]}
     assert got["interp_model_prompt_tokens"] == {k: tokens[0]["p"]}
+    assert got["interp_model_prompt_tokens_reused"] == {k: tokens[0]["r"]}
+    assert got["interp_model_forced_tokens"] == {k: tokens[0]["f"]}
     assert got["interp_model_tokens_per_second"][k] == pytest.approx(tokens[0]["c"] / 300)
     assert got["interp_wave_duration_seconds_count"][key(workflow=60, lane="model")] > 0
     assert_matches_the_database(conn, got)
