@@ -36,17 +36,28 @@ _SPACE_REF = r"(?<![\w-])space(?![\w-])"
 
 
 def canonical_whitespace(gbnf: str) -> str:
-    """The schema grammar with one whitespace layout, json.dumps' default: ``", "``
-    between items and members, ``": "`` after a key, nothing else. llama-cpp-python's
-    converter writes an optional space (`space`) after every literal and value;
-    here `space` admits nothing, and its separators ``"," space`` and ``":" space``
-    become ``", "`` and ``": "``. Rules named otherwise (a property called "space"
-    becomes ``space0``, ``space-kv``) are left alone."""
+    """The schema grammar with fixed separators: ``": "`` between a key and its value
+    and ``", "`` between items and members, as json.dumps and the models write them,
+    and nothing after the answer's last character. llama-cpp-python's converter
+    writes an optional space (`space`) after every literal and value; the space
+    after an opening bracket and after a value (before a comma or a closing
+    bracket) stays the model's choice: Gemma-3-270M writes ``[ "a", "b" ]``, and
+    forbidding that space made it write ``[".", "id_id_id...`` in 4 of 11 of
+    workflow 3001's extractions (docs/adr/0007-jump-forward.md). Keys are forced
+    once their opening quote is written, and so is everything from a comma to the
+    next value. Rules named otherwise (a property called "space" becomes
+    ``space0``, ``space-kv``) are left alone."""
     if not _SPACE_RULE.search(gbnf):
         return gbnf
-    out = re.sub(r'"," ' + _SPACE_REF, '", "', gbnf)
+    out = re.sub(_SPACE_REF + r' ":" ' + _SPACE_REF, '": "', gbnf)
     out = re.sub(r'":" ' + _SPACE_REF, '": "', out)
-    return _SPACE_RULE.sub('space ::= ""', out, count=1)
+    out = re.sub(r'"," ' + _SPACE_REF, '", "', out)
+    return _ROOT_TAIL.sub(r"\1", out, count=1)
+
+
+# The root rule's last `space`: a space after the whole answer, which only costs the
+# model one more sampling before its end-of-generation token.
+_ROOT_TAIL = re.compile(r"^(root ::= .*) " + _SPACE_REF + r"$", re.MULTILINE)
 
 
 # ---------------------------------------------------------------- parsing

@@ -113,7 +113,7 @@ def check_spans(decoded, calls: list[list[int]]) -> None:
     flat = [t for call in calls for t in call]
     assert flat == decoded.tokens[:len(flat)]
     assert sum(1 for c in calls if len(c) > 1) == decoded.forced_spans
-    assert len(calls[0]) > 1                 # the model's `{`, then `"key":` forced
+    assert max(len(c) for c in calls) > 1   # a sampled token and the forced span after it
     assert sum(len(c) - 1 for c in calls) <= decoded.forced_tokens
 
 
@@ -129,7 +129,9 @@ def test_enum_and_nested_array_of_objects(backend):
     answer = json.loads(decoded.text)
     jsonschema.validate(answer, TEAM_SCHEMA)
     check_spans(decoded, calls)
-    assert decoded.text == json.dumps(answer)      # the canonical layout
+    # the canonical separators (the model's optional spaces aside)
+    assert '":"' not in decoded.text and '",\n' not in decoded.text
+    assert decoded.text.replace(" ", "") == json.dumps(answer).replace(" ", "")
 
 
 def test_jump_forward_off_samples_every_token(backend):
@@ -160,11 +162,14 @@ def test_jump_forward_with_drafting_keeps_answers_valid(backend):
 
 
 def test_max_tokens_cuts_inside_a_forced_span(backend):
-    # The model's `{` (or `{"`), then the forced key's first two tokens: the third
-    # token of the answer ends it, before the span is decoded.
+    # The model's `{` and its optional space or quote, then the forced key (`title":
+    # "`, several tokens): the third token of the answer ends it inside that span,
+    # before the span is decoded.
+    whole, _ = sequential(backend, PROMPTS[0], SCHEMA)
     decoded, _ = sequential(backend, PROMPTS[0], SCHEMA, max_tokens=3)
     assert decoded.finish_reason == "length" and len(decoded.tokens) == 3
-    assert decoded.forced_tokens == 2 and decoded.forced_spans == 0
+    assert decoded.tokens == whole.tokens[:3]
+    assert decoded.forced_tokens >= 1 and decoded.forced_spans == 0
 
 
 @pytest.mark.parametrize("which", ["smollm2", "gemma"])
@@ -222,6 +227,6 @@ def test_a_grammar_too_deep_to_follow_leaves_the_answer_to_llama_cpps_grammar(sm
     finally:
         b.close()
     assert gen.forced_tokens == 0
-    assert gen.text.startswith('{"title": "')
+    assert gen.text.replace(" ", "").startswith('{"title":"')
     if gen.finish_reason == "stop":
         jsonschema.validate(json.loads(gen.text), deep)
