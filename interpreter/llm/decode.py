@@ -30,10 +30,12 @@ from .token_sampling import SamplerBuffers, TokenSampler
 FORCED_MAX = 64
 
 # Prompt tokens decoded per llama_decode call between stop checks: on a CPU this
-# bounds the wait for a stop to about a second of prompt processing, and a smaller
-# chunk costs no speed there (docs/benchmarks.md, Figures behind the model
-# runtime's constants); a GPU wants bigger chunks.
-PROMPT_CHUNK_CPU = 64
+# bounds the wait for a stop to about a second of prompt processing. Smaller
+# chunks cost speed: a 320-token prompt in chunks of 64 took 1.18x (Gemma-3-270M)
+# and 1.12x (SmolLM2-135M) the time of chunks of 256, which were level with 512
+# (docs/benchmarks.md, Figures behind the model runtime's constants); a GPU wants
+# bigger chunks still.
+PROMPT_CHUNK_CPU = 256
 PROMPT_CHUNK_GPU = 512
 
 
@@ -100,10 +102,12 @@ class LlamaDecoder:
         self.last_prompt_threads: int | None = None
         self.n_ctx = int(llama.n_ctx())
         self.vocab = lc.llama_model_get_vocab(llama.model)
-        self.chunk = PROMPT_CHUNK_GPU if gpu else PROMPT_CHUNK_CPU
+        # One llama_decode takes at most the context's n_batch tokens.
+        self.chunk = min(PROMPT_CHUNK_GPU if gpu else PROMPT_CHUNK_CPU, int(llama.n_batch))
         self.n_swa = int(lc.llama_model_n_swa(llama.model))   # 0: no sliding window
         self.buffers = SamplerBuffers(int(llama.n_vocab()))
-        self.batch = lc.llama_batch_init(1 + FORCED_MAX + LOOKUP_MAX, 0, 1)
+        self.batch = lc.llama_batch_init(max(1 + FORCED_MAX + LOOKUP_MAX, int(llama.n_batch)),
+                                         0, 1)
         # Recent answers per grammar (the GBNF text; "" for free text), for drafting,
         # and whether drafting pays for that grammar's answers.
         self.answers: dict[str, deque[list[int]]] = {}
@@ -188,12 +192,24 @@ class LlamaDecoder:
             reason = interrupted()
             if reason is not None:
                 raise Interrupted(reason)
-            llama.eval(prompt[i:end])
+            self._decode_prompt_chunk(prompt[i:end], wants_logits=end == len(prompt))
             if end == window and self.cache is not None:
                 save_seq(self.cache, llama.ctx, 0, prompt[:end], restored)
         if self.cache is not None:
             save_seq(self.cache, llama.ctx, 0, prompt, restored)
         return keep
+
+    def _decode_prompt_chunk(self, chunk: list[int], wants_logits: bool) -> None:
+        """Decodes a prompt chunk after the context's cells, with logits for its last
+        row only when the sampler will read them (the prompt's last chunk). Llama.eval
+        asks for them after every chunk, and one row of Gemma 3's 262,144 logits cost
+        about what 3-4 prompt tokens do (8 ms against 2.2 ms a token on 2 threads,
+        docs/benchmarks.md, Figures behind the model runtime's constants)."""
+        llama = self.llama
+        base = llama.n_tokens
+        self._decode_rows(chunk, base, len(chunk) - 1 if wants_logits else len(chunk))
+        llama.input_ids[base:base + len(chunk)] = chunk
+        llama.n_tokens = base + len(chunk)
 
     def _restore(self, entry: Any, keep: int, interrupted: Callable[[], str | None]) -> int:
         """Loads a cache entry's first keep tokens into the context; the tokens kept
