@@ -223,6 +223,8 @@ def main() -> None:
         out = {"benchmark": "workflow_3001", "at": datetime.now(UTC).isoformat(timespec="seconds"),
                "host": platform.node(), "cpus": os.cpu_count(), "count": args.count,
                "seed": args.seed, "models": models, **figures(dsn, wall)}
+        if args.keep:
+            out["database"] = name      # for bench_bare_replay.py and bench_prompt_floor.py
         print(json.dumps(out, indent=2, default=str))
     finally:
         if not args.keep:

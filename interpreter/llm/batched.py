@@ -19,7 +19,7 @@ shared prompt prefix. One decode-loop thread does all the work on it. Each step:
    sequence frees at a wave's tail goes to the next wave's first subject;
 3. one ``llama_batch`` is built: the last sampled token of every generating
    sequence with the tokens its grammar forced after it (jump-forward,
-   `forced`), then up to one prompt chunk (64 tokens on a CPU, 512 on a GPU) of
+   `forced`), then up to one prompt chunk (256 tokens on a CPU, 512 on a GPU) of
    the sequences still reading their prompts, so that a new prompt never holds
    the running sequences up for more than a chunk;
 4. one ``llama_decode``;
