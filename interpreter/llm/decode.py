@@ -31,9 +31,10 @@ FORCED_MAX = 64
 
 # Prompt tokens decoded per llama_decode call between stop checks: on a CPU this
 # bounds the wait for a stop to about a second of prompt processing. Smaller
-# chunks cost speed: a 320-token prompt in chunks of 64 took 1.18x (Gemma-3-270M)
-# and 1.12x (SmolLM2-135M) the time of chunks of 256, which were level with 512
-# (docs/benchmarks.md, Figures behind the model runtime's constants); a GPU wants
+# chunks cost speed: a 320-token prompt in chunks of 64, a logits row after each,
+# took 1.22x (Gemma-3-270M) and 1.18x (SmolLM2-135M) the time of chunks of 256
+# with logits after the last, which were level with 512 (bench/bench_prompt_chunks.py,
+# docs/benchmarks.md, Figures behind the model runtime's constants); a GPU wants
 # bigger chunks still.
 PROMPT_CHUNK_CPU = 256
 PROMPT_CHUNK_GPU = 512
@@ -203,8 +204,8 @@ class LlamaDecoder:
         """Decodes a prompt chunk after the context's cells, with logits for its last
         row only when the sampler will read them (the prompt's last chunk). Llama.eval
         asks for them after every chunk, and one row of Gemma 3's 262,144 logits cost
-        about what 3-4 prompt tokens do (8 ms against 2.2 ms a token on 2 threads,
-        docs/benchmarks.md, Figures behind the model runtime's constants)."""
+        about what 6 of its prompt tokens do (11 ms against 1.9 ms a token on 2
+        threads, bench/bench_prompt_chunks.py)."""
         llama = self.llama
         base = llama.n_tokens
         self._decode_rows(chunk, base, len(chunk) - 1 if wants_logits else len(chunk))
