@@ -1,5 +1,6 @@
-"""Helpers the benchmarks share: scratch databases on an admin DSN, logging, and the
-small extraction job the model benchmarks ask for.
+"""Helpers the benchmarks share: scratch databases on an admin DSN, logging, the
+small extraction job the model benchmarks ask for, and reading a kept run's
+prompts and models.
 
 Benchmarks run as scripts (`python bench/bench_x.py`), so this module is
 imported by its plain name from the bench/ folder.
@@ -7,7 +8,9 @@ imported by its plain name from the bench/ folder.
 
 from __future__ import annotations
 
+import json
 import sys
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -40,3 +43,21 @@ def admin_exec(admin_dsn: str, statement: sql.Composable | str) -> None:
     """CREATE/DROP DATABASE and the like, which cannot run in a transaction."""
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(statement)  # type: ignore[arg-type]
+
+
+def stored_messages(body: str) -> list[dict[str, str]]:
+    """A prompt a run stored (interp.prompts.body, the JSON pair [system, user]) as the
+    chat messages the model was asked."""
+    system, user = json.loads(body)
+    head = [{"role": "system", "content": system}] if system else []
+    return head + [{"role": "user", "content": user}]
+
+
+def kept_run_models(conn: psycopg.Connection[Any], work: list[dict[str, Any]]) -> dict[str, Any]:
+    """The model rows (as `ModelDef`s, by name) that a kept run's model checkpoints
+    name: `work` holds one dict per checkpoint with its "model"."""
+    from interpreter.definitions import ModelDef  # the caller has put the repository on sys.path
+
+    names = sorted({w["model"] for w in work})
+    rows = conn.execute("SELECT * FROM interp.models WHERE name = ANY(%s)", (names,))
+    return {r["name"]: ModelDef.from_row(r) for r in rows}

@@ -38,7 +38,8 @@ from psycopg.rows import dict_row
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from interpreter.definitions import ModelDef  # noqa: E402
+from _common import kept_run_models, stored_messages  # noqa: E402
+
 from interpreter.llm.llama_backend import LlamaBackend, prepare_llama_import, usable_cpus  # noqa: E402
 
 WORK = """
@@ -48,7 +49,6 @@ SELECT c.model, c.prompt_tokens, c.completion_tokens, p.body
  WHERE c.model IS NOT NULL AND c.completion_tokens > 0
  ORDER BY c.finished_at
 """
-MODELS = "SELECT * FROM interp.models WHERE name = ANY(%s)"
 RUN = """
 SELECT extract(epoch FROM max(coalesce(finished_at, heartbeat_at)) - min(started_at)) AS wall_s
   FROM interp.runs
@@ -57,12 +57,6 @@ LANE = """
 SELECT cause, sum(extract(epoch FROM ended_at - started_at)) AS s
   FROM interp.lane_intervals GROUP BY cause
 """
-
-
-def messages(body: str) -> list[dict[str, str]]:
-    system, user = json.loads(body)
-    head = [{"role": "system", "content": system}] if system else []
-    return head + [{"role": "user", "content": user}]
 
 
 def replay_one(llm: Any, prompt: list[int], prompt_tokens: int, completion: int) -> None:
@@ -89,8 +83,7 @@ def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     with psycopg.connect(args.dsn, row_factory=dict_row) as c:
         work = c.execute(WORK).fetchall()
-        models = {r["name"]: ModelDef.from_row(r)
-                  for r in c.execute(MODELS, (sorted({w["model"] for w in work}),))}
+        models = kept_run_models(c, work)
         run = c.execute(RUN).fetchone()
         lane = {r["cause"]: float(r["s"]) for r in c.execute(LANE)} \
             if c.execute("SELECT to_regclass('interp.lane_intervals') AS t").fetchone()["t"] \
@@ -110,7 +103,7 @@ def main() -> None:
         mine = [w for w in work if w["model"] == name]
         t0 = time.perf_counter()
         for w in mine:
-            prompt, _ = backend.prompt_tokens(messages(w["body"]))
+            prompt, _ = backend.prompt_tokens(stored_messages(w["body"]))
             replay_one(backend.llama, prompt, int(w["prompt_tokens"] or 0),
                        int(w["completion_tokens"]))
         per_model[name] = {"checkpoints": len(mine),

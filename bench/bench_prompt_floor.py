@@ -38,6 +38,8 @@ from psycopg.rows import dict_row
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import kept_run_models, stored_messages  # noqa: E402
+
 from interpreter.definitions import ModelDef  # noqa: E402
 from interpreter.llm.llama_backend import LlamaBackend, prepare_llama_import  # noqa: E402
 from interpreter.llm.prefix_cache import common_prefix  # noqa: E402
@@ -49,14 +51,7 @@ SELECT c.step, c.subject_id, c.model, c.prompt_tokens, c.prompt_tokens_reused, p
  WHERE c.model IS NOT NULL AND c.prompt_tokens IS NOT NULL
  ORDER BY c.started_at, c.checkpoint_id
 """
-MODELS = "SELECT * FROM interp.models WHERE name = ANY(%s)"
 ADMITTED = "SELECT count(*) AS n FROM interp.subject_state"
-
-
-def messages(body: str) -> list[dict[str, str]]:
-    system, user = json.loads(body)
-    head = [{"role": "system", "content": system}] if system else []
-    return head + [{"role": "user", "content": user}]
 
 
 def floor_of(prompt: list[int], earlier: list[list[int]]) -> int:
@@ -76,8 +71,7 @@ def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     with psycopg.connect(args.dsn, row_factory=dict_row) as c:
         work = c.execute(WORK).fetchall()
-        models = {r["name"]: ModelDef.from_row(r)
-                  for r in c.execute(MODELS, (sorted({w["model"] for w in work}),))}
+        models = kept_run_models(c, work)
         counted = c.execute(ADMITTED).fetchone()
         admitted = int(counted["n"]) if counted else 0
     prepare_llama_import()
@@ -91,7 +85,7 @@ def main() -> None:
         backend = LlamaBackend(models[names[0]])           # its tokenizer and chat format
         earlier: list[list[int]] = []
         for w in (w for w in work if w["model"] in names):
-            prompt, _ = backend.prompt_tokens(messages(w["body"]))
+            prompt, _ = backend.prompt_tokens(stored_messages(w["body"]))
             step = per_step.setdefault(w["step"], {"model_file": source, "checkpoints": 0,
                                                    "prompt_tokens": 0, "decoded": 0,
                                                    "floor": 0, "first_ask_tokens": 0})
