@@ -3,6 +3,7 @@ with parallel = N runs up to N subjects of a wave at once in one llama.cpp conte
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -166,19 +167,32 @@ def test_stop_during_a_batched_wave_returns_what_finished(smollm2):
             for i in range(8)]
     stop = threading.Event()
     stopped_at: list[float] = []
+    entered: list[str] = []
+    all_in = threading.Event()
     with ModelPool(4 * GB, n_threads=THREADS) as pool:
         backend = pool.acquire(model)
         calls = record_generations(backend)
         real = backend.generate
 
-        def stop_after_first(request):
-            gen = real(request)
-            if not stop.is_set():
-                stopped_at.append(time.monotonic())
-                stop.set()
+        def stop_when_the_short_one_ends(request):
+            # Exact, not lucky: posting 0 is cut to 8 tokens and starts only once the
+            # wave's other three sequences are in the engine, so when it ends (and
+            # the stop is asked) they are mid-way through their 400 tokens. Without
+            # this, four stories that all run to max_tokens end on the same step and
+            # nothing is left in flight to cut.
+            user = request.chat()[-1]["content"]
+            entered.append(user)
+            if len(entered) >= 4:
+                all_in.set()
+            if "(posting 0)" not in user:
+                return real(request)
+            assert all_in.wait(60), "the wave never ran four sequences at once"
+            gen = real(dataclasses.replace(request, max_tokens=8))
+            stopped_at.append(time.monotonic())
+            stop.set()
             return gen
 
-        backend.generate = stop_after_first
+        backend.generate = stop_when_the_short_one_ends
         results = run_model_wave(pool, wf, s, subjects(rows), should_stop=stop.is_set)
         returned = time.monotonic()
         engine = backend.engine
