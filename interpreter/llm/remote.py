@@ -581,8 +581,9 @@ class RemoteBackend:
             servers = [{"url": s.url, "parallel": s.parallel, "up": s.is_up(now),
                         "in_flight": s.in_flight, "served": s.served,
                         "last_error": s.last_error} for s in self._servers]
+            waiting = len(self._waiting)
         return {"chat_format": "the server's", "chat_format_chosen_by": ", ".join(self.urls),
-                "slots": self.slots, "servers": servers}
+                "slots": self.slots, "waiting": waiting, "servers": servers}
 
     def close(self) -> None:
         pass
