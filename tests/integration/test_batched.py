@@ -208,38 +208,61 @@ def test_stop_during_a_batched_wave_returns_what_finished(smollm2):
 
 
 def test_gen_ms_leaves_out_the_time_a_sequence_queued_for_a_slot(smollm2):
-    # one slot, three callers at once: two of them queue behind a whole generation,
-    # which must show as wait_ms, not as slow generation in gen_ms
+    # one slot, three callers: two of them queue behind a whole generation, which
+    # must show as wait_ms, not as slow generation in gen_ms
     backend = BatchedLlamaBackend(smol(parallel=1), slots=1, n_threads=THREADS)
-    calls: list[tuple[float, object]] = []
+    calls: list[tuple[int, float, object]] = []
 
-    def call(i: int) -> None:
+    def call(i: int, ask: str, max_tokens: int) -> None:
         t = time.perf_counter()
         gen = backend.generate(GenerationRequest(
-            [{"role": "user", "content": f"Count to twenty, run {i}."}], schema=None,
-            sampling={"temperature": 0}, seed=i, max_tokens=24, deadline=None))
-        calls.append(((time.perf_counter() - t) * 1000, gen))
+            [{"role": "user", "content": ask}], schema=None,
+            sampling={"temperature": 0}, seed=i, max_tokens=max_tokens, deadline=None))
+        calls.append((i, (time.perf_counter() - t) * 1000, gen))
 
+    # In order, not at once: call 0 holds the slot before the others queue, and it
+    # asks for five times their tokens, so both are queued while it generates
+    # (checked, not hoped for) whatever a loaded machine does to thread start-up.
+    asks = [("Write a long story about a dog.", 120),
+            ("Count to twenty, run 1.", 24), ("Count to twenty, run 2.", 24)]
+    threads = [threading.Thread(target=call, args=(i, *a)) for i, a in enumerate(asks)]
     try:
-        threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
-        for t in threads:
-            t.start()
+        threads[0].start()
+        _wait_until(lambda: backend.engine.active() == 1)
+        threads[1].start()
+        _wait_until(lambda: backend.engine.active() == 2)
+        threads[2].start()
+        _wait_until(lambda: backend.engine.active() == 3)
+        assert not calls, "call 0 ended before the others had queued"
         for t in threads:
             t.join()
     finally:
         backend.close()
-    calls.sort(key=lambda c: c[1].wait_ms)
-    first_gen = calls[0][1].gen_ms
-    for wall_ms, gen in calls:
+    calls.sort(key=lambda c: c[0])
+    first_gen = calls[0][2].gen_ms
+    for _, wall_ms, gen in calls:
         assert gen.completion_tokens > 0
         # Both are measured inside the call, so together they never exceed its wall
         # time; what is left is the caller's thread waking up, which a loaded machine
         # can delay by much more than a fixed 50 ms (a timing check, issue 22 item 8).
         assert gen.gen_ms + gen.wait_ms <= wall_ms + 1
         assert gen.gen_ms + gen.wait_ms >= 0.5 * wall_ms
-    # the last admitted queued behind two whole generations, the first not at all
-    assert calls[0][1].wait_ms < 0.2 * first_gen
-    assert calls[2][1].wait_ms > 0.9 * first_gen
+    # Admitted in the order they came: call 0 at once, call 1 after call 0's whole
+    # generation, call 2 after call 1's as well.
+    assert calls[0][2].wait_ms < 0.2 * first_gen
+    assert calls[1][2].wait_ms < calls[2][2].wait_ms
+    assert calls[2][2].wait_ms > calls[1][2].gen_ms
+    # gen_ms is each one's own generation: the queued short ones took less than the
+    # long one, though their calls lasted longer.
+    assert calls[1][2].gen_ms < first_gen < calls[1][1]
+    assert calls[2][2].gen_ms < first_gen < calls[2][1]
+
+
+def _wait_until(condition, timeout: float = 60.0) -> None:
+    give_up = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < give_up, "timed out waiting"
+        time.sleep(0.001)
 
 
 def test_parallel_that_does_not_fit_the_budget_is_refused_naming_what_fits(smollm2):
@@ -357,18 +380,54 @@ def test_the_next_wave_enters_the_engine_while_the_current_wave_finishes(db, con
     current = threading.local()
     spans: dict[str, list[tuple[float, float]]] = {}
     run_subject, engine_run = model_actor.run_subject, BatchEngine.run
+    run_concurrently = model_actor.run_concurrently
+    lock = threading.Lock()
+    waves_run: list[list[str]] = []     # each wave's subjects, in the order the lane ran them
+    requests: dict[str, object] = {}    # subject -> its engine request
+    held: set[str] = set()
+
+    def traced_concurrently(call, subjects, all_started=None):
+        with lock:
+            waves_run.append([s.id for s in subjects])
+        return run_concurrently(call, subjects, all_started)
 
     def traced_subject(call, subject):
         current.subject = subject.id
         return run_subject(call, subject)
 
+    def a_later_wave_was_admitted(index: int) -> bool:
+        with lock:
+            later = {s for w in waves_run[index + 1:] for s in w}
+            return any(r.admitted for s, r in requests.items() if s in later)
+
+    def hold_a_waves_last_subject(subject: str) -> None:
+        # Exact, not lucky: the first two waves' last subjects enter the engine only
+        # once a later wave's sequence has taken a slot. The lane starts the next
+        # wave as soon as the current one's last subject has a thread, so this
+        # holds for a lane with cross-wave continuity; one that waits for a wave
+        # to end gives up here after 30 s and fails the check below. Without the
+        # hold, the last two subjects (same prompt length, same answer) could end
+        # on one decode step before the next wave's claim came back.
+        with lock:
+            index = next(i for i, w in enumerate(waves_run) if subject in w)
+            if index >= 2 or subject != waves_run[index][-1] or subject in held:
+                return
+            held.add(subject)
+        give_up = time.monotonic() + 30
+        while not a_later_wave_was_admitted(index) and time.monotonic() < give_up:
+            time.sleep(0.005)
+
     def traced_run(engine, request):
+        with lock:
+            requests[current.subject] = request
+        hold_a_waves_last_subject(current.subject)
         try:
             return engine_run(engine, request)
         finally:
             spans.setdefault(current.subject, []).append((request.admitted,
                                                           time.perf_counter()))
 
+    monkeypatch.setattr(model_actor, "run_concurrently", traced_concurrently)
     monkeypatch.setattr(model_actor, "run_subject", traced_subject)
     monkeypatch.setattr(BatchEngine, "run", traced_run)
     add_items(conn, 12, title="Night shift nurse {i}")
