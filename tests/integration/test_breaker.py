@@ -68,33 +68,56 @@ def test_a_steps_params_do_not_set_the_actors_breaker(db, conn):
     assert health(conn, "flaky_82")["state"] == "open"
 
 
-def test_one_half_open_probe_at_a_time_even_when_the_probe_hangs(db, conn):
-    standard_pipeline(conn, wf=83, n=10, script_target="tests.actors.faults:hang",
-                      script_params={"seconds": 4, "breaker_cooldown_s": 0.1})
+def test_one_half_open_probe_at_a_time_even_when_the_probe_hangs(db, conn, tmp_path):
+    # The probe hangs until the test lets it go (a file it creates once it has looked),
+    # not for a fixed time that a slow machine could use up before the look.
+    release = tmp_path / "release"
+    standard_pipeline(conn, wf=83, n=10, script_target="tests.actors.waits:until_file",
+                      script_params={"path": str(release), "cap_s": 60,
+                                     "breaker_cooldown_s": 0.1})
     conn.execute("INSERT INTO interp.actor_health (actor, state, consecutive_failures, opened_at)"
                  " VALUES ('script_83', 'open', 5, now() - interval '1 hour')")
     stops = [threading.Event(), threading.Event()]
     runners = [Runner(db, 83, RunOptions(poll_s=0.05, lease_s=1.5), stop=s) for s in stops]
     threads = [threading.Thread(target=r.run) for r in runners]
+    # When the second worker asked for the probe and was refused (allows() == 0 for a
+    # half-open breaker is the database's answer, not a cool-down).
+    refused: list[float] = []
+    second_allows = runners[1].breaker.allows
+
+    def allows(step):
+        n = second_allows(step)
+        if step.number == 2 and n == 0:
+            refused.append(time.monotonic())
+        return n
+
+    runners[1].breaker.allows = allows
     threads[0].start()
-    wait_for(lambda: conn.execute("SELECT count(*) AS n FROM interp.subject_state "
-                                  "WHERE workflow_id = 83 AND status = 'leased'"
-                                  ).fetchone()["n"] == 1, what="the probe wave")
-    threads[1].start()
     try:
-        time.sleep(3.0)  # twice the lease: a probe that nothing renews would be taken over
+        wait_for(lambda: conn.execute("SELECT count(*) AS n FROM interp.subject_state "
+                                      "WHERE workflow_id = 83 AND status = 'leased'"
+                                      ).fetchone()["n"] == 1, timeout=60, what="the probe wave")
+        taken = time.monotonic()
+        threads[1].start()
+        # Twice the lease with the probe still in flight (it waits for the file): a
+        # probe that nothing renews would be taken over by the second worker by now,
+        # and the second worker has asked since then (however slowly it started).
+        wait_for(lambda: any(t >= taken + 3.0 for t in refused), timeout=60,
+                 what="the second worker to ask for the probe after twice the lease")
         waves = conn.execute("SELECT size FROM interp.waves WHERE workflow_id = 83 AND step = 2"
                              ).fetchall()
         h = health(conn, "script_83")
         assert [w["size"] for w in waves] == [1]
         assert h["state"] == "half_open" and h["probe_owner"] == runners[0].worker_id
     finally:
+        release.touch()  # the probe ends now, and succeeds
         for s in stops:
             s.set()
         for t in threads:
-            t.join(20)
+            if t.ident is not None:  # started
+                t.join(60)
     assert not any(t.is_alive() for t in threads)
-    # the probe succeeded when the hang ended: closed
+    # the probe succeeded when it was let go: closed
     assert health(conn, "script_83")["state"] == "closed"
 
 

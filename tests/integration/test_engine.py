@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
 import threading
 import time
 
@@ -26,6 +27,14 @@ from tests.helpers import (
 def run(db, wf, **kw):
     opts = RunOptions(until_idle=True, poll_s=0.05, **kw)
     return Runner(db, wf, opts).run()
+
+
+def wait_until(predicate, what, timeout=60.0):
+    """Polls until predicate() is true; the timeout only guards against a hang."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def outcomes(conn, wf, step):
@@ -220,11 +229,37 @@ def test_breaker_opens_and_subjects_wait_instead_of_failing(db, conn):
                  "\"breaker_cooldown_s\": 3600}' WHERE name = 'script_22'")
     stop = threading.Event()
     runner = Runner(db, 22, RunOptions(poll_s=0.05, batch_size=5), stop=stop)
+    # When the lane asked to claim the script step and its breaker said no.
+    refused: list[float] = []
+    lane_allows = runner.breaker.allows
+
+    def allows(step):
+        n = lane_allows(step)
+        if step.number == 2 and n == 0:
+            refused.append(time.monotonic())
+        return n
+
+    runner.breaker.allows = allows
     t = threading.Thread(target=runner.run)
     t.start()
-    time.sleep(3)
-    stop.set()
-    t.join(30)
+    try:
+        wait_until(lambda: conn.execute(
+            "SELECT state FROM interp.actor_health WHERE actor = 'script_22'"
+        ).fetchone() == {"state": "open"}, "the breaker to open")
+        # Every subject is now at the script step and claimable (the failed ones' retry
+        # backoff has passed) ...
+        wait_until(lambda: conn.execute(
+            "SELECT count(*) AS n FROM interp.subject_state WHERE workflow_id = 22 AND step = 2 "
+            "AND status = 'ready' AND next_attempt_at <= now()").fetchone()["n"] == 30,
+            "every subject to be claimable at step 2")
+        claimable = time.monotonic()
+        # ... and the lane has come to the step since then and been held back.
+        wait_until(lambda: any(r > claimable for r in refused),
+                   "the lane to be held back by the open breaker")
+    finally:
+        stop.set()
+        t.join(30)
+    assert not t.is_alive()
     health = conn.execute("SELECT * FROM interp.actor_health WHERE actor = 'script_22'"
                           ).fetchone()
     assert health["state"] == "open" and health["consecutive_failures"] >= 3
@@ -277,27 +312,45 @@ def test_pause_stops_claiming_and_resume_continues(db, conn):
                       script_params={"seconds": 0.02})
     stop = threading.Event()
     runner = Runner(db, 25, RunOptions(poll_s=0.05, batch_size=5), stop=stop)
+    # The lane looks at the pause between waves: once it has seen it, the wave it had
+    # in flight is committed and it claims no other (the only thread that writes
+    # checkpoints here), so the count below is taken when nothing can still land.
+    lane_saw_pause = threading.Event()
+    lane_paused = runner.lifecycle.paused
+
+    def paused():
+        p = lane_paused()
+        if p:
+            lane_saw_pause.set()
+        return p
+
+    runner.lifecycle.paused = paused
     t = threading.Thread(target=runner.run)
     t.start()
-    time.sleep(0.5)
-    conn.execute("UPDATE interp.workflows SET paused = true WHERE workflow_id = 25")
-    time.sleep(0.5)  # let the wave in flight commit
-    before = conn.execute("SELECT count(*) AS n FROM interp.checkpoints WHERE workflow_id = 25"
-                          ).fetchone()["n"]
-    time.sleep(1.0)
-    after = conn.execute("SELECT count(*) AS n FROM interp.checkpoints WHERE workflow_id = 25"
-                         ).fetchone()["n"]
-    assert before == after, "a paused workflow must not make progress"
-    conn.execute("UPDATE interp.workflows SET paused = false WHERE workflow_id = 25")
-    deadline = time.time() + 30
-    while time.time() < deadline:
+    try:
+        wait_until(lambda: conn.execute(
+            "SELECT count(*) AS n FROM interp.checkpoints WHERE workflow_id = 25 AND step = 2"
+        ).fetchone()["n"] > 0, "the run to be under way")
+        conn.execute("UPDATE interp.workflows SET paused = true WHERE workflow_id = 25")
+        wait_until(lane_saw_pause.is_set, "the lane to see the pause")
+        before = conn.execute("SELECT count(*) AS n FROM interp.checkpoints "
+                              "WHERE workflow_id = 25").fetchone()["n"]
+        time.sleep(1.0)  # time enough for several waves, were it still claiming
+        after = conn.execute("SELECT count(*) AS n FROM interp.checkpoints "
+                             "WHERE workflow_id = 25").fetchone()["n"]
+        assert before == after, "a paused workflow must not make progress"
         left = conn.execute("SELECT count(*) AS n FROM interp.subject_state WHERE workflow_id = 25"
                             " AND status NOT IN ('done', 'dead')").fetchone()["n"]
-        if left == 0:
-            break
-        time.sleep(0.1)
-    stop.set()
-    t.join(30)
+        assert left > 0, "the pause came after the end: nothing was held"
+        conn.execute("UPDATE interp.workflows SET paused = false WHERE workflow_id = 25")
+        wait_until(lambda: conn.execute(
+            "SELECT count(*) AS n FROM interp.subject_state WHERE workflow_id = 25"
+            " AND status NOT IN ('done', 'dead')").fetchone()["n"] == 0,
+            "the resumed run to finish")
+    finally:
+        stop.set()
+        t.join(30)
+    assert not t.is_alive()
     assert check_invariants(conn, 25, effect_step=3) == {}
 
 
@@ -324,17 +377,29 @@ def test_edit_during_run_bumps_version(db, conn):
     assert recorded == v2
 
 
-def test_two_concurrent_workers_never_double_process(cli, conn):
-    standard_pipeline(conn, wf=30, n=600, script_target="tests.actors.faults:slow",
-                      script_params={"seconds": 0.001})
+def test_two_concurrent_workers_never_double_process(cli, conn, tmp_path):
+    # Each worker's first script wave waits until the other worker has one too (a
+    # barrier, 60 s at most), so both take part however late one of them starts,
+    # and they claim from the same queue at the same time.
+    standard_pipeline(conn, wf=30, n=600, script_target="tests.actors.waits:meet",
+                      script_params={"dir": str(tmp_path / "met"), "parties": 2,
+                                     "cap_s": 60})
+    conn.execute("UPDATE interp.steps SET timeout_s = 120 WHERE workflow_id = 30 "
+                 "AND execution_order = 2")  # longer than the barrier's cap
     procs = [cli.popen("run", "--workflow", "30", "--until-idle", "--batch-size", "20",
                        "--poll", "0.05") for _ in range(2)]
-    for p in procs:
-        assert p.wait(120) == 0
+    try:
+        for p in procs:
+            assert p.wait(180) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     assert check_invariants(conn, 30, effect_step=3) == {}
     workers = conn.execute("SELECT count(DISTINCT worker_id) AS n FROM interp.checkpoints "
-                           "WHERE workflow_id = 30").fetchone()["n"]
-    assert workers == 2
+                           "WHERE workflow_id = 30 AND step = 2").fetchone()["n"]
+    assert workers == 2, "both workers ran script waves (the barrier met)"
 
 
 def test_kill_nine_at_random_points_then_resume(cli, conn):
@@ -360,16 +425,52 @@ def test_kill_nine_at_random_points_then_resume(cli, conn):
     assert done == 1500
 
 
-def test_sigterm_finishes_the_wave_and_exits_zero(cli, conn):
-    standard_pipeline(conn, wf=32, n=300, script_target="tests.actors.faults:slow",
-                      script_params={"seconds": 0.01})
-    p = cli.popen("run", "--workflow", "32", "--batch-size", "10", "--poll", "0.05")
-    time.sleep(2.0)
-    p.send_signal(signal.SIGTERM)
-    assert p.wait(30) == 0
+def test_sigterm_finishes_the_wave_and_exits_zero(cli, conn, tmp_path):
+    # Every script wave waits for a file the test creates, so a wave is surely in
+    # flight when SIGTERM lands, and ends only once the worker has taken the signal.
+    release = tmp_path / "release"
+    standard_pipeline(conn, wf=32, n=300, script_target="tests.actors.waits:until_file",
+                      script_params={"path": str(release), "cap_s": 60})
+    p = cli.popen("run", "--workflow", "32", "--batch-size", "10", "--poll", "0.05",
+                  stderr=subprocess.PIPE)
+    stderr: list[str] = []
+    took_signal = threading.Event()
+
+    def read_stderr():
+        for line in p.stderr:
+            stderr.append(line)
+            if "stopping after the current wave (SIGTERM)" in line:
+                took_signal.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        # A leased wave: the run is recorded and its signal handlers are in place.
+        wait_until(lambda: p.poll() is not None or conn.execute(
+            "SELECT count(*) AS n FROM interp.subject_state WHERE workflow_id = 32 "
+            "AND status = 'leased'").fetchone()["n"] > 0, "a leased wave")
+        assert p.poll() is None, "".join(stderr)
+        in_flight = {r["subject_id"] for r in conn.execute(
+            "SELECT subject_id FROM interp.subject_state WHERE workflow_id = 32 "
+            "AND status = 'leased'")}
+        p.send_signal(signal.SIGTERM)
+        wait_until(lambda: took_signal.is_set() or p.poll() is not None, "the signal taken")
+        release.touch()  # the wave in flight may end now
+        assert p.wait(60) == 0, "".join(stderr)
+    finally:
+        release.touch()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        reader.join(10)
+    assert took_signal.is_set(), "".join(stderr)
     leased = conn.execute("SELECT count(*) AS n FROM interp.subject_state WHERE workflow_id = 32 "
                           "AND status = 'leased'").fetchone()["n"]
     assert leased == 0
+    # The wave in flight was finished, not given back, and no other was started.
+    done = {r["subject_id"] for r in conn.execute(
+        "SELECT subject_id FROM interp.checkpoints WHERE workflow_id = 32 AND step = 2 AND ok")}
+    assert len(in_flight) == 10 and done == in_flight
     status = conn.execute("SELECT status FROM interp.runs WHERE workflow_id = 32").fetchone()
     assert status["status"] == "stopped"
 

@@ -91,7 +91,18 @@ def test_a_rate_of_5_per_s_over_3_workers_holds_within_10_percent_over_30_s(
     one_script_step(conn, n=400, actor_params={"rate_per_s": 5})
     w = Workers(dsn, 3, batch_size=100)
     workers.append(w)
-    w.start().join(timeout=34)
+    w.start()
+    # The window starts at the first claim, however long the workers took to start:
+    # let them run until a claim at least 31 s after it (400 subjects at 5/s last
+    # 80 s, so the work does not run out first), then stop them.
+    deadline = time.monotonic() + 120  # only a guard against a hang
+    while not conn.execute(
+            "SELECT max(claimed_at) - min(claimed_at) >= interval '31 seconds' AS enough "
+            "FROM interp.waves WHERE workflow_id = %s", (WF,)).fetchone()["enough"]:
+        assert w.alive() and time.monotonic() < deadline, ("no claim 31 s after the first",
+                                                            w.errors)
+        time.sleep(0.2)
+    w.join(timeout=0)
     # When each subject was leased: the claim time of the wave that ran it.
     rows = conn.execute(
         "SELECT w.claimed_at, w.run_id FROM interp.checkpoints c "

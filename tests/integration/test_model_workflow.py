@@ -3,6 +3,9 @@ the model lane's preference for the loaded model, and switches recorded for ops.
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from interpreter.engine import Runner, RunOptions
@@ -12,6 +15,14 @@ pytestmark = pytest.mark.model
 
 SCHEMA = {"type": "object", "properties": {"label": {"type": "string", "maxLength": 20}},
           "required": ["label"]}
+
+
+def wait_until(predicate, what, timeout=60.0):
+    """Polls until predicate() is true; the timeout only guards against a hang."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def model_rows(conn, smollm2, names):
@@ -68,16 +79,21 @@ def test_model_load_failure_opens_the_breaker_and_other_steps_go_on(db, conn, tm
                                    {"number": 2, "actor": "actor_broken", "template": "t",
                                     "max_attempts": 5}],
                   transitions=[(1, "*", 2), (2, "*", None)])
-    import threading
-    import time
-
     stop = threading.Event()
     runner = Runner(db, 51, RunOptions(poll_s=0.05), stop=stop)
     t = threading.Thread(target=runner.run)
     t.start()
-    time.sleep(4)
-    stop.set()
-    t.join(30)
+    try:
+        wait_until(lambda: conn.execute(
+            "SELECT state FROM interp.actor_health WHERE actor = 'actor_broken'"
+        ).fetchone() == {"state": "open"}, "the breaker to open")
+        # The failed subjects' retry backoff has passed and the model lane, with that
+        # work ready, is held back by the breaker: they wait instead of failing again.
+        wait_until(lambda: runner.model_lane.no_wave_cause == "breaker",
+                   "the model lane to be held back by the breaker")
+    finally:
+        stop.set()
+        t.join(30)
     assert not t.is_alive()
     ok1 = conn.execute("SELECT count(*) AS n FROM interp.checkpoints WHERE workflow_id = 51 "
                        "AND step = 1 AND ok").fetchone()["n"]
