@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,21 @@ import psycopg
 
 #: The checkout the tests run from: `interp` subprocesses get it as PYTHONPATH and cwd.
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 90.0,
+             what: str = "the condition", poll_s: float = 0.02) -> None:
+    """Polls until predicate() is true. The timeout only guards against a hang: a
+    test waits for the state it needs, never for a time that should be enough
+    (a loaded CI machine makes any such time too short one day), and asserts
+    what it measures separately."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(poll_s)
+
 
 ITEMS_DDL = """
 CREATE TABLE IF NOT EXISTS public.items (

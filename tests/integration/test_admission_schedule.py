@@ -20,7 +20,7 @@ from interpreter.db import Database
 from interpreter.engine import Runner, RunOptions
 from interpreter.ops.trace import render_trace, trace_data
 from interpreter.wave_store import ADMISSION_LOCK_CLASS
-from tests.helpers import add_items, make_workflow
+from tests.helpers import add_items, make_workflow, wait_for
 
 WF = 73
 # New rows (id > 1000) come in with priority 10, the backlog with 0.
@@ -39,13 +39,6 @@ def slow_workflow(conn, *, backlog: int, seconds: float, admit_sql: str = ADMIT_
                   transitions=[(1, "*", None)], admit_sql=admit_sql)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Worker:
@@ -67,7 +60,7 @@ class Worker:
 
     def start(self) -> Worker:
         self.thread.start()
-        wait_for(lambda: self.runner.summary is not None, 10, "the run to start")
+        wait_for(lambda: self.runner.summary is not None, what="the run to start")
         return self
 
     def end(self) -> None:
@@ -110,11 +103,11 @@ def test_new_rows_are_admitted_during_a_backlog_and_urgent_ones_overtake_it(conn
     slow_workflow(conn, backlog=100, seconds=0.2)
     w = workers(batch_size=1, poll_s=0.1)
     wait_for(lambda: conn.execute("SELECT 1 FROM interp.checkpoints WHERE workflow_id = %s",
-                                  (WF,)).fetchone(), 10, "the backlog to start")
+                                  (WF,)).fetchone(), what="the backlog to start")
     new = [1001, 1002, 1003]
     inserted_at = conn.execute("INSERT INTO public.items (id) SELECT unnest(%s::bigint[]) "
                                "RETURNING clock_timestamp() AS t", (new,)).fetchall()[-1]["t"]
-    wait_for(lambda: len(state(conn, new)) == 3, 5, "the new rows to be admitted")
+    wait_for(lambda: len(state(conn, new)) == 3, what="the new rows to be admitted")
     rows = state(conn, new)
     # Admitted during the backlog, not after it: most of it is still waiting.
     assert ready_backlog(conn) >= 50
@@ -125,8 +118,8 @@ def test_new_rows_are_admitted_during_a_backlog_and_urgent_ones_overtake_it(conn
     # Priority 10 goes ahead of the older priority-0 backlog: once admitted, at most
     # the one claim already under way when the admission committed takes an old
     # subject (a claim follows the previous wave's 0.2 s, so no second one races).
-    wait_for(lambda: all(r["status"] == "done" for r in state(conn, new)), 5,
-             "the new rows to be done")
+    wait_for(lambda: all(r["status"] == "done" for r in state(conn, new)),
+             what="the new rows to be done")
     waves = conn.execute(
         "SELECT w.claimed_at, c.subject_id::bigint > 1000 AS new FROM interp.waves w "
         "JOIN interp.checkpoints c ON c.wave_id = w.wave_id "
@@ -143,7 +136,7 @@ def test_a_worker_skips_admission_while_another_holds_the_lock(conn, workers, ds
     slow_workflow(conn, backlog=3, seconds=0.0)
     w = workers(poll_s=0.1)
     run_id = w.runner.run_id
-    wait_for(lambda: len(state(conn, [1, 2, 3])) == 3, 5, "the first admission")
+    wait_for(lambda: len(state(conn, [1, 2, 3])) == 3, what="the first admission")
 
     # Another worker's admission holds the workflow's lock: this one skips, it
     # neither waits (its lanes go on) nor admits.
@@ -151,10 +144,10 @@ def test_a_worker_skips_admission_while_another_holds_the_lock(conn, workers, ds
         holder.execute("SELECT pg_advisory_xact_lock(%s, %s)", (ADMISSION_LOCK_CLASS, WF))
         add_items(conn, 3, start=4)
         skips = w.runner.admitter.skips
-        wait_for(lambda: w.runner.admitter.skips >= skips + 3, 5, "three skipped ticks")
+        wait_for(lambda: w.runner.admitter.skips >= skips + 3, what="three skipped ticks")
         assert state(conn, [4, 5, 6]) == []
         holder.rollback()  # the other admission ends
-    wait_for(lambda: len(state(conn, [4, 5, 6])) == 3, 5, "the admission after the lock")
+    wait_for(lambda: len(state(conn, [4, 5, 6])) == 3, what="the admission after the lock")
 
     rows = state(conn, [1, 2, 3, 4, 5, 6])
     assert {r["admitted_by_run"] for r in rows} == {run_id}
@@ -174,7 +167,7 @@ def test_two_workers_admit_one_at_a_time(conn, workers):
         add_items(conn, 2, start=first * 10)
         time.sleep(0.15)
     wait_for(lambda: len(state(conn, [i * 10 + k for i in range(100, 110) for k in (0, 1)]))
-             == 20, 10, "the new rows to be admitted")
+             == 20, what="the new rows to be admitted")
     a.end()
     b.end()
     runs = {a.runner.run_id, b.runner.run_id}
@@ -193,12 +186,12 @@ def test_two_workers_admit_one_at_a_time(conn, workers):
 def test_limit_caps_later_admissions_too(conn, workers):
     slow_workflow(conn, backlog=3, seconds=0.0)
     w = workers(poll_s=0.1, limit=5)
-    wait_for(lambda: len(state(conn, [1, 2, 3])) == 3, 5, "the first admission")
+    wait_for(lambda: len(state(conn, [1, 2, 3])) == 3, what="the first admission")
     add_items(conn, 5, start=4)
-    wait_for(lambda: w.runner.summary is not None and w.runner.summary.admitted == 5, 5,
-             "two more admitted")
+    wait_for(lambda: w.runner.summary is not None and w.runner.summary.admitted == 5,
+             what="two more admitted")
     # Limit reached: the admission thread has ended, nothing more is admitted.
-    wait_for(lambda: not w.runner.admitter.alive, 5, "the admission thread to end")
+    wait_for(lambda: not w.runner.admitter.alive, what="the admission thread to end")
     time.sleep(0.5)
     assert w.runner.summary is not None and w.runner.summary.admitted == 5
     assert len(state(conn, list(range(1, 9)))) == 5

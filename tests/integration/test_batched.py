@@ -18,6 +18,7 @@ from interpreter.llm.backend import GenerationRequest, ModelLoadError
 from interpreter.llm.llama_backend import BatchedLlamaBackend, LlamaBackend
 from interpreter.llm.pool import ModelPool
 from interpreter.model_actor import derive_seed, run_model_wave
+from tests.helpers import wait_for
 from tests.integration.test_model_actor import (
     GB,
     SCHEMA,
@@ -228,11 +229,11 @@ def test_gen_ms_leaves_out_the_time_a_sequence_queued_for_a_slot(smollm2):
     threads = [threading.Thread(target=call, args=(i, *a)) for i, a in enumerate(asks)]
     try:
         threads[0].start()
-        _wait_until(lambda: backend.engine.active() == 1)
+        wait_for(lambda: backend.engine.active() == 1)
         threads[1].start()
-        _wait_until(lambda: backend.engine.active() == 2)
+        wait_for(lambda: backend.engine.active() == 2)
         threads[2].start()
-        _wait_until(lambda: backend.engine.active() == 3)
+        wait_for(lambda: backend.engine.active() == 3)
         assert not calls, "call 0 ended before the others had queued"
         for t in threads:
             t.join()
@@ -258,11 +259,6 @@ def test_gen_ms_leaves_out_the_time_a_sequence_queued_for_a_slot(smollm2):
     assert calls[2][2].gen_ms < first_gen < calls[2][1]
 
 
-def _wait_until(condition, timeout: float = 60.0) -> None:
-    give_up = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < give_up, "timed out waiting"
-        time.sleep(0.001)
 
 
 def test_parallel_that_does_not_fit_the_budget_is_refused_naming_what_fits(smollm2):

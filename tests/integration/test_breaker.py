@@ -12,7 +12,7 @@ import time
 
 from interpreter.breaker import reset_breaker
 from interpreter.engine import Runner, RunOptions
-from tests.helpers import REPO_ROOT, add_items, make_workflow, standard_pipeline
+from tests.helpers import REPO_ROOT, add_items, make_workflow, standard_pipeline, wait_for
 
 
 def run(db, wf, **kw):
@@ -23,13 +23,6 @@ def health(conn, actor):
     return conn.execute("SELECT * FROM interp.actor_health WHERE actor = %s", (actor,)).fetchone()
 
 
-def wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def one_good_among_many_failing(db, conn, wf, actor_params=None, step_params=None):

@@ -21,6 +21,7 @@ from tests.helpers import (
     check_invariants,
     make_workflow,
     standard_pipeline,
+    wait_for,
 )
 
 
@@ -29,12 +30,6 @@ def run(db, wf, **kw):
     return Runner(db, wf, opts).run()
 
 
-def wait_until(predicate, what, timeout=60.0):
-    """Polls until predicate() is true; the timeout only guards against a hang."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def outcomes(conn, wf, step):
@@ -243,19 +238,19 @@ def test_breaker_opens_and_subjects_wait_instead_of_failing(db, conn):
     t = threading.Thread(target=runner.run)
     t.start()
     try:
-        wait_until(lambda: conn.execute(
+        wait_for(lambda: conn.execute(
             "SELECT state FROM interp.actor_health WHERE actor = 'script_22'"
-        ).fetchone() == {"state": "open"}, "the breaker to open")
+        ).fetchone() == {"state": "open"}, what="the breaker to open")
         # Every subject is now at the script step and claimable (the failed ones' retry
         # backoff has passed) ...
-        wait_until(lambda: conn.execute(
+        wait_for(lambda: conn.execute(
             "SELECT count(*) AS n FROM interp.subject_state WHERE workflow_id = 22 AND step = 2 "
             "AND status = 'ready' AND next_attempt_at <= now()").fetchone()["n"] == 30,
-            "every subject to be claimable at step 2")
+            what="every subject to be claimable at step 2")
         claimable = time.monotonic()
         # ... and the lane has come to the step since then and been held back.
-        wait_until(lambda: any(r > claimable for r in refused),
-                   "the lane to be held back by the open breaker")
+        wait_for(lambda: any(r > claimable for r in refused),
+                   what="the lane to be held back by the open breaker")
     finally:
         stop.set()
         t.join(30)
@@ -328,11 +323,11 @@ def test_pause_stops_claiming_and_resume_continues(db, conn):
     t = threading.Thread(target=runner.run)
     t.start()
     try:
-        wait_until(lambda: conn.execute(
+        wait_for(lambda: conn.execute(
             "SELECT count(*) AS n FROM interp.checkpoints WHERE workflow_id = 25 AND step = 2"
-        ).fetchone()["n"] > 0, "the run to be under way")
+        ).fetchone()["n"] > 0, what="the run to be under way")
         conn.execute("UPDATE interp.workflows SET paused = true WHERE workflow_id = 25")
-        wait_until(lane_saw_pause.is_set, "the lane to see the pause")
+        wait_for(lane_saw_pause.is_set, what="the lane to see the pause")
         before = conn.execute("SELECT count(*) AS n FROM interp.checkpoints "
                               "WHERE workflow_id = 25").fetchone()["n"]
         time.sleep(1.0)  # time enough for several waves, were it still claiming
@@ -343,10 +338,10 @@ def test_pause_stops_claiming_and_resume_continues(db, conn):
                             " AND status NOT IN ('done', 'dead')").fetchone()["n"]
         assert left > 0, "the pause came after the end: nothing was held"
         conn.execute("UPDATE interp.workflows SET paused = false WHERE workflow_id = 25")
-        wait_until(lambda: conn.execute(
+        wait_for(lambda: conn.execute(
             "SELECT count(*) AS n FROM interp.subject_state WHERE workflow_id = 25"
             " AND status NOT IN ('done', 'dead')").fetchone()["n"] == 0,
-            "the resumed run to finish")
+            what="the resumed run to finish")
     finally:
         stop.set()
         t.join(30)
@@ -446,15 +441,15 @@ def test_sigterm_finishes_the_wave_and_exits_zero(cli, conn, tmp_path):
     reader.start()
     try:
         # A leased wave: the run is recorded and its signal handlers are in place.
-        wait_until(lambda: p.poll() is not None or conn.execute(
+        wait_for(lambda: p.poll() is not None or conn.execute(
             "SELECT count(*) AS n FROM interp.subject_state WHERE workflow_id = 32 "
-            "AND status = 'leased'").fetchone()["n"] > 0, "a leased wave")
+            "AND status = 'leased'").fetchone()["n"] > 0, what="a leased wave")
         assert p.poll() is None, "".join(stderr)
         in_flight = {r["subject_id"] for r in conn.execute(
             "SELECT subject_id FROM interp.subject_state WHERE workflow_id = 32 "
             "AND status = 'leased'")}
         p.send_signal(signal.SIGTERM)
-        wait_until(lambda: took_signal.is_set() or p.poll() is not None, "the signal taken")
+        wait_for(lambda: took_signal.is_set() or p.poll() is not None, what="the signal taken")
         release.touch()  # the wave in flight may end now
         assert p.wait(60) == 0, "".join(stderr)
     finally:

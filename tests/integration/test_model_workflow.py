@@ -4,12 +4,11 @@ the model lane's preference for the loaded model, and switches recorded for ops.
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from interpreter.engine import Runner, RunOptions
-from tests.helpers import add_items, check_invariants, make_workflow
+from tests.helpers import add_items, check_invariants, make_workflow, wait_for
 
 pytestmark = pytest.mark.model
 
@@ -17,12 +16,6 @@ SCHEMA = {"type": "object", "properties": {"label": {"type": "string", "maxLengt
           "required": ["label"]}
 
 
-def wait_until(predicate, what, timeout=60.0):
-    """Polls until predicate() is true; the timeout only guards against a hang."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def model_rows(conn, smollm2, names):
@@ -84,13 +77,13 @@ def test_model_load_failure_opens_the_breaker_and_other_steps_go_on(db, conn, tm
     t = threading.Thread(target=runner.run)
     t.start()
     try:
-        wait_until(lambda: conn.execute(
+        wait_for(lambda: conn.execute(
             "SELECT state FROM interp.actor_health WHERE actor = 'actor_broken'"
-        ).fetchone() == {"state": "open"}, "the breaker to open")
+        ).fetchone() == {"state": "open"}, what="the breaker to open")
         # The failed subjects' retry backoff has passed and the model lane, with that
         # work ready, is held back by the breaker: they wait instead of failing again.
-        wait_until(lambda: runner.model_lane.no_wave_cause == "breaker",
-                   "the model lane to be held back by the breaker")
+        wait_for(lambda: runner.model_lane.no_wave_cause == "breaker",
+                   what="the model lane to be held back by the breaker")
     finally:
         stop.set()
         t.join(30)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 import uuid
 from typing import Any
 
@@ -28,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from interpreter.config import DatabaseChoice
 from interpreter.db import Database
 from interpreter.ops.metrics import metrics_registry
-from tests.helpers import GATE_NOT_DONE_SQL, add_items, make_workflow
+from tests.helpers import GATE_NOT_DONE_SQL, add_items, make_workflow, wait_for
 
 WF = 97
 N = 40
@@ -75,13 +74,6 @@ def states(conn) -> dict[str, dict[str, Any]]:
         "WHERE workflow_id = %s", (WF,))}
 
 
-def wait_for(predicate, timeout: float = 90.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def settled(conn) -> bool:

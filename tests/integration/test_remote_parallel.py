@@ -34,7 +34,7 @@ from interpreter.llm.remote import (
     remote_endpoints,
 )
 from interpreter.model_actor import run_model_wave
-from tests.helpers import stop_process
+from tests.helpers import stop_process, wait_for
 
 SAMPLING = {"temperature": 0.0}
 
@@ -238,7 +238,7 @@ def test_a_server_killed_mid_run_leaves_the_work_to_the_other(servers):
     (a, b), recorder = servers(2, delay=0.3)
     backend = backend_for([a, b], parallel=2)
     prompts = [f"p{i}" for i in range(16)]
-    killer = threading.Thread(target=lambda: (_wait_for(lambda: a.served >= 2), a.kill()))
+    killer = threading.Thread(target=lambda: (wait_for(lambda: a.served >= 2), a.kill()))
     killer.start()
     results = run_on_threads(backend, prompts, threads=backend.slots)
     killer.join()
@@ -294,7 +294,7 @@ def test_a_server_down_at_load_is_left_out_until_its_cool_down_ends(servers):
     a.failing.clear()
     # Waited for, not slept: on a slow machine an x call may have tried a again
     # after 0.3 s and doubled its cool-down.
-    _wait_for(lambda: backend.describe()["servers"][0]["up"])
+    wait_for(lambda: backend.describe()["servers"][0]["up"])
     # Back from the cool-down, a gets a request again.
     answers = [ask(backend, f"y{i}").text for i in range(4)]
     assert any(t.startswith("a:") for t in answers), answers
@@ -336,7 +336,7 @@ def test_stop_and_deadline_while_waiting_for_a_slot(servers):
     backend = backend_for([a], parallel=1)
     holder = threading.Thread(target=ask, args=(backend, "holds the only slot"))
     holder.start()
-    _wait_for(lambda: a.now == 1)
+    wait_for(lambda: a.now == 1)
     asked: list[float] = []
 
     def stop_once_queued() -> bool:
@@ -360,12 +360,12 @@ def test_gen_ms_leaves_out_the_wait_for_a_server_slot(servers):
     backend = backend_for([a], parallel=1)
     holder = threading.Thread(target=ask, args=(backend, "holds the only slot"))
     holder.start()
-    _wait_for(lambda: a.now == 1)
+    wait_for(lambda: a.now == 1)
     got: list = []
     started = time.monotonic()
     queued = threading.Thread(target=lambda: got.append(ask(backend, "queues behind it")))
     queued.start()
-    _wait_for(lambda: backend.describe()["waiting"] == 1)
+    wait_for(lambda: backend.describe()["waiting"] == 1)
     time.sleep(0.3)
     release.set()               # the holder still takes its 0.2 s on the server
     queued.join()
@@ -392,10 +392,10 @@ def test_slots_go_to_waiting_requests_in_the_order_they_came(servers):
 
     t = threading.Thread(target=hog)
     t.start()
-    _wait_for(lambda: a.now == 1)
+    wait_for(lambda: a.now == 1)
     waiter = threading.Thread(target=ask, args=(backend, "waiting"))
     waiter.start()
-    _wait_for(lambda: backend.describe()["waiting"] == 1)
+    wait_for(lambda: backend.describe()["waiting"] == 1)
     release.set()
     waiter.join()
     t.join()
@@ -472,7 +472,7 @@ def test_two_real_servers_share_the_work_and_one_can_die(smollm2, tmp_path):
     procs = [p for p, _ in started]
     try:
         for proc, url in started:
-            _wait_for(lambda proc=proc, url=url: (_answers(url + "/v1/models")
+            wait_for(lambda proc=proc, url=url: (_answers(url + "/v1/models")
                                                   or proc.poll() is not None), timeout=90)
             assert proc.poll() is None, (tmp_path / "servers.log").read_text()[-2000:]
         source = " ".join(f"{url}#parallel=1" for _, url in started)
@@ -480,7 +480,7 @@ def test_two_real_servers_share_the_work_and_one_can_die(smollm2, tmp_path):
         assert backend.slots == 2
         prompts = [f"Say the number {i} in words." for i in range(8)]
         killer = threading.Thread(target=lambda: (
-            _wait_for(lambda: _served(backend, started[0][1]) >= 1, timeout=120),
+            wait_for(lambda: _served(backend, started[0][1]) >= 1, timeout=120),
             procs[0].kill()))
         killer.start()
         todo: queue.Queue[str] = queue.Queue()
@@ -532,11 +532,3 @@ def _answers(url: str) -> bool:
 def _served(backend: RemoteBackend, url: str) -> int:
     return {s["url"]: s["served"] for s in backend.describe()["servers"]}[url]
 
-
-# ---------------------------------------------------------------- helpers
-
-def _wait_for(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.01)
