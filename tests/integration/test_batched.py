@@ -259,8 +259,6 @@ def test_gen_ms_leaves_out_the_time_a_sequence_queued_for_a_slot(smollm2):
     assert calls[2][2].gen_ms < first_gen < calls[2][1]
 
 
-
-
 def test_parallel_that_does_not_fit_the_budget_is_refused_naming_what_fits(smollm2):
     size = smollm2.stat().st_size
     events: list[dict] = []
