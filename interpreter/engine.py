@@ -145,7 +145,7 @@ class Runner:
             # are daemon threads, and --db-timeout is the limit the user set.
             self.lifecycle.end_heartbeat(timeout=0.5 if lost_db else 5.0)
             if recorder is not None:   # after writing the lane's last intervals
-                recorder.stop(timeout=0.5 if lost_db else 5.0)
+                recorder.stop(timeout=0.5 if lost_db else 5.0, write_last=not lost_db)
             if ctx.model_error is not None and status == "finished":
                 status, error = "failed", first_line(ctx.model_error)
             if self.admitter.error is not None and status != "failed":

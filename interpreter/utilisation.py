@@ -96,14 +96,17 @@ class UtilisationRecorder:
         self._thread = threading.Thread(target=self._loop, name="utilisation", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ends the thread, ends the lane's last interval and writes what is left."""
+    def stop(self, timeout: float = 5.0, *, write_last: bool = True) -> None:
+        """Ends the thread, ends the lane's last interval and writes what is left;
+        without write_last (the run lost its database) what is left is dropped:
+        the write would only wait for a pooled connection that cannot come."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
         if self.clock is not None:
             self.clock.finish()
-        self.write()
+        if write_last:
+            self.write()
         if self._gpu is not None:
             self._gpu.close()
 
